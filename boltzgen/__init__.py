@@ -1,0 +1,32 @@
+"""boltzgen: Boltzmann generators with smooth normalizing flows in internal coordinates.
+
+Public entry points (see ``shared/API.md`` and the README): ``System``, ``EnergyModel``,
+``simulate``, ``InternalCoordinates``, ``BoltzmannGenerator``, ``free_energy_difference``.
+"""
+
+from __future__ import annotations
+
+from boltzgen.errors import (
+    BoltzgenError,
+    EnergyWorkerError,
+    InputError,
+    MalformedPDBError,
+    MissingHydrogensError,
+    MissingTemplateError,
+    ShapeError,
+    StructureError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BoltzgenError",
+    "EnergyWorkerError",
+    "InputError",
+    "MalformedPDBError",
+    "MissingHydrogensError",
+    "MissingTemplateError",
+    "ShapeError",
+    "StructureError",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from boltzgen.cli import main
+
+main()

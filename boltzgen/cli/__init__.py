@@ -1,0 +1,30 @@
+"""The ``boltzgen`` command line (typer). Each command group lives in its own module and is
+registered here, so library code never imports the CLI."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="boltzgen",
+    help="Boltzmann generators: MD data, training, sampling, free energies, and the REST service.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Boltzmann generators from the command line."""
+
+
+@app.command()
+def version() -> None:
+    """Print the boltzgen version."""
+    from boltzgen import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
