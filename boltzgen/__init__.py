@@ -6,6 +6,12 @@ Public entry points (see ``shared/API.md`` and the README): ``System``, ``Energy
 
 from __future__ import annotations
 
+from boltzgen.coordinates import (
+    BoxNormalizer,
+    ICNormalizer,
+    InternalCoordinates,
+    dihedral_indices,
+)
 from boltzgen.errors import (
     BoltzgenError,
     EnergyWorkerError,
@@ -21,6 +27,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BoltzgenError",
+    "BoxNormalizer",
+    "ICNormalizer",
+    "InternalCoordinates",
+    "dihedral_indices",
     "EnergyWorkerError",
     "InputError",
     "MalformedPDBError",

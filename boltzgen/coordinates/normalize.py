@@ -1,0 +1,221 @@
+"""Map internal coordinates to the unit box [0, 1]^d (a torus x box for the flows).
+
+* circular columns (torsions; alpha, gamma in keep mode): u = (z + pi) / (2 pi), wrapped into
+  [0, 1) (a torsion is an angle, so wrapping is exact); log-det -log(2 pi) per column.
+* other columns (bonds, angles, beta, translation): u = (z - low) / (high - low) with bounds
+  from :meth:`BoxNormalizer.fit_bounds` (data min/max with a margin, or mean +- k sigma,
+  clipped to the natural range: bonds > 0, angles in [0, pi]); log-det -log(high - low).
+
+Out-of-bounds values of non-circular columns are never wrapped. With ``out_of_bounds="clamp"``
+(default) u is clamped into [0, 1] and that sample's log-det is -inf, i.e. the configuration is
+outside the support of the model (log-probability -inf); ``in_bounds(z)`` reports which
+samples are inside. With ``out_of_bounds="error"`` an ``InputError`` names the columns. In the
+inverse direction, u within 1e-6 outside [0, 1] (rounding of a flow) is clamped silently.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from boltzgen.coordinates.transform import InternalCoordinates
+from boltzgen.errors import InputError, ShapeError
+
+_TOL = 1e-6
+
+
+class BoxNormalizer(nn.Module):
+    """Affine map z (B, d) <-> u (B, d) in [0, 1]^d, periodic on ``circular`` columns.
+
+    Args:
+        circular: (d,) bool, True for periodic columns (values in radians, period 2 pi).
+        low, high: (d,) bounds of the non-circular columns (ignored on circular ones);
+            default [0, 1] until :meth:`fit_bounds` or :meth:`set_bounds` is called.
+        lower_limits, upper_limits: (d,) natural limits the fitted bounds are clipped to
+            (e.g. 0 for bonds, pi for angles); +-inf where unlimited.
+        out_of_bounds: "clamp" (log-det -inf) or "error".
+    """
+
+    def __init__(
+        self,
+        circular,
+        low=None,
+        high=None,
+        lower_limits=None,
+        upper_limits=None,
+        out_of_bounds: str = "clamp",
+    ) -> None:
+        super().__init__()
+        if out_of_bounds not in ("clamp", "error"):
+            raise InputError(f"out_of_bounds must be 'clamp' or 'error', got {out_of_bounds!r}")
+        circ = torch.as_tensor(circular, dtype=torch.bool)
+        d = circ.numel()
+        self.dim = d
+        self.out_of_bounds = out_of_bounds
+        f64 = torch.float64
+
+        def vec(v, default):
+            t = torch.full((d,), default, dtype=f64) if v is None else torch.as_tensor(v, dtype=f64)
+            if t.shape != (d,):
+                raise ShapeError(f"bounds must have shape ({d},), got {tuple(t.shape)}")
+            return t.clone()
+
+        self.register_buffer("circular", circ.clone())
+        self.register_buffer("lower_limits", vec(lower_limits, -math.inf))
+        self.register_buffer("upper_limits", vec(upper_limits, math.inf))
+        self.register_buffer("low", vec(low, 0.0))
+        self.register_buffer("high", vec(high, 1.0))
+        self._apply_circular()
+
+    def _apply_circular(self) -> None:
+        self.low[self.circular] = -math.pi
+        self.high[self.circular] = math.pi
+
+    def set_bounds(self, low, high) -> None:
+        """Set bounds (d,) by hand (circular columns keep [-pi, pi])."""
+        low = torch.as_tensor(low, dtype=self.low.dtype, device=self.low.device)
+        high = torch.as_tensor(high, dtype=self.high.dtype, device=self.high.device)
+        if low.shape != (self.dim,) or high.shape != (self.dim,):
+            raise ShapeError(f"bounds must have shape ({self.dim},)")
+        if not bool((high[~self.circular] > low[~self.circular]).all()):
+            raise InputError("every upper bound must exceed its lower bound")
+        self.low.copy_(low)
+        self.high.copy_(high)
+        self._apply_circular()
+
+    @torch.no_grad()
+    def fit_bounds(
+        self, z, margin: float = 0.1, k_sigma: float | None = None, min_width: float = 1e-3
+    ) -> None:
+        """Fit bounds of the non-circular columns to data z (N, d).
+
+        Default: [min - margin * w, max + margin * w] with w = max(max - min, min_width).
+        With ``k_sigma``: [mean - k_sigma * std, mean + k_sigma * std] widened to contain
+        the data. Always clipped to the natural limits.
+        """
+        z = torch.as_tensor(z).to(torch.float64)
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise ShapeError(f"z must be (N, {self.dim}), got {tuple(z.shape)}")
+        if z.shape[0] < 1 or not bool(torch.isfinite(z).all()):
+            raise InputError("fit_bounds needs at least one finite sample")
+        lo, hi = z.min(0).values, z.max(0).values
+        if k_sigma is not None:
+            mu, sd = z.mean(0), z.std(0, unbiased=False) if z.shape[0] > 1 else torch.zeros_like(lo)
+            lo = torch.minimum(lo, mu - k_sigma * sd)
+            hi = torch.maximum(hi, mu + k_sigma * sd)
+        w = (hi - lo).clamp_min(min_width)
+        if k_sigma is None:
+            lo, hi = lo - margin * w, hi + margin * w
+        else:
+            mid = 0.5 * (lo + hi)
+            lo, hi = torch.minimum(lo, mid - 0.5 * w), torch.maximum(hi, mid + 0.5 * w)
+        lo = torch.maximum(lo, self.lower_limits.cpu())
+        hi = torch.minimum(hi, self.upper_limits.cpu())
+        self.low.copy_(lo)
+        self.high.copy_(hi)
+        self._apply_circular()
+
+    def in_bounds(self, z: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: all non-circular columns of z inside [low, high]."""
+        lo, hi = self.low.to(z.dtype), self.high.to(z.dtype)
+        ok = (z >= lo) & (z <= hi) | self.circular
+        return ok.all(-1)
+
+    def _logdet(self, dtype) -> torch.Tensor:
+        return torch.log(self.high - self.low).sum().to(dtype)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, d) -> u (B, d) in [0, 1]^d, logdet (B,) = log|det du/dz|."""
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise ShapeError(f"z must be (B, {self.dim}), got {tuple(z.shape)}")
+        lo, hi = self.low.to(z.dtype), self.high.to(z.dtype)
+        u = (z - lo) / (hi - lo)
+        u = torch.where(self.circular, torch.remainder(u, 1.0), u)
+        logdet = (-self._logdet(z.dtype)).expand(z.shape[0]).clone()
+        bad = ((u < 0) | (u > 1)) & ~self.circular
+        if bool(bad.any()):
+            if self.out_of_bounds == "error":
+                cols = torch.nonzero(bad.any(0)).flatten().tolist()
+                raise InputError(
+                    f"internal coordinates outside the fitted bounds in columns {cols[:10]}"
+                    f"{' ...' if len(cols) > 10 else ''}; refit the bounds or use clamping"
+                )
+            u = u.clamp(0.0, 1.0)
+            logdet = torch.where(bad.any(-1), torch.full_like(logdet, -math.inf), logdet)
+        return u, logdet
+
+    def inverse(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """u (B, d) -> z (B, d), logdet (B,) = log|det dz/du| (-inf outside [0, 1] + 1e-6)."""
+        if u.ndim != 2 or u.shape[1] != self.dim:
+            raise ShapeError(f"u must be (B, {self.dim}), got {tuple(u.shape)}")
+        lo, hi = self.low.to(u.dtype), self.high.to(u.dtype)
+        bad = ((u < -_TOL) | (u > 1 + _TOL)) & ~self.circular
+        logdet = self._logdet(u.dtype).expand(u.shape[0]).clone()
+        if bool(bad.any()):
+            if self.out_of_bounds == "error":
+                raise InputError("u outside [0, 1] in non-circular columns")
+            logdet = torch.where(bad.any(-1), torch.full_like(logdet, -math.inf), logdet)
+        u = torch.where(self.circular, torch.remainder(u, 1.0), u.clamp(0.0, 1.0))
+        return lo + u * (hi - lo), logdet
+
+
+class ICNormalizer(nn.Module):
+    """Composed transform x (B, n, 3) nm <-> u (B, d) in [0, 1]^d with total log-det.
+
+    ``forward(x) -> (u, logdet)`` with logdet = log|det du/dx| (in the sense of
+    ``InternalCoordinates`` for rigid="remove"), ``inverse(u) -> (x, logdet_inv)``.
+    Attributes ``dim``, ``circular`` (d,) bool, ``ic``, ``box``.
+    """
+
+    def __init__(self, ic: InternalCoordinates, out_of_bounds: str = "clamp") -> None:
+        super().__init__()
+        self.ic = ic
+        d = ic.dim
+        lower = torch.full((d,), -math.inf, dtype=torch.float64)
+        upper = torch.full((d,), math.inf, dtype=torch.float64)
+        lower[ic.bond_columns] = 0.0
+        lower[ic.angle_columns] = 0.0
+        upper[ic.angle_columns] = math.pi
+        low = torch.zeros(d, dtype=torch.float64)
+        high = torch.ones(d, dtype=torch.float64)
+        high[ic.angle_columns] = math.pi
+        if ic.rigid == "keep":
+            beta = ic.orientation_columns[1]
+            lower[beta], upper[beta], high[beta] = 0.0, math.pi, math.pi
+            low[ic.translation_columns] = -10.0
+            high[ic.translation_columns] = 10.0
+        self.box = BoxNormalizer(ic.circular, low, high, lower, upper, out_of_bounds=out_of_bounds)
+
+    @classmethod
+    def from_topology(cls, topology, rigid: str = "remove", **kwargs) -> ICNormalizer:
+        """``InternalCoordinates.from_topology(topology, rigid, **kwargs)`` + unit box."""
+        oob = kwargs.pop("out_of_bounds", "clamp")
+        return cls(InternalCoordinates.from_topology(topology, rigid, **kwargs), oob)
+
+    @property
+    def dim(self) -> int:
+        return self.ic.dim
+
+    @property
+    def circular(self) -> torch.Tensor:
+        return self.ic.circular
+
+    @torch.no_grad()
+    def fit_bounds(self, x, **kwargs) -> None:
+        """Fit the box bounds to positions x (N, n, 3) nm (kwargs of BoxNormalizer.fit_bounds)."""
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+        z, _ = self.ic(x.to(torch.float64))
+        self.box.fit_bounds(z, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z, ld1 = self.ic(x)
+        u, ld2 = self.box(z)
+        return u, ld1 + ld2
+
+    def inverse(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z, ld2 = self.box.inverse(u)
+        x, ld1 = self.ic.inverse(z)
+        return x, ld1 + ld2
