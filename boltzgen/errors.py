@@ -49,3 +49,7 @@ class TopologyError(InputError):
 
 class TrainingError(BoltzgenError, RuntimeError):
     """Training diverged (non-finite loss) or cannot continue."""
+
+
+class JobParamsError(InputError):
+    """A job names an unknown kind or its parameters do not validate."""
