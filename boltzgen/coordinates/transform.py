@@ -196,36 +196,38 @@ class InternalCoordinates(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, n_atoms, 3) nm -> z (B, dim), logdet (B,) = log|det dz/dx| (see module doc)."""
         x = self._check_x(x)
+        xt = x.permute(2, 1, 0).contiguous()  # (3, n, B): component-first, batch innermost
         bi, ai, ti = self._b_idx, self._a_idx, self._t_idx
-        bonds = g.bond(x[:, bi[:, 0]], x[:, bi[:, 1]])
-        angles, sins = g.angle_and_sin(x[:, ai[:, 0]], x[:, ai[:, 1]], x[:, ai[:, 2]])
-        tors = g.dihedral(x[:, ti[:, 0]], x[:, ti[:, 1]], x[:, ti[:, 2]], x[:, ti[:, 3]])
+        bonds = g.bond(xt[:, bi[:, 0]], xt[:, bi[:, 1]])  # (n-1, B)
+        angles, sins = g.angle_and_sin(xt[:, ai[:, 0]], xt[:, ai[:, 1]], xt[:, ai[:, 2]])
+        tors = g.dihedral(xt[:, ti[:, 0]], xt[:, ti[:, 1]], xt[:, ti[:, 2]], xt[:, ti[:, 3]])
         tiny = _tiny(x)
-        logdet = -(2.0 * torch.log(bonds.clamp_min(tiny)).sum(-1))
-        logdet = logdet - torch.log(sins.clamp_min(tiny)).sum(-1)
+        logdet = -(2.0 * torch.log(bonds.clamp_min(tiny)).sum(0))
+        logdet = logdet - torch.log(sins.clamp_min(tiny)).sum(0)
         parts = [bonds, angles, tors]
         if self.rigid == "keep":
-            rigid, log_sin_beta = self._rigid_forward(x)
+            rigid, log_sin_beta = self._rigid_forward(xt)
             parts.append(rigid)
             logdet = logdet - log_sin_beta
-        return torch.cat(parts, dim=-1), logdet
+        return torch.cat(parts, dim=0).T.contiguous(), logdet
 
-    def _rigid_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rigid_forward(self, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """xt (3, n, B) -> (6, B) [root position, alpha, beta, gamma], log sin beta (B,)."""
         zm = self.zmatrix
-        x0 = x[:, zm[0, 0]]
-        d1 = x[:, zm[1, 0]] - x[:, zm[1, 1]]  # atom 1 minus root
-        e1 = d1 / g.safe_norm(d1)[..., None]
-        ex, ey, ez = e1.unbind(-1)
+        x0 = xt[:, zm[0, 0]]
+        d1 = xt[:, zm[1, 0]] - xt[:, zm[1, 1]]  # atom 1 minus root
+        e1 = d1 / g.safe_norm(d1)
+        ex, ey, ez = e1.unbind(0)
         rho = torch.sqrt(ex * ex + ey * ey + 1e-30)
         beta = g.safe_atan2(rho, ez)
         alpha = g.safe_atan2(ey, ex)
         ca, sa = ex / rho, ey / rho
-        u = torch.stack([ez * ca, ez * sa, -rho], -1)
-        v = torch.stack([-sa, ca, torch.zeros_like(ca)], -1)
-        d2 = x[:, zm[2, 0]] - x[:, zm[2, 1]]
-        gamma = g.safe_atan2((d2 * v).sum(-1), (d2 * u).sum(-1))
-        out = torch.cat([x0, torch.stack([alpha, beta, gamma], -1)], -1)
-        return out, torch.log(rho.clamp_min(_tiny(x)))
+        u = torch.stack([ez * ca, ez * sa, -rho])
+        v = torch.stack([-sa, ca, torch.zeros_like(ca)])
+        d2 = xt[:, zm[2, 0]] - xt[:, zm[2, 1]]
+        gamma = g.safe_atan2(g.dot(d2, v), g.dot(d2, u))
+        out = torch.cat([x0, torch.stack([alpha, beta, gamma])], 0)
+        return out, torch.log(rho.clamp_min(_tiny(xt)))
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, dim) -> x (B, n_atoms, 3) nm, logdet_inv (B,) = log|det dx/dz| = -logdet."""
@@ -233,52 +235,47 @@ class InternalCoordinates(nn.Module):
         bsz = z.shape[0]
         n = self.n_atoms
         nb, na = n - 1, n - 2
-        bonds = z[:, :nb]
-        angles = z[:, nb : nb + na]
+        zt = z.T.contiguous()  # (dim, B): batch innermost
         tiny = _tiny(z)
-        logdet = 2.0 * torch.log(bonds.abs().clamp_min(tiny)).sum(-1)
-        logdet = logdet + torch.log(torch.sin(angles).abs().clamp_min(tiny)).sum(-1)
+        logdet = 2.0 * torch.log(zt[:nb].abs().clamp_min(tiny)).sum(0)
+        logdet = logdet + torch.log(torch.sin(zt[nb : nb + na]).abs().clamp_min(tiny)).sum(0)
         zm = self.zmatrix
         if self.rigid == "keep":
-            t = z[:, self.translation_columns]
-            alpha, beta, gamma = z[:, self.orientation_columns].unbind(-1)
+            t = zt[self.translation_columns]  # (3, B)
+            alpha, beta, gamma = zt[self.orientation_columns].unbind(0)
             logdet = logdet + torch.log(torch.sin(beta).abs().clamp_min(tiny))
-        else:
-            t = z.new_zeros(bsz, 3)
-            alpha = z.new_zeros(bsz)
-            beta = z.new_full((bsz,), math.pi / 2)
+            sb, cb, sa, ca = torch.sin(beta), torch.cos(beta), torch.sin(alpha), torch.cos(alpha)
+            e1 = torch.stack([sb * ca, sb * sa, cb])
+            u = torch.stack([cb * ca, cb * sa, -sb])
+            v = torch.stack([-sa, ca, torch.zeros_like(ca)])
+        else:  # canonical frame: root at 0, atom 1 on +x, atom 2 in the xy plane (y > 0)
+            t = z.new_zeros(3, bsz)
+            e1 = z.new_tensor([1.0, 0.0, 0.0])[:, None].expand(3, bsz)
+            u = z.new_tensor([0.0, 0.0, -1.0])[:, None].expand(3, bsz)
+            v = z.new_tensor([0.0, 1.0, 0.0])[:, None].expand(3, bsz)
             gamma = z.new_full((bsz,), math.pi / 2)
-        sb, cb, sa, ca = torch.sin(beta), torch.cos(beta), torch.sin(alpha), torch.cos(alpha)
-        e1 = torch.stack([sb * ca, sb * sa, cb], -1)
-        u = torch.stack([cb * ca, cb * sa, -sb], -1)
-        v = torch.stack([-sa, ca, torch.zeros_like(ca)], -1)
-        if self.rigid == "remove":  # exact canonical frame, no trig rounding
-            e1 = z.new_tensor([1.0, 0.0, 0.0]).expand(bsz, 3)
-            u = z.new_tensor([0.0, 0.0, -1.0]).expand(bsz, 3)
-            v = z.new_tensor([0.0, 1.0, 0.0]).expand(bsz, 3)
         x0 = t
-        x1 = t + bonds[:, :1] * e1
+        x1 = t + zt[0] * e1
         first = {int(zm[0, 0]): x0, int(zm[1, 0]): x1}
         xp, xq = first[int(zm[2, 1])], first[int(zm[2, 2])]
         eh = xq - xp
-        eh = eh / g.safe_norm(eh)[..., None]
-        th2 = angles[:, 0:1]
-        x2 = xp + bonds[:, 1:2] * (
-            torch.cos(th2) * eh
-            + torch.sin(th2) * (torch.cos(gamma)[:, None] * u + torch.sin(gamma)[:, None] * v)
+        eh = eh / g.safe_norm(eh)
+        th2 = zt[nb]
+        x2 = xp + zt[1] * (
+            torch.cos(th2) * eh + torch.sin(th2) * (torch.cos(gamma) * u + torch.sin(gamma) * v)
         )
-        x = z.new_zeros(bsz, n, 3)
-        x = x.index_copy(1, zm[:3, 0], torch.stack([x0, x1, x2], 1))
+        xt = z.new_zeros(3, n, bsz)
+        xt = xt.index_copy(1, zm[:3, 0], torch.stack([x0, x1, x2], 1))
         rows, bc, ac, tc = self._inv_rows, self._inv_bcol, self._inv_acol, self._inv_tcol
         for lo, hi in self._level_slices:
             r = rows[lo:hi]
             xa = g.place(
-                x[:, r[:, 1]],
-                x[:, r[:, 2]],
-                x[:, r[:, 3]],
-                z[:, bc[lo:hi]],
-                z[:, ac[lo:hi]],
-                z[:, tc[lo:hi]],
+                xt[:, r[:, 1]],
+                xt[:, r[:, 2]],
+                xt[:, r[:, 3]],
+                zt[bc[lo:hi]],
+                zt[ac[lo:hi]],
+                zt[tc[lo:hi]],
             )
-            x = x.index_copy(1, r[:, 0], xa)
-        return x, logdet
+            xt = xt.index_copy(1, r[:, 0], xa)
+        return xt.permute(2, 1, 0).contiguous(), logdet
