@@ -1,0 +1,167 @@
+"""Smooth (C-infinity) monotone bijections of [0, 1] and of the circle [0, 1).
+
+Construction (Koehler, Kraemer & Noe, "Smooth Normalizing Flows", NeurIPS 2021):
+
+* smooth ramp ``rho(z) = exp(-alpha / z**p)`` for ``z > 0`` and 0 otherwise; we only ever use
+  ``t(z) = -log rho(z) = alpha / z**p`` (log space), capped at ``CAP`` where ``rho`` is 0 to
+  machine precision, with the double-``where`` trick so values *and* gradients stay finite;
+* bump-based bijection ``g(x) = rho(x') / (rho(x') + rho(1 - x')) = sigmoid(t(1-x') - t(x'))``
+  with ``x' = a (x - b) + b`` (learnable slope ``a`` and centre ``b``), renormalised to
+  ``(g(x) - g(0)) / (g(1) - g(0))`` so it maps [0, 1] onto [0, 1];
+* mixture of ``K`` components with softmax weights plus a small linear part ``c x`` that
+  keeps the derivative ``>= c > 0`` (strict monotonicity, finite log-det).
+
+Circular version: with ``a >= 1`` each component is flat (all derivatives zero) near both
+ends, so ``f(x) - x`` is smooth and periodic: ``f(1) - 1 = f(0) - 0 = 0``, ``f'(0) = f'(1)`` and
+all higher derivatives vanish at the seam. A learnable rotation ``s`` is added:
+``y = (f((x - s) mod 1) + s) mod 1``.
+
+Parameters per element (raw, unconstrained), ``n_params = 4 K + 2``:
+``[a_1..a_K, b_1..b_K, alpha_1..alpha_K, w_1..w_K, c, s]`` (``s`` is ignored on intervals).
+
+The forward map is explicit; the inverse uses :func:`boltzgen.flows.roots.implicit_inverse`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from boltzgen.flows.base import Bijection
+from boltzgen.flows.roots import implicit_inverse
+
+CAP = 100.0
+"""``t = -log rho`` is capped here: ``exp(-CAP)`` is 0 for every use (value and derivative)."""
+
+
+def log_ramp(z: Tensor, alpha: Tensor, p: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Minus log of the smooth ramp and its derivative magnitude.
+
+    Args:
+        z: points, any shape.
+        alpha: ramp scale (> 0), broadcastable to ``z``.
+        p: ramp power (> 0).
+
+    Returns:
+        ``(t, q)`` with ``t = alpha / z**p`` (= ``-log rho(z)``, capped at ``CAP``; ``CAP`` for
+        ``z <= 0``) and ``q = -dt/dz = p t / z`` (0 where capped). Both finite everywhere, and
+        so are their gradients (the unused branch sees ``z = 1``).
+    """
+    with torch.no_grad():
+        inside = z.clamp(min=0.0).pow(p) * CAP > alpha
+    z_safe = torch.where(inside, z, torch.ones_like(z))
+    t = alpha / (z_safe if p == 1.0 else z_safe.pow(p))
+    q = t / z_safe if p == 1.0 else p * t / z_safe
+    cap = torch.full_like(t, CAP)
+    return torch.where(inside, t, cap), torch.where(inside, q, torch.zeros_like(q))
+
+
+def bump(xp: Tensor, alpha: Tensor, p: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``g(x') = rho(x') / (rho(x') + rho(1 - x'))`` and ``dg/dx'``, computed in log space."""
+    t1, q1 = log_ramp(xp, alpha, p)
+    t2, q2 = log_ramp(1.0 - xp, alpha, p)
+    d = t2 - t1
+    g = torch.sigmoid(d)
+    dg = g * torch.sigmoid(-d) * (q1 + q2)
+    return g, dg
+
+
+class SmoothMixture(Bijection):
+    """Mixture of ``K`` smooth bump bijections on [0, 1] (or the circle, ``circular=True``).
+
+    Args:
+        n_components: ``K``.
+        circular: periodic version on [0, 1) (slopes ``a >= 1`` and a rotation).
+        ramp_power: ``p`` in ``rho(z) = exp(-alpha / z**p)`` (fixed).
+        min_linear: lower bound of the linear weight ``c`` (so ``f' >= c``).
+        tol, max_iter, graph_steps: root-finder settings, see :mod:`boltzgen.flows.roots`.
+
+    ``forward(x, raw)`` is explicit; ``inverse(y, raw)`` root-finds. ``x, y``: ``(...)``,
+    ``raw``: ``(..., 4K + 2)``; both return ``(out, log|d out / d in|)`` elementwise.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 8,
+        circular: bool = False,
+        ramp_power: float = 1.0,
+        min_linear: float = 0.01,
+        tol: float | None = None,
+        max_iter: int = 100,
+        graph_steps: int = 2,
+    ) -> None:
+        super().__init__()
+        if n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {n_components}")
+        if ramp_power <= 0:
+            raise ValueError(f"ramp_power must be > 0, got {ramp_power}")
+        self.K = int(n_components)
+        self.circular = bool(circular)
+        self.p = float(ramp_power)
+        self.min_linear = float(min_linear)
+        self.tol = tol
+        self.max_iter = int(max_iter)
+        self.graph_steps = int(graph_steps)
+        self.n_params = 4 * self.K + 2
+        # spread the component centres at init so that zero raw params give a gentle map
+        centres = [(k + 0.5) / self.K for k in range(self.K)]
+        self.register_buffer(
+            "b_offset", torch.tensor([math.log(c / (1 - c)) for c in centres]), persistent=False
+        )
+
+    def extra_repr(self) -> str:
+        return f"K={self.K}, circular={self.circular}, ramp_power={self.p}"
+
+    def _prepare(self, raw: Tensor) -> tuple[Tensor, ...]:
+        K = self.K
+        ra, rb, ral, rw = (
+            raw[..., :K],
+            raw[..., K : 2 * K],
+            raw[..., 2 * K : 3 * K],
+            raw[..., 3 * K : 4 * K],
+        )
+        a = F.softplus(ra) + 1.0 if self.circular else F.softplus(ra - 1.0) + 0.5
+        b = torch.sigmoid(rb + self.b_offset.to(raw.dtype))
+        alpha = torch.exp(2.0 * torch.tanh(0.5 * ral))  # in [e^-2, e^2], 1 at raw = 0
+        w = torch.softmax(rw, dim=-1)
+        c = self.min_linear + (1.0 - self.min_linear) * torch.sigmoid(raw[..., 4 * K])
+        ab = b * (1.0 - a)  # x' = a x + ab
+        g0, _ = bump(ab, alpha, self.p)
+        g1, _ = bump(a + ab, alpha, self.p)
+        wp = (1.0 - c)[..., None] * w / (g1 - g0)
+        off = (wp * g0).sum(-1)
+        return a, ab, alpha, wp, off, c, raw[..., 4 * K + 1]
+
+    def _core(self, x: Tensor, prm: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        a, ab, alpha, wp, off, c, _ = prm
+        g, dg = bump(torch.addcmul(ab, a, x[..., None]), alpha, self.p)
+        f = (wp * g).sum(-1) - off + c * x
+        df = (wp * a * dg).sum(-1) + c
+        return f, df
+
+    def forward(self, x: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
+        prm = self._prepare(raw)
+        if self.circular:
+            s = prm[-1]
+            f, df = self._core(torch.remainder(x - s, 1.0), prm)
+            return torch.remainder(f + s, 1.0), torch.log(df)
+        f, df = self._core(x, prm)
+        return f, torch.log(df)
+
+    def inverse(self, y: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
+        prm = self._prepare(raw)
+        target = torch.remainder(y - prm[-1], 1.0) if self.circular else y
+        x, df = implicit_inverse(
+            lambda u: self._core(u, prm),
+            target,
+            params=(raw,),
+            tol=self.tol,
+            max_iter=self.max_iter,
+            graph_steps=self.graph_steps,
+        )
+        if self.circular:
+            x = torch.remainder(x + prm[-1], 1.0)
+        return x, -torch.log(df)
