@@ -22,6 +22,7 @@ from boltzgen.errors import (
     ShapeError,
     StructureError,
 )
+from boltzgen.flows import Flow, RQSpline, SmoothMixture, Transform, build_flow
 
 __version__ = "0.1.0"
 
@@ -38,5 +39,10 @@ __all__ = [
     "MissingTemplateError",
     "ShapeError",
     "StructureError",
+    "Flow",
+    "RQSpline",
+    "SmoothMixture",
+    "Transform",
+    "build_flow",
     "__version__",
 ]
