@@ -9,7 +9,7 @@ import mdtraj as md
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from boltzgen.coordinates import (
@@ -52,6 +52,15 @@ def _perturbed(traj, n: int, seed: int, scale: float = 1.0, dtype=torch.float64)
     z[:, ic.orientation_columns[1]] = z[:, ic.orientation_columns[1]].abs().clamp(0.2, 2.9)
     x, _ = ic.inverse(z)
     return x.to(dtype)
+
+
+_CACHE: dict[str, md.Trajectory] = {}
+
+
+def _load(name: str) -> md.Trajectory:
+    if name not in _CACHE:
+        _CACHE[name] = md.load(DATA / f"{name}.pdb")
+    return _CACHE[name]
 
 
 def _pairwise(x: torch.Tensor) -> torch.Tensor:
@@ -279,16 +288,16 @@ def test_near_collinear_no_nan(adp, dtype, angle):
 # ---------------------------------------------------------------- property-based
 
 
-@settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=40, deadline=None)
 @given(
+    which=st.sampled_from(MOLECULES[:2]),
     seed=st.integers(0, 2**31 - 1),
     scale=st.floats(0.0, 3.0),
     angles=st.lists(st.floats(-10, 10), min_size=3, max_size=3),
     shift=st.lists(st.floats(-5, 5), min_size=3, max_size=3),
 )
-def test_property_rigid_invariance_and_roundtrip(adp, seed, scale, angles, shift):
+def test_property_rigid_invariance_and_roundtrip(which, seed, scale, angles, shift):
+    adp = _load(which)
     x = _perturbed(adp, 2, seed=seed, scale=scale)
     rot = torch.tensor(_rotation(*angles), dtype=torch.float64)
     y = x @ rot.T + torch.tensor(shift, dtype=torch.float64)
@@ -396,3 +405,25 @@ def test_openmm_builds_systems_from_test_molecules():
         pdb = app.PDBFile(str(DATA / f"{name}.pdb"))
         system = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff)
         assert system.getNumParticles() == pdb.topology.getNumAtoms()
+
+
+def test_normalizer_forcefield_bounds():
+    import openmm.app as app
+
+    ff = app.ForceField("amber99sbildn.xml")
+    for name in MOLECULES:
+        pdb = app.PDBFile(str(DATA / f"{name}.pdb"))
+        system = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+        traj = md.load(DATA / f"{name}.pdb")
+        norm = ICNormalizer.from_topology(traj.topology).double()
+        norm.fit_bounds_from_forcefield(system, temperature=300.0, k_sigma=6.0)
+        u, ld = norm(torch.tensor(traj.xyz, dtype=torch.float64))
+        assert torch.isfinite(ld).all()  # the minimised structure is inside
+        ic = norm.ic
+        noncirc = torch.cat([ic.bond_columns, ic.angle_columns])
+        assert (u[0, noncirc] - 0.5).abs().max() < 0.4
+        if name == "alanine-dipeptide":  # CA-CB bond: amber r0 = 0.1526 nm, centred bounds
+            row = int(np.nonzero(ic.zmatrix[:, 0].numpy() == 10)[0][0])
+            col = ic.bond_columns[row - 1]
+            mid = 0.5 * (norm.box.low[col] + norm.box.high[col])
+            assert abs(mid.item() - 0.1526) < 1e-6

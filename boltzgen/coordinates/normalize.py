@@ -4,7 +4,9 @@
   [0, 1) (a torsion is an angle, so wrapping is exact); log-det -log(2 pi) per column.
 * other columns (bonds, angles, beta, translation): u = (z - low) / (high - low) with bounds
   from :meth:`BoxNormalizer.fit_bounds` (data min/max with a margin, or mean +- k sigma,
-  clipped to the natural range: bonds > 0, angles in [0, pi]); log-det -log(high - low).
+  clipped to the natural range: bonds > 0, angles in [0, pi]) or from the force field's
+  equilibrium values +- k sigma (:meth:`ICNormalizer.fit_bounds_from_forcefield`);
+  log-det -log(high - low).
 
 Out-of-bounds values of non-circular columns are never wrapped. With ``out_of_bounds="clamp"``
 (default) u is clamped into [0, 1] and that sample's log-det is -inf, i.e. the configuration is
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from boltzgen.coordinates.transform import InternalCoordinates
-from boltzgen.errors import InputError, ShapeError
+from boltzgen.errors import InputError, ShapeError, TopologyError
 
 _TOL = 1e-6
 
@@ -209,6 +211,60 @@ class ICNormalizer(nn.Module):
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
         z, _ = self.ic(x.to(torch.float64))
         self.box.fit_bounds(z, **kwargs)
+
+    @torch.no_grad()
+    def fit_bounds_from_forcefield(
+        self, openmm_system, temperature: float = 300.0, k_sigma: float = 6.0
+    ) -> None:
+        """Bond and angle bounds from harmonic force-field terms: equilibrium +- k_sigma * sigma
+        with sigma = sqrt(kT / k) (k from ``HarmonicBondForce`` / ``HarmonicAngleForce`` of the
+        ``openmm.System``; temperature in K). Constrained bonds get r0 +- 1e-3 nm. Other
+        non-circular columns (keep-mode translation) keep their current bounds.
+
+        Raises:
+            TopologyError: a Z-matrix bond or angle has no harmonic term in the system.
+        """
+        import openmm
+
+        kt = 0.0083144626 * temperature  # kJ/mol
+        bonds: dict[frozenset, tuple[float, float]] = {}
+        angles: dict[tuple[int, int, int], tuple[float, float]] = {}
+        for force in openmm_system.getForces():
+            if isinstance(force, openmm.HarmonicBondForce):
+                for i in range(force.getNumBonds()):
+                    a, b, r0, k = force.getBondParameters(i)
+                    r0 = r0.value_in_unit(openmm.unit.nanometer)
+                    k = k.value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer**2)
+                    bonds[frozenset((a, b))] = (r0, math.sqrt(kt / k) if k > 0 else math.inf)
+            elif isinstance(force, openmm.HarmonicAngleForce):
+                for i in range(force.getNumAngles()):
+                    a, b, c, t0, k = force.getAngleParameters(i)
+                    t0 = t0.value_in_unit(openmm.unit.radian)
+                    k = k.value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.radian**2)
+                    sig = math.sqrt(kt / k) if k > 0 else math.inf
+                    angles[(a, b, c)] = angles[(c, b, a)] = (t0, sig)
+        for i in range(openmm_system.getNumConstraints()):
+            a, b, d = openmm_system.getConstraintParameters(i)
+            bonds[frozenset((a, b))] = (d.value_in_unit(openmm.unit.nanometer), 1e-3 / k_sigma)
+        rows = self.ic.zmatrix.cpu().numpy()
+        low, high = self.box.low.clone(), self.box.high.clone()
+        for k in range(1, rows.shape[0]):
+            a, p, q, _ = (int(v) for v in rows[k])
+            key = frozenset((a, p))
+            if key not in bonds:
+                raise TopologyError(f"no harmonic bond term for Z-matrix bond {a}-{p}")
+            r0, sig = bonds[key]
+            col = int(self.ic.bond_columns[k - 1])
+            low[col], high[col] = r0 - k_sigma * sig, r0 + k_sigma * sig
+            if k >= 2:
+                if (a, p, q) not in angles:
+                    raise TopologyError(f"no harmonic angle term for Z-matrix angle {a}-{p}-{q}")
+                t0, sig = angles[(a, p, q)]
+                col = int(self.ic.angle_columns[k - 2])
+                low[col], high[col] = t0 - k_sigma * sig, t0 + k_sigma * sig
+        low = torch.maximum(low, self.box.lower_limits)
+        high = torch.minimum(high, self.box.upper_limits)
+        self.box.set_bounds(low, high)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z, ld1 = self.ic(x)
