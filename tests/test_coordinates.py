@@ -427,3 +427,30 @@ def test_normalizer_forcefield_bounds():
             col = ic.bond_columns[row - 1]
             mid = 0.5 * (norm.box.low[col] + norm.box.high[col])
             assert abs(mid.item() - 0.1526) < 1e-6
+
+
+def test_options_and_openmm_topology(adp):
+    import openmm.app as app
+
+    omm = app.PDBFile(str(DATA / "alanine-dipeptide.pdb")).topology
+    assert (build_zmatrix(omm).rows == build_zmatrix(adp.topology).rows).all()
+    proper = InternalCoordinates.from_topology(adp.topology, "keep", torsions="proper").double()
+    sibling = InternalCoordinates.from_topology(adp.topology, "keep").double()
+    assert not torch.equal(proper.zmatrix, sibling.zmatrix)  # methyl H use other partners
+    # proper torsions: the torsion partner is bonded to the angle partner (or, next to the
+    # root, to the bond partner)
+    bonds = {frozenset((b[0].index, b[1].index)) for b in adp.topology.bonds}
+    rows = proper.zmatrix.numpy()
+    root = rows[0, 0]
+    for _, p, q, r in rows[3:]:
+        assert frozenset((q, r)) in bonds or (q == root and frozenset((p, r)) in bonds)
+    x = _perturbed(adp, 2, seed=11)
+    z, ld = proper(x)
+    assert (proper.inverse(z)[0] - x).abs().max() < 1e-10
+    assert abs(ld[0].item() - _autograd_logdet_keep(proper, x[0]).item()) < 1e-8 * abs(ld[0].item())
+    with pytest.raises(InputError):
+        InternalCoordinates.from_topology(adp.topology, rigid="drop")
+    with pytest.raises(InputError):
+        build_zmatrix(adp.topology, torsions="improper")
+    with pytest.raises(TopologyError, match="at least 3"):
+        build_zmatrix(adp.topology.subset([0, 1]))
