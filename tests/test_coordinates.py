@@ -434,6 +434,9 @@ def test_options_and_openmm_topology(adp):
 
     omm = app.PDBFile(str(DATA / "alanine-dipeptide.pdb")).topology
     assert (build_zmatrix(omm).rows == build_zmatrix(adp.topology).rows).all()
+    assert (build_zmatrix(adp).rows == build_zmatrix(adp.topology).rows).all()  # .topology
+    with pytest.raises(InputError):
+        build_zmatrix("not a topology")
     proper = InternalCoordinates.from_topology(adp.topology, "keep", torsions="proper").double()
     sibling = InternalCoordinates.from_topology(adp.topology, "keep").double()
     assert not torch.equal(proper.zmatrix, sibling.zmatrix)  # methyl H use other partners

@@ -42,9 +42,13 @@ _CAP_RESIDUES = frozenset({"ACE", "NME", "NHE", "NH2"})
 
 
 def as_mdtraj_topology(topology) -> mdtraj.Topology:
-    """Accept an ``mdtraj.Topology`` or an ``openmm.app.Topology``."""
+    """Accept an ``mdtraj.Topology``, an ``openmm.app.Topology``, or an object with a
+    ``.topology`` attribute holding one (``boltzgen.System``, ``mdtraj.Trajectory``, ``PDBFile``)."""
     if isinstance(topology, mdtraj.Topology):
         return topology
+    inner = getattr(topology, "topology", None)
+    if inner is not None and inner is not topology:
+        return as_mdtraj_topology(inner)
     if hasattr(topology, "atoms") and hasattr(topology, "bonds") and hasattr(topology, "residues"):
         return mdtraj.Topology.from_openmm(topology)
     raise InputError(
