@@ -55,6 +55,7 @@ def solve_monotone(
         hi = torch.ones_like(y)
         x = (y if x0 is None else x0.detach()).clamp(0.0, 1.0).clone()
         dx = torch.ones_like(y)  # previous step size (rtsafe's dxold)
+        done = torch.zeros_like(y, dtype=torch.bool)
         n = 0
         for n in range(1, max_iter + 1):  # noqa: B007
             f, df = fn(x)
@@ -63,13 +64,16 @@ def solve_monotone(
             hi = torch.where(r > 0, x, hi)
             step = r / df
             x_new = x - step
+            small = step.abs() <= tol  # converged: accept even if rounding puts it on the bracket
             # bisect if Newton leaves the bracket (or is NaN) or does not halve the step size
             # (rtsafe's rule; it stops Newton oscillating inside the bracket)
-            bad = ~((x_new > lo) & (x_new < hi) & (2.0 * step.abs() <= dx))
+            bad = ~(small | ((x_new > lo) & (x_new < hi) & (2.0 * step.abs() <= dx)))
             x_new = torch.where(bad, 0.5 * (lo + hi), x_new)
+            x_new = torch.where(done, x, x_new)  # converged elements stay put
             dx = (x_new - x).abs()
             x = x_new
-            if bool(((dx <= tol) | (hi - lo <= tol)).all()):
+            done = done | small | (hi - lo <= tol)
+            if bool(done.all()):
                 break
     return x, n
 

@@ -30,42 +30,57 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from boltzgen.flows.base import Bijection
+from boltzgen.flows.base import Bijection, softmax_last
 from boltzgen.flows.roots import implicit_inverse
 
 CAP = 100.0
 """``t = -log rho`` is capped here: ``exp(-CAP)`` is 0 for every use (value and derivative)."""
 
 
-def log_ramp(z: Tensor, alpha: Tensor, p: float = 1.0) -> tuple[Tensor, Tensor]:
+def ramp_floor(alpha: Tensor, p: float = 1.0) -> Tensor:
+    """Smallest ``z`` with ``t(z) = alpha / z**p <= CAP``: ``(alpha / CAP)**(1/p)``."""
+    return alpha / CAP if p == 1.0 else (alpha / CAP).pow(1.0 / p)
+
+
+def log_ramp(
+    z: Tensor, alpha: Tensor, p: float = 1.0, zmin: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Minus log of the smooth ramp and its derivative magnitude.
 
     Args:
         z: points, any shape.
         alpha: ramp scale (> 0), broadcastable to ``z``.
         p: ramp power (> 0).
+        zmin: ``ramp_floor(alpha, p)`` if already computed.
 
     Returns:
-        ``(t, q)`` with ``t = alpha / z**p`` (= ``-log rho(z)``, capped at ``CAP``; ``CAP`` for
-        ``z <= 0``) and ``q = -dt/dz = p t / z`` (0 where capped). Both finite everywhere, and
-        so are their gradients (the unused branch sees ``z = 1``).
+        ``(t, q)`` with ``t = alpha / z**p`` (= ``-log rho(z)``) and ``q = -dt/dz = p t / z``,
+        evaluated at ``max(z, zmin)``: below ``zmin`` (including ``z <= 0``) ``t = CAP`` and
+        ``rho = exp(-CAP)`` is 0 for every use. This clamp is the "safe branch" of the
+        double-``where`` trick: the division never sees ``z <= 0``, so values *and* gradients
+        (of any order) are finite everywhere. ``q`` is not zeroed below ``zmin``: it only enters
+        multiplied by ``rho``-sized factors (``< exp(-CAP + 8)``), i.e. exactly 0 in float64.
     """
-    with torch.no_grad():
-        inside = z.clamp(min=0.0).pow(p) * CAP > alpha
-    z_safe = torch.where(inside, z, torch.ones_like(z))
-    t = alpha / (z_safe if p == 1.0 else z_safe.pow(p))
-    q = t / z_safe if p == 1.0 else p * t / z_safe
-    cap = torch.full_like(t, CAP)
-    return torch.where(inside, t, cap), torch.where(inside, q, torch.zeros_like(q))
+    if zmin is None:
+        zmin = ramp_floor(alpha, p)
+    zc = torch.maximum(z, zmin)
+    if p == 1.0:
+        t = alpha / zc
+        return t, t / zc
+    t = alpha * zc.pow(-p)
+    return t, p * t / zc
 
 
-def bump(xp: Tensor, alpha: Tensor, p: float = 1.0) -> tuple[Tensor, Tensor]:
+def bump(
+    xp: Tensor, alpha: Tensor, p: float = 1.0, zmin: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """``g(x') = rho(x') / (rho(x') + rho(1 - x'))`` and ``dg/dx'``, computed in log space."""
-    t1, q1 = log_ramp(xp, alpha, p)
-    t2, q2 = log_ramp(1.0 - xp, alpha, p)
-    d = t2 - t1
-    g = torch.sigmoid(d)
-    dg = g * torch.sigmoid(-d) * (q1 + q2)
+    if zmin is None:
+        zmin = ramp_floor(alpha, p)
+    t1, q1 = log_ramp(xp, alpha, p, zmin)
+    t2, q2 = log_ramp(1.0 - xp, alpha, p, zmin)
+    g = torch.sigmoid(t2 - t1)
+    dg = g * (1.0 - g) * (q1 + q2)
     return g, dg
 
 
@@ -126,20 +141,22 @@ class SmoothMixture(Bijection):
         a = F.softplus(ra) + 1.0 if self.circular else F.softplus(ra - 1.0) + 0.5
         b = torch.sigmoid(rb + self.b_offset.to(raw.dtype))
         alpha = torch.exp(2.0 * torch.tanh(0.5 * ral))  # in [e^-2, e^2], 1 at raw = 0
-        w = torch.softmax(rw, dim=-1)
+        w = softmax_last(rw)
         c = self.min_linear + (1.0 - self.min_linear) * torch.sigmoid(raw[..., 4 * K])
         ab = b * (1.0 - a)  # x' = a x + ab
-        g0, _ = bump(ab, alpha, self.p)
-        g1, _ = bump(a + ab, alpha, self.p)
+        zmin = ramp_floor(alpha, self.p)
+        g0, _ = bump(ab, alpha, self.p, zmin)
+        g1, _ = bump(a + ab, alpha, self.p, zmin)
         wp = (1.0 - c)[..., None] * w / (g1 - g0)
         off = (wp * g0).sum(-1)
-        return a, ab, alpha, wp, off, c, raw[..., 4 * K + 1]
+        return a, ab, alpha, zmin, wp, wp * a, off, c, raw[..., 4 * K + 1]
 
     def _core(self, x: Tensor, prm: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-        a, ab, alpha, wp, off, c, _ = prm
-        g, dg = bump(torch.addcmul(ab, a, x[..., None]), alpha, self.p)
-        f = (wp * g).sum(-1) - off + c * x
-        df = (wp * a * dg).sum(-1) + c
+        """``f(x)`` and ``f'(x)`` for ``x (...)`` given prepared parameters ``(..., K)``."""
+        a, ab, alpha, zmin, wp, wpa, off, c, _ = prm
+        g, dg = bump(torch.addcmul(ab, a, x[..., None]), alpha, self.p, zmin)
+        f = torch.linalg.vecdot(wp, g) - off + c * x
+        df = torch.linalg.vecdot(wpa, dg) + c
         return f, df
 
     def forward(self, x: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,7 @@ Parameters per element (raw), ``n_params = 3 K + 1`` on both domains:
 interval ``[widths (K), heights (K), knot derivatives (K + 1)]``;
 circle ``[widths (K), heights (K), knot derivatives (K, the last knot reuses the first), s]``.
 
-Implementation notes (speed): one softmax per widths/heights, bin search with
+Implementation notes (speed): one hand-written softmax for widths and heights together, bin search with
 ``torch.searchsorted`` on the knots, and one fused ``gather`` of the six per-bin quantities.
 """
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from boltzgen.flows.base import Bijection
+from boltzgen.flows.base import Bijection, softmax_last
 
 
 class RQSpline(Bijection):
@@ -63,8 +63,9 @@ class RQSpline(Bijection):
         """Per-bin table ``(..., K, 6)``: x_k, w_k, y_k, h_k, d_k, d_{k+1}; x-knots; y-knots."""
         K = self.K
         scale = 1.0 - self.min_bin * K
-        w = self.min_bin + scale * torch.softmax(raw[..., :K], dim=-1)
-        h = self.min_bin + scale * torch.softmax(raw[..., K : 2 * K], dim=-1)
+        # one softmax for widths and heights together: (..., 2, K)
+        wh = self.min_bin + scale * softmax_last(raw[..., : 2 * K].unflatten(-1, (2, K)))
+        w, h = wh[..., 0, :], wh[..., 1, :]
         nd = K if self.circular else K + 1
         d = self.min_derivative + F.softplus(raw[..., 2 * K : 2 * K + nd] + self._d_shift)
         if self.circular:
