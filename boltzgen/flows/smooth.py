@@ -149,7 +149,8 @@ class SmoothMixture(Bijection):
         g1, _ = bump(a + ab, alpha, self.p, zmin)
         wp = (1.0 - c)[..., None] * w / (g1 - g0)
         off = (wp * g0).sum(-1)
-        return a, ab, alpha, zmin, wp, wp * a, off, c, raw[..., 4 * K + 1]
+        # rotation reduced mod 1 first, so a large raw shift costs no float32 precision
+        return a, ab, alpha, zmin, wp, wp * a, off, c, torch.remainder(raw[..., 4 * K + 1], 1.0)
 
     def _core(self, x: Tensor, prm: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """``f(x)`` and ``f'(x)`` for ``x (...)`` given prepared parameters ``(..., K)``."""

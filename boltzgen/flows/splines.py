@@ -111,14 +111,14 @@ class RQSpline(Bijection):
 
     def forward(self, x: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
         if self.circular:
-            s = raw[..., -1]
+            s = torch.remainder(raw[..., -1], 1.0)
             y, ld = self._spline(torch.remainder(x - s, 1.0), raw)
             return torch.remainder(y + s, 1.0), ld
         return self._spline(x, raw)
 
     def inverse(self, y: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
         if self.circular:
-            s = raw[..., -1]
+            s = torch.remainder(raw[..., -1], 1.0)
             x, ld = self._spline_inv(torch.remainder(y - s, 1.0), raw)
             return torch.remainder(x + s, 1.0), ld
         return self._spline_inv(y, raw)
