@@ -109,16 +109,16 @@ class RQSpline(Bijection):
         dnum = s * s * (d1 * xi * xi + 2.0 * s * xi1 + d0 * (1.0 - xi) ** 2)
         return x, 2.0 * torch.log(den) - torch.log(dnum)
 
+    def _rotated(self, fn, v: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
+        """Interval map on [0, 1]; on the circle conjugated by the rotation ``s``."""
+        if not self.circular:
+            return fn(v, raw)
+        s = torch.remainder(raw[..., -1], 1.0)
+        out, ld = fn(torch.remainder(v - s, 1.0), raw)
+        return torch.remainder(out + s, 1.0), ld
+
     def forward(self, x: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
-        if self.circular:
-            s = torch.remainder(raw[..., -1], 1.0)
-            y, ld = self._spline(torch.remainder(x - s, 1.0), raw)
-            return torch.remainder(y + s, 1.0), ld
-        return self._spline(x, raw)
+        return self._rotated(self._spline, x, raw)
 
     def inverse(self, y: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
-        if self.circular:
-            s = torch.remainder(raw[..., -1], 1.0)
-            x, ld = self._spline_inv(torch.remainder(y - s, 1.0), raw)
-            return torch.remainder(x + s, 1.0), ld
-        return self._spline_inv(y, raw)
+        return self._rotated(self._spline_inv, y, raw)
