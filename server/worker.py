@@ -1,0 +1,312 @@
+"""The worker pool: claims jobs from the store, runs each through an executor, heartbeats the
+leases, relays progress, kills cancelled jobs, and records the outcome.
+
+Directory layout under ``state_dir/jobs/<job id>/``: ``checkpoint/`` (kept across attempts, so a
+crashed job resumes) and ``attempt-<n>/`` (``job.json``, ``work/`` = the artifacts,
+``progress.jsonl``, ``result.json``, ``log.txt``). Runs embedded in the server (a thread) or
+standalone (``boltzgen worker`` / ``python -m server.worker``), any number of them per store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boltzgen.jobs import RESULT_MODEL_FILE, get_kind, job_dir_paths
+from server.executors import Executor, Handle, make_executor
+from server.settings import Settings
+from server.store import Store
+
+log = logging.getLogger("boltzgen.worker")
+
+MEDIA_TYPES = {
+    ".h5": "application/x-hdf5",
+    ".hdf5": "application/x-hdf5",
+    ".npz": "application/octet-stream",
+    ".npy": "application/octet-stream",
+    ".pt": "application/octet-stream",
+    ".pdb": "chemical/x-pdb",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".csv": "text/csv",
+    ".txt": "text/plain",
+}
+
+
+def media_type(path: Path) -> str:
+    return MEDIA_TYPES.get(path.suffix.lower()) or (
+        mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    )
+
+
+def job_root(settings: Settings, job_id: str) -> Path:
+    return Path(settings.state_dir) / "jobs" / job_id
+
+
+@dataclass
+class _Run:
+    job: dict[str, Any]
+    handle: Handle
+    jobdir: Path
+    offset: int = 0
+    killed_for: str | None = None  # "cancel" | "lease-lost" | "shutdown"
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def id(self) -> str:
+        return self.job["id"]
+
+    @property
+    def attempt(self) -> int:
+        return self.job["attempts"]
+
+
+class WorkerPool:
+    """Runs up to ``slots`` jobs at once. ``tick()`` does one round; ``start()`` loops it in a
+    daemon thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        executor: Executor | None = None,
+        slots: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.executor = executor or make_executor(settings)
+        self.slots = settings.workers if slots is None else slots
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.running: dict[str, _Run] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_beat = 0.0
+        self._last_reap = 0.0
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.run_forever, name="boltzgen-worker", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run_forever(self) -> None:
+        log.info(
+            "worker %s: %d slot(s), executor %s", self.worker_id, self.slots, self.executor.name
+        )
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("worker tick failed")
+            self._stop.wait(self.settings.poll_seconds)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop claiming, kill running jobs and put them back in the queue (not their fault)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        for run in list(self.running.values()):
+            run.killed_for = "shutdown"
+            run.handle.kill()
+            self._pump(run)
+            self.store.finish_attempt(
+                run.id,
+                self.worker_id,
+                run.attempt,
+                {"type": "WorkerShutdown", "message": "the worker shut down"},
+                retryable=True,
+                backoff=0.0,
+            )
+        self.running.clear()
+        self.executor.close()
+
+    # ------------------------------------------------------------ one round
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_reap >= max(self.settings.poll_seconds, 0.5):
+            self._last_reap = now
+            for job_id, status in self.store.reap_expired(
+                self.settings.retry_backoff_seconds
+            ).items():
+                log.warning("job %s: lease expired -> %s", job_id, status)
+        # progress, exits
+        for run in list(self.running.values()):
+            self._pump(run)
+            code = run.handle.poll()
+            if code is not None:
+                self._finish(run, code)
+        # cancellations
+        if self.running:
+            for job_id in self.store.cancel_flags(list(self.running)):
+                run = self.running.get(job_id)
+                if run is not None and run.killed_for is None:
+                    log.info("job %s: cancel requested, killing", job_id)
+                    run.killed_for = "cancel"
+                    run.handle.kill()
+        # heartbeats
+        if self.running and now - self._last_beat >= self.settings.heartbeat_interval:
+            self._last_beat = now
+            held = self.store.heartbeat(
+                self.worker_id, list(self.running), self.settings.lease_seconds
+            )
+            for job_id in set(self.running) - held:
+                run = self.running.pop(job_id)
+                log.warning("job %s: lease lost, killing attempt %d", job_id, run.attempt)
+                run.killed_for = "lease-lost"
+                run.handle.kill()
+        # claims
+        while len(self.running) < self.slots and not self._stop.is_set():
+            job = self.store.claim(self.worker_id, self.settings.lease_seconds)
+            if job is None:
+                break
+            self._launch(job)
+
+    def _launch(self, job: dict[str, Any]) -> None:
+        root = job_root(self.settings, job["id"])
+        jobdir = root / f"attempt-{job['attempts']}"
+        ckpt = root / "checkpoint"
+        try:
+            kind = get_kind(job["kind"])
+            paths = job_dir_paths(jobdir)
+            paths["work"].mkdir(parents=True, exist_ok=True)
+            ckpt.mkdir(parents=True, exist_ok=True)
+            paths["job"].write_text(json.dumps({"kind": job["kind"], "params": job["params"]}))
+            handle = self.executor.launch(jobdir, ckpt, kind)
+        except Exception as exc:
+            log.exception("job %s: launch failed", job["id"])
+            self.store.finish_attempt(
+                job["id"],
+                self.worker_id,
+                job["attempts"],
+                {"type": type(exc).__name__, "message": f"could not start the job: {exc}"},
+                retryable=True,
+                backoff=self.settings.retry_backoff_seconds,
+            )
+            return
+        log.info("job %s (%s): attempt %d started", job["id"], job["kind"], job["attempts"])
+        self.running[job["id"]] = _Run(job=job, handle=handle, jobdir=jobdir)
+
+    def _pump(self, run: _Run) -> None:
+        path = job_dir_paths(run.jobdir)["progress"]
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(run.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n")
+        if end < 0:
+            return
+        run.offset += end + 1
+        updates = []
+        for line in data[: end + 1].splitlines():
+            try:
+                rec = json.loads(line)
+                updates.append((float(rec["progress"]), str(rec.get("message", ""))))
+            except (ValueError, KeyError, TypeError):
+                continue
+        self.store.record_progress(run.id, self.worker_id, run.attempt, updates)
+
+    def _finish(self, run: _Run, code: int) -> None:
+        self.running.pop(run.id, None)
+        paths = job_dir_paths(run.jobdir)
+        outcome: dict[str, Any] | None = None
+        if paths["result"].exists():
+            try:
+                outcome = json.loads(paths["result"].read_text())
+            except ValueError:
+                outcome = None
+        backoff = self.settings.retry_backoff_seconds
+        if outcome is not None and outcome.get("status") == "succeeded" and run.killed_for is None:
+            result = outcome.get("result") or {}
+            files, model = self._collect(run, result)
+            ok = self.store.complete(run.id, self.worker_id, run.attempt, result, files, model)
+            log.info("job %s: succeeded%s", run.id, "" if ok else " (but lease was lost)")
+            return
+        if outcome is not None and outcome.get("status") == "failed":
+            error = outcome.get("error") or {"type": "Error", "message": "job failed"}
+            retryable = bool(outcome.get("retryable"))
+        elif run.killed_for == "cancel":
+            error, retryable = {"type": "Cancelled", "message": "cancelled by request"}, False
+        else:
+            error = {
+                "type": "ProcessCrashed",
+                "message": f"the job process exited with code {code} without a result",
+            }
+            retryable = True
+        status = self.store.finish_attempt(
+            run.id, self.worker_id, run.attempt, error, retryable=retryable, backoff=backoff
+        )
+        log.info("job %s: attempt %d ended (%s) -> %s", run.id, run.attempt, error["type"], status)
+
+    def _collect(
+        self, run: _Run, result: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        work = job_dir_paths(run.jobdir)["work"]
+        files = []
+        for p in sorted(work.rglob("*")):
+            if p.is_file():
+                files.append(
+                    {
+                        "name": p.relative_to(work).as_posix(),
+                        "path": str(p),
+                        "size": p.stat().st_size,
+                        "media_type": media_type(p),
+                    }
+                )
+        model = None
+        name = result.get(RESULT_MODEL_FILE)
+        if name:
+            src = work / name
+            if src.is_file():
+                dst = Path(self.settings.state_dir) / "models" / run.id / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+                summary = {k: v for k, v in result.items() if k != RESULT_MODEL_FILE}
+                model = {
+                    "name": f"{run.job['kind']}-{run.id}",
+                    "path": str(dst),
+                    "size": dst.stat().st_size,
+                    "summary": summary,
+                }
+            else:
+                log.warning("job %s: result names model file %r, which is missing", run.id, name)
+        return files, model
+
+
+def main() -> None:
+    """``python -m server.worker``: a standalone worker pool using ``BOLTZGEN_*`` settings."""
+    import signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    store = Store(settings.sqlalchemy_url)
+    store.create_all()
+    pool = WorkerPool(settings, store, slots=max(settings.workers, 1))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    pool.start()
+    stop.wait()
+    pool.stop()
+
+
+if __name__ == "__main__":
+    main()
