@@ -53,3 +53,7 @@ class TrainingError(BoltzgenError, RuntimeError):
 
 class JobParamsError(InputError):
     """A job names an unknown kind or its parameters do not validate."""
+
+
+class PlatformError(InputError):
+    """The requested OpenMM platform does not exist or is not available here."""

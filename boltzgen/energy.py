@@ -1,0 +1,396 @@
+"""Batched reduced energies u(x) = E(x)/kT and forces from OpenMM, differentiable in torch.
+
+``EnergyModel(system)(x)`` maps positions x of shape (B, n_atoms, 3) in nm to u (B,) in kT;
+its autograd gradient is du/dx = -F/kT. Evaluation runs in-process (``n_workers=1``, no IPC)
+or over worker processes that each own one OpenMM Context (``n_workers > 1``; CPU platforms).
+
+Guarantees: every frame is evaluated afresh (no cache), chunks are tagged so results go back to
+the frame they came from, a dead worker raises :class:`EnergyWorkerError` instead of hanging,
+and an invalid frame (non-finite or overlapping coordinates, non-finite OpenMM energy) gets
+u = +inf with a zero gradient, a warning and a count in :attr:`EnergyModel.n_invalid`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import multiprocessing as mp
+import time
+import warnings
+from collections.abc import Sequence
+from multiprocessing.connection import wait
+from typing import Any
+
+import numpy as np
+import openmm
+import torch
+
+from boltzgen import _energy_worker as _w
+from boltzgen.errors import EnergyWorkerError, InputError, PlatformError, ShapeError
+from boltzgen.systems import System
+
+__all__ = [
+    "EnergyModel",
+    "InvalidConfigurationWarning",
+    "PLATFORM_PREFERENCE",
+    "available_platforms",
+    "select_platform",
+]
+
+log = logging.getLogger(__name__)
+
+#: Order in which ``platform="auto"`` picks a platform.
+PLATFORM_PREFERENCE: tuple[str, ...] = ("CUDA", "CPU", "Reference")
+
+
+class InvalidConfigurationWarning(UserWarning):
+    """Some configurations were invalid and got u = +inf (see ``EnergyModel.n_invalid``)."""
+
+
+def available_platforms() -> list[str]:
+    """Names of the OpenMM platforms this installation can use."""
+    return [
+        openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())
+    ]
+
+
+def select_platform(name: str = "auto", available: Sequence[str] | None = None) -> str:
+    """Choose an OpenMM platform name.
+
+    ``"auto"`` takes the first of :data:`PLATFORM_PREFERENCE` (CUDA > CPU > Reference) that is in
+    ``available`` (default: the installed platforms). An explicit name (case-insensitive) is
+    honoured if available, else :class:`PlatformError` names the choices.
+    """
+    avail = list(available_platforms() if available is None else available)
+    if name is None or name.lower() == "auto":
+        for candidate in PLATFORM_PREFERENCE:
+            if candidate in avail:
+                return candidate
+        raise PlatformError(
+            f"none of the preferred OpenMM platforms {list(PLATFORM_PREFERENCE)} is available "
+            f"(available: {avail})"
+        )
+    for candidate in avail:
+        if candidate.lower() == name.lower():
+            return candidate
+    raise PlatformError(
+        f"OpenMM platform {name!r} is not available; choose one of {avail} or 'auto'"
+    )
+
+
+class _EnergyFunction(torch.autograd.Function):
+    """u(x) in kT with the gradient -F/kT computed alongside the energy."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, model: EnergyModel) -> torch.Tensor:  # type: ignore[override]
+        u, grad = model._reduced(x, need_grad=True)
+        ctx.save_for_backward(grad)
+        return u
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad_output[:, None, None] * grad, None
+
+
+class EnergyModel:
+    """Reduced energies and forces of a :class:`~boltzgen.systems.System`.
+
+    Args:
+        system: the molecule, force field, solvent and temperature.
+        platform: OpenMM platform name or ``"auto"`` (see :func:`select_platform`).
+        n_workers: 1 = evaluate in this process; > 1 = spawn that many worker processes, each
+            with its own Context (useful on CPU platforms; started on first use).
+        platform_properties: OpenMM platform properties; on the CPU platform with several
+            workers ``Threads`` defaults to ``"1"`` per worker.
+        timeout: optional limit in seconds for one batch over workers (None: wait as long as
+            the workers are alive; a dead worker is always detected).
+
+    Attributes:
+        n_invalid: running count of frames that got u = +inf.
+        invalid_counts: the same split by cause (``nonfinite_input``, ``overlap``,
+            ``nonfinite_energy``).
+    """
+
+    def __init__(
+        self,
+        system: System,
+        platform: str = "auto",
+        n_workers: int = 1,
+        platform_properties: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if not isinstance(system, System):
+            raise InputError(f"EnergyModel needs a boltzgen System, got {type(system).__name__}")
+        if int(n_workers) < 1:
+            raise InputError(f"n_workers must be >= 1, got {n_workers}")
+        self.system = system
+        self.platform = select_platform(platform)
+        self.n_workers = int(n_workers)
+        props = dict(platform_properties or {})
+        if self.platform == "CPU" and self.n_workers > 1:
+            props.setdefault("Threads", "1")
+        self.platform_properties = props
+        self.timeout = timeout
+        self.kT = system.kT
+        self.n_atoms = system.n_atoms
+        self.n_invalid = 0
+        self.invalid_counts = {"nonfinite_input": 0, "overlap": 0, "nonfinite_energy": 0}
+        self._xml = system.serialize_openmm()
+        self._pairs = _w.overlap_pairs(self.n_atoms)
+        self._context: openmm.Context | None = None
+        self._workers: list[tuple[Any, Any]] = []  # (process, connection)
+        self._calls = itertools.count()
+
+    # ------------------------------------------------------------------ public API
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """u(x) in kT, shape (B,), same dtype/device as x; differentiable (du/dx = -F/kT)."""
+        x = self._check(x)
+        if x.requires_grad and torch.is_grad_enabled():
+            return _EnergyFunction.apply(x, self)
+        u, _ = self._reduced(x, need_grad=False)
+        return u
+
+    def energy_and_forces(self, x: torch.Tensor | np.ndarray) -> tuple[Any, Any]:
+        """(u in kT (B,), forces in kJ/mol/nm (B, n_atoms, 3)); torch in -> torch out (same
+        dtype/device), numpy in -> numpy float64 out. Invalid frames: u = +inf, forces 0."""
+        as_numpy = isinstance(x, np.ndarray)
+        xt = self._check(torch.from_numpy(x) if as_numpy else x)
+        energy, force = self._evaluate(self._to_numpy(xt), forces=True)
+        u = energy / self.kT
+        if as_numpy:
+            return u, force
+        return (
+            torch.from_numpy(u).to(dtype=xt.dtype, device=xt.device),
+            torch.from_numpy(force).to(dtype=xt.dtype, device=xt.device),
+        )
+
+    def energies_kj(self, x: np.ndarray) -> np.ndarray:
+        """Potential energies in kJ/mol (B,) for numpy positions (B, n_atoms, 3) nm."""
+        xt = self._check(torch.as_tensor(x))
+        energy, _ = self._evaluate(self._to_numpy(xt), forces=False)
+        return energy
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """PIDs of live worker processes (empty in single-worker mode or before first use)."""
+        return [p.pid for p, _ in self._workers if p.is_alive()]
+
+    def close(self) -> None:
+        """Stop worker processes and release the Context."""
+        self._shutdown_workers()
+        self._context = None
+
+    def __enter__(self) -> EnergyModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._shutdown_workers()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for DataLoader workers etc.: rebuilt lazily on the other side.
+        state = self.__dict__.copy()
+        state["_context"] = None
+        state["_workers"] = []
+        state["_calls"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._calls = itertools.count()
+
+    def __repr__(self) -> str:
+        return (
+            f"EnergyModel({self.system!r}, platform={self.platform!r}, n_workers={self.n_workers})"
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _check(self, x: Any) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"positions must be a torch tensor or numpy array, got {type(x)!r}")
+        if x.dim() != 3 or x.shape[1] != self.n_atoms or x.shape[2] != 3:
+            raise ShapeError(
+                f"positions must have shape (B, {self.n_atoms}, 3) in nm, got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise InputError(f"positions must be floating point (nm), got dtype {x.dtype}")
+        return x
+
+    @staticmethod
+    def _to_numpy(x: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64)
+
+    def _reduced(self, x: torch.Tensor, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        energy, force = self._evaluate(self._to_numpy(x), forces=need_grad)
+        u = torch.from_numpy(energy / self.kT).to(dtype=x.dtype, device=x.device)
+        grad = None
+        if need_grad:
+            grad = torch.from_numpy(force * (-1.0 / self.kT)).to(dtype=x.dtype, device=x.device)
+        return u, grad
+
+    def _evaluate(self, x: np.ndarray, forces: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Energies (B,) kJ/mol and forces (B, n, 3) or None from float64 (B, n, 3) nm."""
+        if len(x) == 0:
+            return np.zeros(0), (np.zeros_like(x) if forces else None)
+        if self.n_workers == 1:
+            if self._context is None:
+                self._context = _w.make_context(self._xml, self.platform, self.platform_properties)
+            status = _w.screen(x, self._pairs)
+            energy, force = _w.evaluate(self._context, x, status, forces)
+        else:
+            status, energy, force = self._evaluate_parallel(x, forces)
+        self._count_invalid(status)
+        return energy, force
+
+    def _count_invalid(self, status: np.ndarray) -> None:
+        bad = np.flatnonzero(status)
+        if len(bad) == 0:
+            return
+        counts = {
+            "nonfinite_input": int(np.sum(status == _w.NONFINITE_INPUT)),
+            "overlap": int(np.sum(status == _w.OVERLAP)),
+            "nonfinite_energy": int(np.sum(status == _w.NONFINITE_ENERGY)),
+        }
+        for key, value in counts.items():
+            self.invalid_counts[key] += value
+        self.n_invalid += len(bad)
+        detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v)
+        msg = (
+            f"{len(bad)} of {len(status)} configurations invalid ({detail}; first index "
+            f"{bad[0]}): energy set to +inf with zero gradient (total so far {self.n_invalid})"
+        )
+        log.warning(msg)
+        warnings.warn(msg, InvalidConfigurationWarning, stacklevel=4)
+
+    # ------------------------------------------------------------------ worker pool
+    def _start_workers(self) -> None:
+        ctx = mp.get_context("spawn")
+        workers = []
+        try:
+            for _ in range(self.n_workers):
+                parent, child = ctx.Pipe(duplex=True)
+                proc = ctx.Process(
+                    target=_w.worker_main,
+                    args=(child, self._xml, self.platform, self.platform_properties),
+                    daemon=True,
+                )
+                proc.start()
+                child.close()
+                workers.append((proc, parent))
+            self._workers = workers
+            for k, (proc, conn) in enumerate(workers):
+                reply = self._recv(k, proc, conn, deadline=time.monotonic() + 300.0, what="start")
+                if reply[0] != "ready":
+                    raise EnergyWorkerError(f"energy worker {k} failed to start:\n{reply[2]}")
+        except EnergyWorkerError as exc:
+            self._shutdown_workers()
+            raise EnergyWorkerError(
+                f"{exc}. Workers are started with the 'spawn' method: a script that uses "
+                "n_workers > 1 must guard its entry point with `if __name__ == '__main__':`"
+            ) from exc
+        except BaseException:
+            self._shutdown_workers()
+            raise
+
+    def _recv(self, k: int, proc: Any, conn: Any, deadline: float | None, what: str) -> Any:
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = wait([conn, proc.sentinel], timeout=timeout)
+            if conn in ready:
+                try:
+                    return conn.recv()
+                except (EOFError, OSError) as exc:
+                    raise self._died(k, proc, what) from exc
+            if proc.sentinel in ready:
+                raise self._died(k, proc, what)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise EnergyWorkerError(f"energy worker {k} did not answer ({what}) in time")
+
+    def _died(self, k: int, proc: Any, what: str) -> EnergyWorkerError:
+        proc.join(timeout=1.0)
+        return EnergyWorkerError(
+            f"energy worker {k} (pid {proc.pid}) died with exit code {proc.exitcode} during "
+            f"{what}; the batch was not evaluated and the worker pool was shut down (it restarts "
+            "on the next call)"
+        )
+
+    def _evaluate_parallel(
+        self, x: np.ndarray, forces: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if not self._workers or any(not p.is_alive() for p, _ in self._workers):
+            self._shutdown_workers()
+            self._start_workers()
+        call = next(self._calls)
+        bounds = np.linspace(0, len(x), min(self.n_workers, len(x)) + 1).astype(int)
+        chunks = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+        status = np.zeros(len(x), dtype=np.int8)
+        energy = np.empty(len(x))
+        force = np.empty_like(x) if forces else None
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        try:
+            for k, (a, b) in enumerate(chunks):
+                proc, conn = self._workers[k]
+                try:
+                    conn.send(((call, k), x[a:b], forces))
+                except OSError as exc:
+                    raise self._died(k, proc, f"chunk {k}") from exc
+            pending = {k: self._workers[k] for k in range(len(chunks))}
+            while pending:
+                conns = {conn: k for k, (_, conn) in pending.items()}
+                sentinels = {proc.sentinel: k for k, (proc, _) in pending.items()}
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = wait(list(conns) + list(sentinels), timeout=timeout)
+                if not ready:
+                    raise EnergyWorkerError(
+                        f"energy workers did not finish the batch within {self.timeout} s"
+                    )
+                for obj in ready:
+                    if obj in conns and conns[obj] in pending:
+                        k = conns[obj]
+                        try:
+                            reply = obj.recv()
+                        except (EOFError, OSError) as exc:
+                            raise self._died(k, pending[k][0], f"chunk {k}") from exc
+                        tag = reply[0]
+                        if tag == "error":
+                            raise EnergyWorkerError(f"energy worker {k} failed:\n{reply[2]}")
+                        if tag != (call, k):
+                            raise EnergyWorkerError(
+                                f"energy worker {k} answered request {tag}, expected {(call, k)}"
+                            )
+                        a, b = chunks[k]
+                        status[a:b], energy[a:b] = reply[1], reply[2]
+                        if forces:
+                            force[a:b] = reply[3]
+                        del pending[k]
+                for obj in ready:
+                    if obj in sentinels and sentinels[obj] in pending:
+                        k = sentinels[obj]
+                        # A final reply may still sit in the pipe; only a silent death is fatal.
+                        if not pending[k][1].poll():
+                            raise self._died(k, pending[k][0], f"chunk {k}")
+        except BaseException:
+            # Never leave half-answered requests in the pipes: the next call starts afresh.
+            self._shutdown_workers()
+            raise
+        return status, energy, force
+
+    def _shutdown_workers(self) -> None:
+        workers, self._workers = self._workers, []
+        for proc, conn in workers:
+            try:
+                if proc.is_alive():
+                    conn.send(None)
+            except Exception:
+                pass
+        for proc, conn in workers:
+            proc.join(timeout=0.5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=2.0)
+            conn.close()

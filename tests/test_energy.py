@@ -1,0 +1,213 @@
+"""boltzgen.energy: exact agreement with OpenMM, gradients, workers, invalid input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import warnings
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+import pytest
+import torch
+
+from boltzgen.energy import EnergyModel, InvalidConfigurationWarning, select_platform
+from boltzgen.errors import EnergyWorkerError, InputError, PlatformError, ShapeError
+from boltzgen.systems import System
+
+
+def _batch(system: System, n: int, seed: int = 0, scale: float = 0.01) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.as_tensor(system.positions)
+    return x0 + scale * torch.randn(n, *x0.shape, generator=g, dtype=torch.float64)
+
+
+def _direct_openmm(pdb_path, solvent_file, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Energies/forces from a Context built by hand (independent of boltzgen.systems)."""
+    pdb = app.PDBFile(str(pdb_path))
+    files = ["amber99sbildn.xml"] + ([solvent_file] if solvent_file else [])
+    sys_ = app.ForceField(*files).createSystem(
+        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None, removeCMMotion=False
+    )
+    ctx = openmm.Context(
+        sys_, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
+    es, fs = [], []
+    for xi in x:
+        ctx.setPositions([openmm.Vec3(*r) for r in xi.tolist()] * unit.nanometer)
+        st = ctx.getState(getEnergy=True, getForces=True)
+        es.append(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        fs.append(
+            st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        )
+    return np.array(es), np.array(fs)
+
+
+@pytest.fixture(scope="module")
+def vac() -> System:
+    return System.alanine_dipeptide()
+
+
+@pytest.fixture(scope="module")
+def model(vac) -> EnergyModel:
+    with EnergyModel(vac, platform="Reference") as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def pool(vac) -> EnergyModel:
+    with EnergyModel(vac, platform="Reference", n_workers=2) as m:
+        yield m
+
+
+@pytest.mark.parametrize("solvent,file", [("vacuum", None), ("obc2", "implicit/obc2.xml")])
+def test_energies_match_direct_openmm(adp_pdb, solvent, file):
+    system = System.from_pdb(adp_pdb, solvent=solvent)
+    x = _batch(system, 6, seed=1)
+    e_ref, f_ref = _direct_openmm(adp_pdb, file, x.numpy())
+    with EnergyModel(system, platform="Reference") as m:
+        u, f = m.energy_and_forces(x)
+    assert u.dtype == torch.float64 and u.shape == (6,)
+    np.testing.assert_allclose(u.numpy() * system.kT, e_ref, rtol=1e-6)
+    np.testing.assert_allclose(f.numpy(), f_ref, rtol=1e-6, atol=1e-6)
+    # the energies differ between configurations (not one value broadcast)
+    assert np.ptp(e_ref) > 1.0
+
+
+def test_forces_are_minus_finite_difference_gradient(model, vac):
+    x = _batch(vac, 1, seed=2)[0].numpy()
+    _, f = model.energy_and_forces(x[None])
+    h = 1e-5
+    rng = np.random.default_rng(0)
+    for atom, k in zip(rng.choice(22, 8, replace=False), rng.integers(0, 3, 8), strict=True):
+        xp, xm = x.copy(), x.copy()
+        xp[atom, k] += h
+        xm[atom, k] -= h
+        ep, em = model.energies_kj(np.stack([xp, xm]))
+        fd = -(ep - em) / (2 * h)
+        assert f[0, atom, k] == pytest.approx(fd, rel=1e-4, abs=1e-3)
+
+
+def test_autograd_gradient_is_minus_force_over_kT(model, vac):
+    x = _batch(vac, 3, seed=3).requires_grad_(True)
+    u = model(x)
+    (w := torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    (u * w).sum().backward()
+    _, f = model.energy_and_forces(x.detach())
+    torch.testing.assert_close(x.grad, -w[:, None, None] * f / vac.kT)
+    assert torch.autograd.gradcheck(
+        model, (_batch(vac, 1, seed=4).requires_grad_(True),), eps=1e-6, atol=1e-4, rtol=1e-4
+    )
+
+
+def test_float32_in_float32_out(model, vac):
+    x64 = _batch(vac, 4, seed=5)
+    x32 = x64.float().requires_grad_(True)
+    u32 = model(x32)
+    assert u32.dtype == torch.float32
+    u32.sum().backward()
+    assert x32.grad.dtype == torch.float32
+    u64 = model(x32.detach().double())
+    torch.testing.assert_close(u32.double(), u64, rtol=1e-6, atol=0)
+
+
+def test_no_value_cache_inplace_change_is_seen(model, vac):
+    x = _batch(vac, 2, seed=6)
+    u1 = model(x).clone()
+    x[0, 0, 0] += 0.05
+    u2 = model(x)
+    assert u2[0] != u1[0] and u2[1] == u1[1]
+
+
+def test_nan_gives_inf_with_zero_grad_and_counts(vac):
+    m = EnergyModel(vac, platform="Reference")
+    x = _batch(vac, 3, seed=7)
+    x[1, 5, 2] = float("nan")
+    x.requires_grad_(True)
+    with pytest.warns(InvalidConfigurationWarning, match="1 of 3"):
+        u = m(x)
+    assert torch.isinf(u[1]) and u[1] > 0 and torch.isfinite(u[[0, 2]]).all()
+    u.sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[1] == 0).all() and (x.grad[0] != 0).any()
+    assert m.n_invalid == 1 and m.invalid_counts["nonfinite_input"] == 1
+
+
+def test_overlapping_atoms_give_inf(vac):
+    m = EnergyModel(vac, platform="Reference")
+    x = _batch(vac, 2, seed=8)
+    x[0, 3] = x[0, 10] + 0.001
+    with pytest.warns(InvalidConfigurationWarning, match="overlap"):
+        u, f = m.energy_and_forces(x)
+    assert u[0] == float("inf") and torch.isfinite(u[1]) and (f[0] == 0).all()
+    assert m.invalid_counts["overlap"] == 1
+
+
+def test_shapes_and_types(model):
+    for bad in (
+        torch.zeros(22, 3),
+        torch.zeros(2, 21, 3),
+        torch.zeros(2, 22, 2),
+        torch.zeros(2, 66),
+    ):
+        with pytest.raises(ShapeError, match=r"\(B, 22, 3\)"):
+            model(bad.double())
+    with pytest.raises(InputError, match="floating"):
+        model(torch.zeros(1, 22, 3, dtype=torch.int64))
+    assert model(torch.zeros(0, 22, 3)).shape == (0,)
+
+
+def test_select_platform_logic():
+    assert select_platform("auto", ["Reference", "CPU", "CUDA", "OpenCL"]) == "CUDA"
+    assert select_platform("auto", ["Reference", "CPU", "OpenCL"]) == "CPU"
+    assert select_platform("auto", ["Reference"]) == "Reference"
+    assert select_platform("reference", ["Reference", "CPU", "CUDA"]) == "Reference"
+    assert select_platform("OpenCL", ["Reference", "OpenCL"]) == "OpenCL"
+    with pytest.raises(PlatformError, match="'CUDA' is not available"):
+        select_platform("CUDA", ["Reference", "CPU"])
+    with pytest.raises(PlatformError, match="none of the preferred"):
+        select_platform("auto", ["OpenCL"])
+    assert select_platform() in {"CUDA", "CPU", "Reference"}
+
+
+@pytest.mark.timeout(120)
+def test_two_workers_preserve_order(model, pool, vac):
+    x = _batch(vac, 101, seed=9)
+    perm = torch.randperm(101, generator=torch.Generator().manual_seed(0))
+    u1, f1 = model.energy_and_forces(x)
+    u2, f2 = pool.energy_and_forces(x[perm])
+    assert len(pool.worker_pids) == 2
+    torch.testing.assert_close(u2, u1[perm], rtol=0, atol=0)
+    torch.testing.assert_close(f2, f1[perm], rtol=0, atol=0)
+    # invalid frames are flagged by workers too, at the right index
+    x[perm[17], 2] = float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InvalidConfigurationWarning)
+        u3 = pool(x[perm])
+    assert torch.isinf(u3[17]) and torch.isfinite(torch.cat([u3[:17], u3[18:]])).all()
+    assert pool.n_invalid == 1
+
+
+@pytest.mark.timeout(120)
+def test_killed_worker_raises_instead_of_hanging(vac):
+    system = System.alanine_dipeptide(solvent="obc2")  # slower: a batch takes seconds
+    with EnergyModel(system, platform="Reference", n_workers=2) as m:
+        m(_batch(system, 4))  # start the pool
+        victim = m.worker_pids[1]
+        timer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
+        t0 = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(EnergyWorkerError, match=rf"pid {victim}\) died"):
+                m(_batch(system, 40_000, seed=10))
+        finally:
+            timer.cancel()
+        assert time.monotonic() - t0 < 60
+        assert m.worker_pids == []  # pool shut down, nothing stale left behind
+        # the next call restarts the pool and gives correct values
+        x = _batch(system, 5, seed=11)
+        with EnergyModel(system, platform="Reference") as ref:
+            torch.testing.assert_close(m(x), ref(x), rtol=0, atol=0)
