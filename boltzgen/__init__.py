@@ -12,6 +12,7 @@ from boltzgen.coordinates import (
     InternalCoordinates,
     dihedral_indices,
 )
+from boltzgen.energy import EnergyModel, select_platform
 from boltzgen.errors import (
     BoltzgenError,
     EnergyWorkerError,
@@ -23,6 +24,8 @@ from boltzgen.errors import (
     StructureError,
 )
 from boltzgen.flows import Flow, RQSpline, SmoothMixture, Transform, build_flow
+from boltzgen.md import MDData, load_md, simulate
+from boltzgen.systems import System
 
 __version__ = "0.1.0"
 
@@ -44,5 +47,11 @@ __all__ = [
     "SmoothMixture",
     "Transform",
     "build_flow",
+    "EnergyModel",
+    "MDData",
+    "System",
+    "load_md",
+    "select_platform",
+    "simulate",
     "__version__",
 ]

@@ -28,3 +28,8 @@ def version() -> None:
 
 def main() -> None:
     app()
+
+
+from boltzgen.cli.simulate import simulate_cmd  # noqa: E402
+
+app.command("simulate")(simulate_cmd)

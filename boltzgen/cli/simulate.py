@@ -1,0 +1,69 @@
+"""``boltzgen simulate``: Langevin MD to an mdtraj HDF5 file with energies and forces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def simulate_cmd(
+    pdb: Annotated[
+        Path | None,
+        typer.Option(help="PDB file with hydrogens (default: shipped alanine dipeptide)."),
+    ] = None,
+    forcefield: Annotated[
+        list[str], typer.Option(help="OpenMM force-field XML file(s); repeat for several.")
+    ] = ["amber99sbildn.xml"],  # noqa: B006
+    solvent: Annotated[str, typer.Option(help="vacuum, obc2, obc1, gbn, gbn2 or hct.")] = "vacuum",
+    temperature: Annotated[float, typer.Option(help="Temperature in K.")] = 300.0,
+    steps: Annotated[int, typer.Option(help="Number of integration steps.")] = 10_000,
+    timestep: Annotated[float, typer.Option(help="Time step in ps.")] = 0.001,
+    interval: Annotated[int, typer.Option(help="Write a frame every this many steps.")] = 100,
+    out: Annotated[Path, typer.Option(help="Output HDF5 file (mdtraj format + forces).")] = Path(
+        "md.h5"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed for velocities and the Langevin noise.")] = 0,
+    platform: Annotated[str, typer.Option(help="OpenMM platform name or 'auto'.")] = "auto",
+    friction: Annotated[float, typer.Option(help="Langevin friction in 1/ps.")] = 1.0,
+    constraints: Annotated[
+        str | None, typer.Option(help="None (default), hbonds, allbonds or hangles.")
+    ] = None,
+    minimize: Annotated[bool, typer.Option(help="Minimise the energy first.")] = True,
+) -> None:
+    """Run Langevin MD and write positions, potential energies and forces to one HDF5 file."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from boltzgen.errors import BoltzgenError
+    from boltzgen.md import simulate
+    from boltzgen.systems import System
+
+    try:
+        if pdb is None:
+            system = System.alanine_dipeptide(solvent, temperature, constraints)
+        else:
+            system = System.from_pdb(pdb, tuple(forcefield), solvent, temperature, constraints)
+        with Progress(
+            TextColumn("[bold]MD"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} steps"),
+            TimeRemainingColumn(),
+        ) as bar:
+            task = bar.add_task("md", total=steps)
+            traj = simulate(
+                system,
+                n_steps=steps,
+                timestep=timestep,
+                report_interval=interval,
+                out=out,
+                seed=seed,
+                friction=friction,
+                minimize=minimize,
+                platform=platform,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
+    except BoltzgenError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {traj.n_frames} frames ({system.n_atoms} atoms) to {out}")

@@ -1,0 +1,234 @@
+"""Langevin MD that writes an mdtraj HDF5 trajectory with per-frame energies and forces.
+
+The file is a normal mdtraj HDF5 trajectory (``mdtraj.load(path)`` opens it): positions
+(float32, nm), time (ps) and ``potentialEnergy`` (kJ/mol) in mdtraj's own layout, plus a
+``/forces`` array (float32, kJ/mol/nm, same frame order) and ``/boltzgen_system`` (the system
+spec as JSON bytes) so the data set can be reloaded with its force field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mdtraj
+import numpy as np
+import openmm
+import openmm.unit as unit
+
+from boltzgen.errors import InputError, StructureError
+from boltzgen.systems import System
+
+__all__ = ["MDData", "load_md", "simulate"]
+
+_FILTERS = {"complevel": 4, "complib": "zlib", "shuffle": True}
+
+
+@dataclass
+class MDData:
+    """What :func:`load_md` returns.
+
+    trajectory: mdtraj.Trajectory (positions nm). potential_energy: (n_frames,) kJ/mol.
+    forces: (n_frames, n_atoms, 3) kJ/mol/nm (float32). time: (n_frames,) ps.
+    metadata: MD settings (temperature, timestep, friction, seed, ...).
+    system_spec: dict for :meth:`System.from_spec` (or None if the file has none).
+    """
+
+    trajectory: mdtraj.Trajectory
+    potential_energy: np.ndarray
+    forces: np.ndarray
+    time: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+    system_spec: dict[str, Any] | None = None
+
+    def system(self) -> System:
+        """Rebuild the System the data were generated with."""
+        if self.system_spec is None:
+            raise StructureError("this MD file carries no system spec")
+        return System.from_spec(self.system_spec)
+
+
+def _seed(seed: int) -> int:
+    # OpenMM treats seed 0 as "pick a random seed"; map every int to a fixed non-zero seed.
+    return int(seed) % 2_147_483_646 + 1
+
+
+def simulate(
+    system: System,
+    n_steps: int,
+    timestep: float = 0.002,
+    report_interval: int = 100,
+    out: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    friction: float = 1.0,
+    temperature: float | None = None,
+    minimize: bool = True,
+    platform: str = "auto",
+    platform_properties: dict[str, str] | None = None,
+    positions: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    flush_every: int = 1000,
+) -> mdtraj.Trajectory:
+    """Run Langevin MD (LangevinMiddleIntegrator) and record every ``report_interval`` steps.
+
+    Args:
+        system: what to simulate (its constraints setting applies).
+        n_steps: number of integration steps; n_steps // report_interval frames are written.
+        timestep: ps. friction: 1/ps. temperature: K (default: ``system.temperature``).
+        out: HDF5 path (``.h5``); None keeps the trajectory in memory only.
+        seed: seeds both the initial velocities and the integrator's random stream.
+        minimize: minimise the energy before starting.
+        positions: start (n_atoms, 3) nm (default: ``system.positions``).
+        progress: optional callback ``progress(steps_done, n_steps)``.
+
+    Returns: mdtraj.Trajectory of the recorded frames (float32 positions, time in ps).
+    """
+    from boltzgen.energy import select_platform
+
+    n_steps, report_interval = int(n_steps), int(report_interval)
+    if n_steps < 0 or report_interval < 1:
+        raise InputError("n_steps must be >= 0 and report_interval >= 1")
+    if not timestep > 0 or not friction >= 0:
+        raise InputError("timestep (ps) must be > 0 and friction (1/ps) >= 0")
+    temperature = float(system.temperature if temperature is None else temperature)
+    start = system.positions if positions is None else np.asarray(positions, dtype=np.float64)
+    if start.shape != (system.n_atoms, 3):
+        raise InputError(f"positions must be ({system.n_atoms}, 3) nm, got {start.shape}")
+
+    platform_name = select_platform(platform)
+    integrator = openmm.LangevinMiddleIntegrator(
+        temperature * unit.kelvin, friction / unit.picosecond, timestep * unit.picosecond
+    )
+    integrator.setRandomNumberSeed(_seed(seed))
+    omm_system = openmm.XmlSerializer.deserialize(system.serialize_openmm())
+    context = openmm.Context(
+        omm_system,
+        integrator,
+        openmm.Platform.getPlatformByName(platform_name),
+        dict(platform_properties or {}),
+    )
+    context.setPositions(start)
+    if minimize:
+        openmm.LocalEnergyMinimizer.minimize(context)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, _seed(seed))
+
+    n_frames = n_steps // report_interval
+    metadata = {
+        "temperature_K": temperature,
+        "timestep_ps": float(timestep),
+        "friction_per_ps": float(friction),
+        "report_interval_steps": report_interval,
+        "n_steps": n_steps,
+        "seed": int(seed),
+        "minimized": bool(minimize),
+        "platform": platform_name,
+        "integrator": "LangevinMiddleIntegrator",
+        "openmm_version": openmm.__version__,
+    }
+    writer = _Writer(out, system, metadata) if out is not None else None
+    xyz = np.empty((n_frames, system.n_atoms, 3), dtype=np.float32)
+    times = np.empty(n_frames)
+    buf_start = 0
+    energy = np.empty(n_frames)
+    forces = np.empty((n_frames, system.n_atoms, 3), dtype=np.float32)
+    try:
+        for i in range(n_frames):
+            integrator.step(report_interval)
+            state = context.getState(getPositions=True, getEnergy=True, getForces=True)
+            xyz[i] = state.getPositions(asNumpy=True)._value
+            forces[i] = state.getForces(asNumpy=True)._value
+            energy[i] = state.getPotentialEnergy()._value
+            times[i] = state.getTime()._value
+            if not np.isfinite(energy[i]):
+                raise InputError(
+                    f"MD blew up at step {(i + 1) * report_interval}: non-finite energy; "
+                    "use a smaller timestep or minimise first"
+                )
+            if writer is not None and i + 1 - buf_start >= flush_every:
+                writer.append(xyz, times, energy, forces, buf_start, i + 1)
+                buf_start = i + 1
+            if progress is not None:
+                progress((i + 1) * report_interval, n_steps)
+        if writer is not None:
+            writer.append(xyz, times, energy, forces, buf_start, n_frames)
+    finally:
+        if writer is not None:
+            writer.close()
+    if progress is not None:
+        progress(n_steps, n_steps)
+    return mdtraj.Trajectory(xyz, system.topology, time=times)
+
+
+class _Writer:
+    """Appends frames to an mdtraj HDF5 file plus a compressed ``/forces`` EArray."""
+
+    def __init__(self, out: str | os.PathLike[str], system: System, metadata: dict[str, Any]):
+        import tables
+
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = mdtraj.formats.HDF5TrajectoryFile(str(path), mode="w", force_overwrite=True)
+        self.file.topology = system.topology
+        handle = self.file._handle
+        filters = tables.Filters(**_FILTERS)
+        self.forces = handle.create_earray(
+            "/",
+            "forces",
+            atom=tables.Float32Atom(),
+            shape=(0, system.n_atoms, 3),
+            filters=filters,
+            title="forces in kJ/mol/nm, one row per frame",
+        )
+        self.forces.attrs["units"] = "kilojoule/mole/nanometer"
+        spec = json.dumps(system.to_spec()).encode()
+        handle.create_array("/", "boltzgen_system", obj=np.frombuffer(spec, dtype=np.uint8))
+        handle.create_array(
+            "/", "boltzgen_md", obj=np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
+        )
+
+    def append(self, xyz, times, energy, forces, a: int, b: int) -> None:  # noqa: ANN001
+        if b <= a:
+            return
+        self.file.write(
+            coordinates=xyz[a:b],
+            time=times[a:b],
+            potentialEnergy=energy[a:b].astype(np.float32),
+        )
+        self.forces.append(forces[a:b])
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def load_md(path: str | os.PathLike[str]) -> MDData:
+    """Read a file written by :func:`simulate`: trajectory, energies (kJ/mol), forces."""
+    import tables
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"MD file {str(path)!r} does not exist")
+    traj = mdtraj.load(str(path))
+    with tables.open_file(str(path), "r") as h:
+        if "/forces" not in h or "/potentialEnergy" not in h:
+            raise StructureError(f"{path} has no forces/potentialEnergy arrays (not from simulate)")
+        forces = h.get_node("/forces")[:]
+        energy = h.get_node("/potentialEnergy")[:].astype(np.float64)
+        spec = (
+            json.loads(bytes(h.get_node("/boltzgen_system")[:]).decode())
+            if "/boltzgen_system" in h
+            else None
+        )
+        meta = (
+            json.loads(bytes(h.get_node("/boltzgen_md")[:]).decode()) if "/boltzgen_md" in h else {}
+        )
+    if not (len(forces) == len(energy) == traj.n_frames):
+        raise StructureError(
+            f"{path}: frame counts differ (positions {traj.n_frames}, energies {len(energy)}, "
+            f"forces {len(forces)})"
+        )
+    return MDData(traj, energy, forces, np.asarray(traj.time), meta, spec)
