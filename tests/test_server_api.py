@@ -1,0 +1,299 @@
+"""Service API at unit level: FastAPI TestClient, no workers (jobs stay queued)."""
+
+from __future__ import annotations
+
+import pytest
+from _server_fixtures import ADMIN, ADP, settings_for
+from fastapi.testclient import TestClient
+
+from server.api import get_principal
+from server.app import create_app
+from server.auth import Principal
+
+PROBLEM = "application/problem+json"
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    settings = settings_for(
+        tmp_path_factory.mktemp("api"), max_body_bytes=20_000, max_active_jobs_per_key=6
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        a = client.post("/v1/keys", json={"name": "alice"}, headers=auth(ADMIN)).json()["key"]
+        b = client.post("/v1/keys", json={"name": "bob"}, headers=auth(ADMIN)).json()["key"]
+        r = client.post("/v1/systems", json={"pdb": ADP.read_text()}, headers=auth(a))
+        assert r.status_code == 201, r.text
+        yield {"client": client, "app": app, "a": a, "b": b, "system": r.json()}
+
+
+def submit(client, key, system_id, idem=None, **params):
+    headers = auth(key) | ({"Idempotency-Key": idem} if idem else {})
+    body = {"kind": "energy", "system_id": system_id, "params": params}
+    return client.post("/v1/jobs", json=body, headers=headers)
+
+
+def cancel_all(client, key):
+    for j in client.get("/v1/jobs?status=queued&limit=200", headers=auth(key)).json()["items"]:
+        client.post(f"/v1/jobs/{j['id']}/cancel", headers=auth(key))
+
+
+def test_system_upload_validates_and_reports(env):
+    s = env["system"]
+    assert s["n_atoms"] == 22 and s["solvent"] == "vacuum" and s["temperature"] == 300.0
+    r = env["client"].get(f"/v1/systems/{s['id']}", headers=auth(env["a"]))
+    assert r.status_code == 200 and r.json()["id"] == s["id"]
+    # multipart upload of the same file works too
+    files = {"pdb": ("adp.pdb", ADP.read_bytes(), "chemical/x-pdb")}
+    r = env["client"].post(
+        "/v1/systems", files=files, data={"solvent": "obc2", "name": "adp"}, headers=auth(env["a"])
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["solvent"] == "obc2" and r.json()["name"] == "adp"
+    assert r.headers["location"] == f"/v1/systems/{r.json()['id']}"
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        ({"pdb": "this is not a PDB file\nat all\n"}, "MalformedPDBError"),
+        ({"pdb": "/etc/passwd"}, "MalformedPDBError"),  # never read as a server path
+        ({"pdb": ADP.read_text(), "solvent": "tip3p-box"}, "ForceFieldError"),
+        ({"pdb": ADP.read_text(), "forcefield": ["/etc/passwd.xml"]}, "ForceFieldError"),
+    ],
+)
+def test_bad_system_is_problem_json_422(env, body, error):
+    r = env["client"].post("/v1/systems", json=body, headers=auth(env["a"]))
+    assert r.status_code == 422
+    assert r.headers["content-type"] == PROBLEM
+    p = r.json()
+    assert p["status"] == 422 and p["type"].endswith(error) and p["detail"]
+    assert "root:" not in r.text
+
+
+def test_missing_hydrogens_named_in_problem(env):
+    no_h = "\n".join(
+        line for line in ADP.read_text().splitlines() if not line[12:16].strip().startswith("H")
+    )
+    r = env["client"].post("/v1/systems", json={"pdb": no_h}, headers=auth(env["a"]))
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
+    assert "hydrogen" in r.json()["detail"].lower()
+
+
+def test_oversize_body_413(env):
+    big = ADP.read_text() + "REMARK padding\n" * 2000  # > 20 kB limit
+    r = env["client"].post("/v1/systems", json={"pdb": big}, headers=auth(env["a"]))
+    assert r.status_code == 413 and r.headers["content-type"] == PROBLEM
+    assert r.json()["status"] == 413
+
+    def chunks():  # no Content-Length: counted while streaming
+        for _ in range(30):
+            yield b"x" * 1000
+
+    r = env["client"].post(
+        "/v1/systems",
+        content=chunks(),
+        headers=auth(env["a"]) | {"content-type": "application/json"},
+    )
+    assert r.status_code == 413
+
+
+def test_atom_limit_422(tmp_path):
+    app = create_app(settings_for(tmp_path, max_atoms=10))
+    with TestClient(app) as c:
+        r = c.post("/v1/systems", json={"pdb": ADP.read_text()}, headers=auth(ADMIN))
+    assert r.status_code == 422 and r.json()["type"].endswith("limit-atoms")
+    assert "22 atoms" in r.json()["detail"]
+
+
+def test_auth_required_and_wrong_key(env):
+    c = env["client"]
+    r = c.get("/v1/jobs")
+    assert r.status_code == 401 and r.headers["content-type"] == PROBLEM
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert c.get("/v1/jobs", headers=auth("bgk_nope")).status_code == 401
+    assert c.get("/v1/jobs", headers={"X-API-Key": env["a"]}).status_code == 200
+    assert c.post("/v1/keys", json={}, headers=auth(env["a"])).status_code == 403
+
+
+def test_key_isolation(env):
+    c, a, b = env["client"], env["a"], env["b"]
+    job = submit(c, a, env["system"]["id"]).json()
+    for path in (
+        f"/v1/jobs/{job['id']}",
+        f"/v1/jobs/{job['id']}/artifacts",
+        f"/v1/systems/{env['system']['id']}",
+    ):
+        assert c.get(path, headers=auth(b)).status_code == 404, path
+        assert c.get(path, headers=auth(a)).status_code == 200, path
+    assert c.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(b)).status_code == 404
+    assert c.delete(f"/v1/systems/{env['system']['id']}", headers=auth(b)).status_code == 404
+    # bob cannot run jobs on alice's system either
+    r = submit(c, b, env["system"]["id"])
+    assert r.status_code == 422 and "system" in r.json()["detail"]
+    assert all(j["id"] != job["id"] for j in c.get("/v1/jobs", headers=auth(b)).json()["items"])
+    admin_view = c.get(f"/v1/jobs/{job['id']}", headers=auth(ADMIN))
+    assert admin_view.status_code == 200
+    cancel_all(c, a)
+
+
+def test_submit_is_202_with_location_and_retry_after(env):
+    r = submit(env["client"], env["a"], env["system"]["id"])
+    assert r.status_code == 202
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert int(r.headers["retry-after"]) >= 1
+    assert job["status"] == "queued" and job["attempts"] == 0 and job["progress"] == 0
+    assert "system" not in job["params"]  # the server-side spec is not echoed
+    g = env["client"].get(r.headers["location"], headers=auth(env["a"]))
+    assert g.status_code == 200 and g.json()["id"] == job["id"] and "retry-after" in g.headers
+    cancel_all(env["client"], env["a"])
+
+
+def test_idempotency_key(env):
+    c, a, sid = env["client"], env["a"], env["system"]["id"]
+    r1 = submit(c, a, sid, idem="k-1")
+    r2 = submit(c, a, sid, idem="k-1")
+    assert r1.status_code == r2.status_code == 202
+    assert r1.json()["id"] == r2.json()["id"]
+    assert r2.headers["location"] == r1.headers["location"]
+    assert r2.headers.get("idempotent-replayed") == "true"
+    r3 = submit(c, a, sid, idem="k-1", platform="Reference")
+    assert r3.status_code == 422 and r3.headers["content-type"] == PROBLEM
+    assert r3.json()["type"].endswith("idempotency-key-reused")
+    # keys are per API key: bob's "k-1" is a different request
+    other = c.post(
+        "/v1/systems",
+        json={"pdb": ADP.read_text()},
+        headers=auth(env["b"]) | {"Idempotency-Key": "k-1"},
+    )
+    assert other.status_code == 201
+    # a failed request does not burn the key
+    bad = c.post(
+        "/v1/jobs",
+        json={"kind": "nope"},
+        headers=auth(a) | {"Idempotency-Key": "k-2"},
+    )
+    assert bad.status_code == 422
+    ok = submit(c, a, sid, idem="k-2")
+    assert ok.status_code == 202
+    cancel_all(c, a)
+
+
+def test_pagination_and_status_filter(env):
+    c, a, sid = env["client"], env["a"], env["system"]["id"]
+    cancel_all(c, a)
+    before = {j["id"] for j in c.get("/v1/jobs?limit=200", headers=auth(a)).json()["items"]}
+    ids = [submit(c, a, sid).json()["id"] for _ in range(5)]
+    for j in ids[:2]:
+        assert c.post(f"/v1/jobs/{j}/cancel", headers=auth(a)).json()["status"] == "cancelled"
+    seen, cursor = [], None
+    while True:
+        q = "/v1/jobs?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = c.get(q, headers=auth(a)).json()
+        assert len(page["items"]) <= 2
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == len(before) + 5
+    assert [s for s in seen if s in ids] == ids[::-1]  # newest first
+    queued = c.get("/v1/jobs?status=queued", headers=auth(a)).json()["items"]
+    assert {j["id"] for j in queued} == set(ids[2:])
+    both = c.get("/v1/jobs?status=queued,cancelled&limit=200", headers=auth(a)).json()["items"]
+    assert set(ids) <= {j["id"] for j in both}
+    assert c.get("/v1/jobs?status=bogus", headers=auth(a)).status_code == 422
+    assert c.get("/v1/jobs?cursor=!!notacursor", headers=auth(a)).status_code == 422
+    cancel_all(c, a)
+
+
+def test_cancel_and_delete(env):
+    c, a = env["client"], env["a"]
+    job = submit(c, a, env["system"]["id"]).json()
+    assert c.delete(f"/v1/jobs/{job['id']}", headers=auth(a)).status_code == 409
+    r = c.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(a))
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"
+    assert r.json()["finished_at"] is not None
+    assert c.delete(f"/v1/jobs/{job['id']}", headers=auth(a)).status_code == 204
+    r = c.get(f"/v1/jobs/{job['id']}", headers=auth(a))
+    assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"kind": "nope"}, "unknown job kind"),
+        ({"kind": "simulate", "params": {"n_steps": 100}}, "system_id"),
+        ({"kind": "simulate", "system_id": "SYS", "params": {"n_steps": -5}}, "n_steps"),
+        (
+            {
+                "kind": "simulate",
+                "system_id": "SYS",
+                "params": {"n_steps": 150, "report_interval": 100},
+            },
+            "multiple",
+        ),
+        ({"kind": "simulate", "system_id": "SYS", "params": {"n_steps": 10, "bogus": 1}}, "bogus"),
+        ({"kind": "simulate", "system_id": "SYS", "params": {"n_steps": 10**9}}, "at most"),
+        ({"kind": "energy", "system_id": "SYS", "params": {"n_samples": 10**9}}, "n_samples"),
+        (
+            {"kind": "energy", "system_id": "SYS", "params": {"system": {}}},
+            "filled in by the server",
+        ),
+    ],
+)
+def test_job_validation_422(env, body, needle):
+    if body.get("system_id") == "SYS":
+        body = {**body, "system_id": env["system"]["id"]}
+    r = env["client"].post("/v1/jobs", json=body, headers=auth(env["a"]))
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == PROBLEM
+    assert needle in r.json()["detail"]
+
+
+def test_active_job_limit_429(env):
+    c, a, sid = env["client"], env["a"], env["system"]["id"]
+    cancel_all(c, a)
+    codes = [submit(c, a, sid).status_code for _ in range(7)]
+    assert codes[:6] == [202] * 6
+    assert codes[6] == 429
+    r = submit(c, a, sid)
+    assert r.headers["content-type"] == PROBLEM and int(r.headers["retry-after"]) > 0
+    cancel_all(c, a)
+    assert submit(c, a, sid).status_code == 202
+    cancel_all(c, a)
+
+
+def test_kinds_ops_and_docs(env):
+    c = env["client"]
+    kinds = {k["name"]: k for k in c.get("/v1/kinds", headers=auth(env["a"])).json()}
+    assert {"simulate", "energy"} <= set(kinds)
+    sim = kinds["simulate"]
+    assert sim["needs_system"] and "system" not in sim["params_schema"]["properties"]
+    assert "n_steps" in sim["params_schema"]["required"]
+    assert c.get("/healthz").json()["status"] == "ok"
+    assert c.get("/readyz").status_code == 200
+    metrics = c.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'boltzgen_jobs{status="cancelled"}' in metrics.text
+    assert 'route="/v1/jobs/{job_id}"' in metrics.text
+    spec = c.get("/openapi.json").json()
+    assert {"/v1/jobs", "/v1/jobs/{job_id}/events", "/v1/artifacts/{artifact_id}/content"} <= set(
+        spec["paths"]
+    )
+    assert c.get("/docs").status_code == 200
+
+
+def test_dependency_override_principal(tmp_path):
+    """With the principal overridden (no key at all), resources belong to that owner."""
+    app = create_app(settings_for(tmp_path))
+    app.dependency_overrides[get_principal] = lambda: Principal("tester")
+    with TestClient(app) as c:
+        assert c.get("/v1/jobs").json() == {"items": [], "next_cursor": None}
+        r = c.post("/v1/jobs", json={"kind": "energy"})
+        assert r.status_code == 422 and "system_id" in r.json()["detail"]
+        assert c.post("/v1/keys", json={}).status_code == 403
