@@ -3,6 +3,13 @@
 Smooth flows (mixtures of smooth bump bijections, Koehler et al. 2021) with a vectorised
 root-finding inverse whose gradients follow the implicit-function theorem, and rational-quadratic
 spline flows (interval and circular) as the baseline. See :func:`build_flow`.
+
+Which direction is cheap: spline flows are analytic both ways. A smooth flow is explicit in one
+direction and root-finds in the other (safeguarded Newton, about 5-6 iterations; measured
+inverse/forward about 1.8x). ``build_flow(..., cheap="density")`` (default) makes data -> base
+explicit, so ``log_prob``, forces ``grad_y log q`` and force matching (double backward) need no
+root finding, while ``sample`` root-finds (with exact implicit gradients for reverse KL);
+``cheap="sample"`` swaps the two. Both directions are differentiable to third order.
 """
 
 from boltzgen.flows.base import (

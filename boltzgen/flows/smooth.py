@@ -4,7 +4,8 @@ Construction (Koehler, Kraemer & Noe, "Smooth Normalizing Flows", NeurIPS 2021):
 
 * smooth ramp ``rho(z) = exp(-alpha / z**p)`` for ``z > 0`` and 0 otherwise; we only ever use
   ``t(z) = -log rho(z) = alpha / z**p`` (log space), capped at ``CAP`` where ``rho`` is 0 to
-  machine precision, with the double-``where`` trick so values *and* gradients stay finite;
+  machine precision by evaluating at ``max(z, zmin)`` (the safe branch of the double-``where``
+  trick: no division by ``z <= 0``, so values *and* gradients of any order stay finite);
 * bump-based bijection ``g(x) = rho(x') / (rho(x') + rho(1 - x')) = sigmoid(t(1-x') - t(x'))``
   with ``x' = a (x - b) + b`` (learnable slope ``a`` and centre ``b``), renormalised to
   ``(g(x) - g(0)) / (g(1) - g(0))`` so it maps [0, 1] onto [0, 1];
@@ -18,6 +19,11 @@ all higher derivatives vanish at the seam. A learnable rotation ``s`` is added:
 
 Parameters per element (raw, unconstrained), ``n_params = 4 K + 2``:
 ``[a_1..a_K, b_1..b_K, alpha_1..alpha_K, w_1..w_K, c, s]`` (``s`` is ignored on intervals).
+Constraints: ``a = 1 + softplus`` (circle) or ``0.5 + softplus`` (interval; ``a >= 0.5`` keeps
+``g(1) - g(0) >= 0.5``), ``b = sigmoid`` (centres spread over (0, 1) at init),
+``alpha = exp(2 tanh(raw / 2))`` in ``[e^-2, e^2]``, ``w = softmax``,
+``c = min_linear + (1 - min_linear) sigmoid``, ``s = raw mod 1``. The ramp power ``p`` is fixed
+(constructor argument, default 1); ``alpha`` is the learnable ramp shape.
 
 The forward map is explicit; the inverse uses :func:`boltzgen.flows.roots.implicit_inverse`.
 """
