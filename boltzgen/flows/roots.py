@@ -10,7 +10,8 @@ taken *with* a graph, ``x <- x - (f(x; theta) - y) / f'(x; theta)``. At the solu
 do not change, but the steps carry the implicit-function derivatives: one step from a point
 that is correct to order 0 gives derivatives exact to first order (``dx/dy = 1/f'``,
 ``dx/dtheta = -(df/dtheta)/f'``), the second step makes them exact to third order, so double
-backward (forces and their parameter gradients) is exact, not just defined.
+backward (forces and their parameter gradients) is exact, not just defined (one step fails
+``gradgradcheck``, two pass: see ``tests/test_flows.py``).
 """
 
 from __future__ import annotations
