@@ -304,7 +304,7 @@ class SimulateParams(SystemParams):
         None,
         gt=0,
         description="steps between checkpoints (rounded to a multiple of report_interval); "
-        "default: about 10 chunks",
+        "default: n_steps / 10, at least 10000",
     )
 
     @model_validator(mode="after")
@@ -342,7 +342,7 @@ def _run_simulate(
 
     system = params.load_system()
     n, every = params.n_steps, params.report_interval
-    chunk = params.checkpoint_interval or max(n // 10, every)
+    chunk = params.checkpoint_interval or max(n // 10, 10_000)
     chunk = max(every, chunk // every * every)
     state_path = checkpoint_dir / "simulate.json"
     state = {"done": 0, "chunks": []}

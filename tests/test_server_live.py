@@ -226,3 +226,25 @@ def test_metrics_count_jobs(live):
         assert c.get("/readyz").json()["checks"]["workers"] == "ok"
     assert 'boltzgen_jobs_submitted_total{kind="simulate"}' in text
     assert 'boltzgen_jobs{status="succeeded"}' in text
+
+
+def test_cli_against_live_server(live, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from boltzgen.cli import app
+
+    env = {"BOLTZGEN_URL": live.url, "BOLTZGEN_API_KEY": ADMIN}
+    run = CliRunner().invoke
+    r = run(app, ["status", live.sim_job], env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["status"] == "succeeded"
+    r = run(app, ["download", live.sim_job, "-o", str(tmp_path)], env=env)
+    assert r.exit_code == 0, r.output
+    assert mdtraj.load(str(tmp_path / "trajectory.h5")).n_frames == 12
+    r = run(app, ["submit", "energy", "--system-id", live.system_id, "--wait"], env=env)
+    assert r.exit_code == 0, r.output
+    assert '"status": "succeeded"' in r.stdout
+    r = run(app, ["status", "job_missing"], env=env)
+    assert r.exit_code == 1 and "404" in r.output

@@ -33,3 +33,12 @@ def main() -> None:
 from boltzgen.cli.simulate import simulate_cmd  # noqa: E402
 
 app.command("simulate")(simulate_cmd)
+
+from boltzgen.cli import service as _service  # noqa: E402
+
+app.command("serve")(_service.serve)
+app.command("worker")(_service.worker)
+app.command("submit")(_service.submit)
+app.command("status")(_service.status)
+app.command("wait")(_service.wait_cmd)
+app.command("download")(_service.download)

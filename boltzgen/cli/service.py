@@ -1,0 +1,249 @@
+"""Service commands: ``serve`` and ``worker`` (need the ``server`` extra) and the client side
+``submit``, ``status``, ``wait``, ``download`` (the SDK, ``boltzgen.client``).
+
+The library never imports ``server``: ``serve`` hands uvicorn an import string and ``worker``
+imports ``server.worker`` by name at run time, with a clear message if it is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+URL = Annotated[
+    str | None, typer.Option("--url", envvar="BOLTZGEN_URL", help="server URL (default local)")
+]
+KEY = Annotated[str | None, typer.Option("--api-key", envvar="BOLTZGEN_API_KEY", help="API key")]
+
+
+def _server_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        typer.echo(
+            f"the service needs the server extra: pip install 'boltzgen[server]' ({exc})",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    workers: Annotated[int, typer.Option(help="concurrent job processes (0: API only)")] = 1,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="store, jobs, artifacts (BOLTZGEN_STATE_DIR)")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="no API keys (local use only)")
+    ] = False,
+) -> None:
+    """Run the REST API (uvicorn) with an embedded worker pool and a SQLite store."""
+    _server_module("server.app")
+    import uvicorn
+
+    os.environ["BOLTZGEN_WORKERS"] = str(workers)
+    if state_dir is not None:
+        os.environ["BOLTZGEN_STATE_DIR"] = str(state_dir)
+    if no_auth:
+        os.environ["BOLTZGEN_AUTH"] = "false"
+    elif not os.environ.get("BOLTZGEN_ADMIN_KEY"):
+        key = "bgk_admin_" + secrets.token_urlsafe(24)
+        os.environ["BOLTZGEN_ADMIN_KEY"] = key
+        typer.echo(f"BOLTZGEN_ADMIN_KEY not set; admin key for this run: {key}", err=True)
+    uvicorn.run("server.app:app_from_env", factory=True, host=host, port=port, log_level="info")
+
+
+def worker(
+    slots: Annotated[int, typer.Option(help="concurrent jobs")] = 1,
+    executor: Annotated[str, typer.Option(help="local | ray")] = "local",
+) -> None:
+    """Run a standalone worker pool against the store in BOLTZGEN_DATABASE_URL/STATE_DIR."""
+    os.environ["BOLTZGEN_WORKERS"] = str(slots)
+    os.environ["BOLTZGEN_EXECUTOR"] = executor
+    _server_module("server.worker").main()
+
+
+def _friendly(fn):
+    """Print library/API errors as one line and exit 1 instead of a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from boltzgen.errors import BoltzgenError
+
+        try:
+            return fn(*args, **kwargs)
+        except BoltzgenError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:  # connection refused, unreadable file
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _client(url: str | None, key: str | None):
+    from boltzgen.client import Client
+
+    return Client(url, api_key=key)
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _print_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _follow(client, job_id: str, timeout: float | None):
+    """Wait for a job with a rich progress bar; returns the final JobInfo."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Progress(
+        TextColumn("[bold]{task.fields[job]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]} {task.fields[msg]}"),
+        transient=False,
+    ) as bar:
+        task = bar.add_task("job", total=1.0, job=job_id, status="", msg="")
+        while True:
+            job = client.get_job(job_id)
+            bar.update(task, completed=job.progress, status=job.status, msg=job.message[:40])
+            if job.done:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise typer.Exit(124)
+            time.sleep(1.0)
+
+
+@_friendly
+def submit(
+    kind: Annotated[str, typer.Argument(help="job kind (see GET /v1/kinds)")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE (VALUE parsed as JSON)")
+    ] = None,
+    params_json: Annotated[str | None, typer.Option(help="parameters as JSON or @file")] = None,
+    system_id: Annotated[str | None, typer.Option(help="an uploaded system")] = None,
+    pdb: Annotated[Path | None, typer.Option(help="upload this PDB first")] = None,
+    solvent: Annotated[str, typer.Option(help="with --pdb")] = "vacuum",
+    temperature: Annotated[float, typer.Option(help="with --pdb, K")] = 300.0,
+    forcefield: Annotated[
+        str, typer.Option(help="with --pdb, comma-separated")
+    ] = "amber99sbildn.xml",
+    model_id: Annotated[str | None, typer.Option(help="a trained model")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="makes resubmission safe")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job to its end")] = False,
+    url: URL = None,
+    api_key: KEY = None,
+) -> None:
+    """Submit a job; prints its id (and follows it with --wait)."""
+    params: dict = {}
+    if params_json:
+        text = Path(params_json[1:]).read_text() if params_json.startswith("@") else params_json
+        params.update(json.loads(text))
+    for item in param or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--param {item!r}: expected KEY=VALUE")
+        params[k] = _parse_value(v)
+    with _client(url, api_key) as c:
+        if pdb is not None:
+            system = c.upload_system(
+                pdb,
+                solvent=solvent,
+                temperature=temperature,
+                forcefield=[f for f in forcefield.split(",") if f],
+            )
+            system_id = system.id
+            typer.echo(f"system {system.id} ({system.n_atoms} atoms)", err=True)
+        job = c.submit(
+            kind,
+            system_id=system_id,
+            model_id=model_id,
+            params=params,
+            idempotency_key=idempotency_key,
+        )
+        typer.echo(job.id)
+        if wait:
+            job = _follow(c, job.id, None)
+            _print_json(job.model_dump(mode="json", include={"status", "result", "error"}))
+            if job.status != "succeeded":
+                raise typer.Exit(1)
+
+
+@_friendly
+def status(
+    job_id: Annotated[str | None, typer.Argument(help="a job; omit to list recent jobs")] = None,
+    state: Annotated[
+        str | None, typer.Option("--status", help="filter, e.g. queued,running")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="jobs to list")] = 20,
+    url: URL = None,
+    api_key: KEY = None,
+) -> None:
+    """Show one job (JSON) or a table of recent jobs."""
+    with _client(url, api_key) as c:
+        if job_id:
+            _print_json(c.get_job(job_id).model_dump(mode="json"))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("id", "kind", "status", "progress", "attempts", "created")
+        for j in c.list_jobs(status=state, limit=limit).items:
+            row = (j.id, j.kind, j.status, f"{j.progress:.0%}", str(j.attempts))
+            table.add_row(*row, f"{j.created_at:%F %T}")
+        Console(width=max(Console().width, 110)).print(table)
+
+
+@_friendly
+def wait_cmd(
+    job_id: Annotated[str, typer.Argument(help="the job")],
+    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
+    url: URL = None,
+    api_key: KEY = None,
+) -> None:
+    """Follow a job with a progress bar; exit 0 if it succeeded, 1 otherwise."""
+    with _client(url, api_key) as c:
+        job = _follow(c, job_id, timeout)
+        _print_json(job.model_dump(mode="json", include={"status", "result", "error"}))
+        if job.status != "succeeded":
+            raise typer.Exit(1)
+
+
+@_friendly
+def download(
+    job_id: Annotated[str, typer.Argument(help="the job")],
+    name: Annotated[str | None, typer.Option(help="one artifact by name (default: all)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory")] = Path("."),
+    url: URL = None,
+    api_key: KEY = None,
+) -> None:
+    """Download a job's artifacts (resumes interrupted downloads)."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    with _client(url, api_key) as c:
+        arts = [c.artifact(job_id, name)] if name else c.artifacts(job_id)
+        if not arts:
+            typer.echo(f"job {job_id} has no artifacts", err=True)
+            raise typer.Exit(1)
+        for a in tqdm(arts, unit="file", file=sys.stderr, disable=len(arts) < 2):
+            typer.echo(str(c.download(a, out)))
