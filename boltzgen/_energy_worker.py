@@ -27,41 +27,46 @@ def make_context(system_xml: str, platform: str, properties: dict[str, str]) -> 
     )
 
 
-def screen(x: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+def screen(x: np.ndarray, pairs: bool) -> np.ndarray:
     """Per-frame status before OpenMM sees the frame: non-finite or overlapping atoms.
 
-    x: (B, n, 3) float64 nm. pairs: upper-triangle atom index pairs or None (skip the overlap test
-    vectorised over pairs; large systems use a k-d tree per frame). Returns int8 (B,) status.
+    x: (B, n, 3) float64 nm. pairs: True = all-pairs distances vectorised over the batch
+    (small molecules), False = a k-d tree per frame (large ones). Returns int8 status (B,).
     """
     status = np.zeros(len(x), dtype=np.int8)
     finite = np.isfinite(x).all(axis=(1, 2))
     status[~finite] = NONFINITE_INPUT
-    idx = np.flatnonzero(finite)
-    if len(idx) == 0 or x.shape[1] < 2:
+    n = x.shape[1]
+    if n < 2 or not finite.any():
         return status
-    if pairs is not None:
-        i, j = pairs
-        step = max(1, 2_000_000 // max(1, len(i)))
-        for s in range(0, len(idx), step):
-            sub = idx[s : s + step]
-            d = x[sub][:, i] - x[sub][:, j]
-            d2min = np.einsum("bpk,bpk->bp", d, d).min(axis=1)
-            status[sub[d2min < OVERLAP_NM**2]] = OVERLAP
+    idx = None if finite.all() else np.flatnonzero(finite)
+    if pairs:
+        import torch
+
+        # Centred float32 is plenty for a 0.01 nm threshold and ~2x faster than float64.
+        xs = x if idx is None else x[idx]
+        xt = torch.from_numpy(xs - xs[:, :1]).float()
+        eye = torch.eye(n) * 1e30
+        step = max(1, 4_000_000 // (n * n))
+        close = []
+        for s in range(0, len(xt), step):
+            d = torch.cdist(xt[s : s + step], xt[s : s + step])
+            close.append((d + eye).amin(dim=(1, 2)) < OVERLAP_NM)
+        hit = torch.cat(close).numpy()
+        rows = np.flatnonzero(hit) if idx is None else idx[hit]
+        status[rows] = OVERLAP
     else:
         from scipy.spatial import cKDTree
 
-        for b in idx:
+        for b in np.flatnonzero(finite):
             if cKDTree(x[b]).query_pairs(OVERLAP_NM, output_type="ndarray").size:
                 status[b] = OVERLAP
     return status
 
 
-def overlap_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Index pairs for the vectorised overlap test (None above 300 atoms: k-d tree instead)."""
-    if n_atoms > 300:
-        return None
-    i, j = np.triu_indices(n_atoms, k=1)
-    return i.astype(np.intp), j.astype(np.intp)
+def overlap_pairs(n_atoms: int) -> bool:
+    """Whether to test overlaps with batched all-pairs distances (True up to 300 atoms)."""
+    return n_atoms <= 300
 
 
 def evaluate(
@@ -72,35 +77,35 @@ def evaluate(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Energies (B,) kJ/mol and forces (B, n, 3) kJ/mol/nm for frames with status OK.
 
-    Frames that are not OK get +inf energy and zero forces; a non-finite OpenMM result sets the
-    frame's status to NONFINITE_ENERGY in place. x must be C-contiguous float64 (B, n, 3) nm.
+    Frames that are not OK get +inf energy and zero forces; a failing or non-finite OpenMM
+    result sets the frame's status to NONFINITE_ENERGY in place. x: C-contiguous float64
+    (B, n, 3) nm. The loop body is kept minimal; finiteness is checked afterwards, vectorised.
     """
-    n = len(x)
-    energy = np.full(n, np.inf)
+    energy = np.full(len(x), np.inf)
     force = np.zeros_like(x) if forces else None
     set_positions = context.setPositions
     get_state = context.getState
-    for b in range(n):
-        if status[b]:
-            continue
+    todo = range(len(x)) if not status.any() else np.flatnonzero(status == OK).tolist()
+    failed = []
+    for b in todo:
         try:
             set_positions(x[b])
             state = get_state(getEnergy=True, getForces=forces)
-            e = state.getPotentialEnergy()._value
+            energy[b] = state.getPotentialEnergy()._value
             if forces:
-                f = state.getForces(asNumpy=True)._value
+                force[b] = state.getForces(asNumpy=True)._value
         except Exception:  # OpenMM refuses e.g. NaN coordinates on some platforms
-            status[b] = NONFINITE_ENERGY
-            continue
-        if e != e or e in (np.inf, -np.inf):
-            status[b] = NONFINITE_ENERGY
-            continue
+            failed.append(b)
+    bad = ~np.isfinite(energy)
+    if forces:
+        bad |= ~np.isfinite(force).all(axis=(1, 2))
+    bad &= status == OK
+    bad[failed] = True
+    if bad.any():
+        status[bad] = NONFINITE_ENERGY
+        energy[bad] = np.inf
         if forces:
-            if not np.isfinite(f).all():
-                status[b] = NONFINITE_ENERGY
-                continue
-            force[b] = f
-        energy[b] = e
+            force[bad] = 0.0
     return energy, force
 
 
