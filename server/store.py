@@ -453,18 +453,19 @@ class Store:
         return [dict(r._mapping) for r in rows]
 
     # ------------------------------------------------------------ queue (worker side)
-    def claim(self, worker: str, lease_seconds: float) -> dict[str, Any] | None:
-        """Atomically take the oldest runnable queued job, or None."""
-        now = time.time()
+    def claim_statement(self, worker: str, lease_seconds: float, now: float):
+        """``UPDATE jobs SET status='running' ... WHERE seq = (oldest runnable queued job)
+        AND status='queued' RETURNING *``; the subquery locks ``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL, so concurrent workers on several hosts each take a different job."""
         pick = (
             select(jobs.c.seq)
             .where(jobs.c.status == "queued", jobs.c.run_after <= now)
             .order_by(jobs.c.seq)
             .limit(1)
         )
-        if self.is_postgres:
+        if not self.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
-        stmt = (
+        return (
             update(jobs)
             .where(jobs.c.seq == pick.scalar_subquery(), jobs.c.status == "queued")
             .values(
@@ -477,6 +478,10 @@ class Store:
             )
             .returning(*jobs.c)
         )
+
+    def claim(self, worker: str, lease_seconds: float) -> dict[str, Any] | None:
+        """Atomically take the oldest runnable queued job, or None."""
+        stmt = self.claim_statement(worker, lease_seconds, time.time())
         with self._tx() as conn:
             r = conn.execute(stmt).first()
             if r is None:

@@ -1,0 +1,159 @@
+"""The job store: atomic claims, leases, expiry, fencing, bounded attempts. Runs on SQLite always
+and on PostgreSQL when BOLTZGEN_TEST_POSTGRES_URL is set (e.g.
+postgresql+psycopg://postgres@127.0.0.1:54329/boltzgen_test)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from sqlalchemy.dialects import postgresql, sqlite
+
+from server.store import Store, metadata
+
+PG_URL = os.environ.get("BOLTZGEN_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        if not PG_URL:
+            pytest.skip("set BOLTZGEN_TEST_POSTGRES_URL to test the PostgreSQL store")
+        pytest.importorskip("psycopg")
+        s = Store(PG_URL)
+        metadata.drop_all(s.engine)
+    s.create_all()
+    yield s
+    if request.param == "postgres":
+        metadata.drop_all(s.engine)
+    s.dispose()
+
+
+def add_jobs(store: Store, n: int, max_attempts: int = 3) -> list[str]:
+    return [
+        store.create_job("o", "energy", {"i": i}, max_attempts=max_attempts)["id"] for i in range(n)
+    ]
+
+
+def test_claim_statement_locks_with_skip_locked_on_postgres(tmp_path):
+    pg = Store.__new__(Store)
+    pg.is_sqlite, pg.is_postgres = False, True
+    sql = str(pg.claim_statement("w", 10, 0.0).compile(dialect=postgresql.dialect()))
+    assert "FOR UPDATE SKIP LOCKED" in sql and "RETURNING" in sql
+    lite = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    sql = str(lite.claim_statement("w", 10, 0.0).compile(dialect=sqlite.dialect()))
+    assert "FOR UPDATE" not in sql and "status = ?" in sql and "RETURNING" in sql
+
+
+def test_concurrent_claims_take_each_job_once(store):
+    ids = add_jobs(store, 40)
+    got: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (job := store.claim(name, 30)) is not None:
+            with lock:
+                got.append((name, job["id"]))
+
+    threads = [threading.Thread(target=worker, args=(f"w{k}",)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [j for _, j in got]
+    assert sorted(claimed) == sorted(ids)  # every job exactly once
+    assert store.count_by_status()["running"] == 40
+    assert all(store.get_job(j, None)["attempts"] == 1 for j in ids[:5])
+
+
+def test_expired_lease_requeues_then_fails_after_max_attempts(store):
+    (job_id,) = add_jobs(store, 1, max_attempts=2)
+    job = store.claim("w1", lease_seconds=0.2)
+    assert job["id"] == job_id and job["attempts"] == 1
+    assert store.reap_expired(backoff=0.0) == {}  # lease still valid
+    time.sleep(0.3)
+    assert store.reap_expired(backoff=0.5) == {job_id: "queued"}
+    job = store.get_job(job_id, None)
+    assert job["status"] == "queued" and job["last_error"]["type"] == "LeaseExpired"
+    assert store.claim("w2", 0.2) is None  # backoff: not runnable yet
+    time.sleep(0.55)
+    job = store.claim("w2", 0.2)
+    assert job is not None and job["attempts"] == 2
+    time.sleep(0.3)
+    assert store.reap_expired(backoff=0.0) == {job_id: "failed"}
+    job = store.get_job(job_id, None)
+    assert job["status"] == "failed" and job["error"]["type"] == "LeaseExpired"
+    assert job["finished_at"] is not None
+    statuses = [e["data"]["status"] for e in store.events_after(job_id, 0) if e["type"] == "status"]
+    assert statuses == ["queued", "running", "queued", "running", "failed"]
+
+
+def test_heartbeat_keeps_the_lease(store):
+    (job_id,) = add_jobs(store, 1)
+    store.claim("w1", lease_seconds=0.3)
+    for _ in range(6):
+        time.sleep(0.1)
+        assert store.heartbeat("w1", [job_id], 0.3) == {job_id}
+        assert store.reap_expired(0.0) == {}
+    assert store.get_job(job_id, None)["status"] == "running"
+    assert store.heartbeat("someone-else", [job_id], 0.3) == set()
+
+
+def test_stale_worker_is_fenced_out(store):
+    (job_id,) = add_jobs(store, 1)
+    old = store.claim("old", lease_seconds=0.1)
+    time.sleep(0.15)
+    store.reap_expired(0.0)
+    new = store.claim("new", lease_seconds=30)
+    assert new["attempts"] == 2
+    # the old worker wakes up: its progress, completion and failure are all ignored
+    store.record_progress(job_id, "old", old["attempts"], [(0.9, "stale")])
+    assert not store.complete(job_id, "old", old["attempts"], {"x": 1}, [])
+    err = {"type": "X", "message": "x"}
+    assert store.finish_attempt(job_id, "old", 1, err, retryable=True, backoff=0) is None
+    assert store.heartbeat("old", [job_id], 30) == set()
+    job = store.get_job(job_id, None)
+    assert job["status"] == "running" and job["progress"] == 0.0
+    files = [{"name": "a.txt", "path": "/x/a.txt", "size": 1, "media_type": "text/plain"}]
+    assert store.complete(job_id, "new", 2, {"ok": True}, files)
+    job = store.get_job(job_id, None)
+    assert job["status"] == "succeeded" and job["result"] == {"ok": True}
+    assert [a["name"] for a in store.list_artifacts(job_id, "o")] == ["a.txt"]
+    assert store.list_artifacts(job_id, "intruder") == []
+
+
+def test_cancel_running_job_and_permanent_failure(store):
+    a, b = add_jobs(store, 2)
+    ja = store.claim("w", 30)
+    jb = store.claim("w", 30)
+    assert store.request_cancel(a, "o")["cancel_requested"]
+    assert store.request_cancel(a, "intruder") is None
+    assert store.cancel_flags([a, b]) == {a}
+    err = {"type": "Killed", "message": "killed"}
+    assert (
+        store.finish_attempt(a, "w", ja["attempts"], err, retryable=True, backoff=0) == "cancelled"
+    )
+    bad = {"type": "ShapeError", "message": "bad input"}
+    assert store.finish_attempt(b, "w", jb["attempts"], bad, retryable=False, backoff=0) == "failed"
+    assert store.get_job(b, None)["error"] == bad
+
+
+def test_model_registration_and_idempotency_rows(store):
+    (job_id,) = add_jobs(store, 1)
+    job = store.claim("w", 30)
+    model = {"name": "m", "path": "/models/m.pt", "size": 10, "summary": {"nll": -1.0}}
+    assert store.complete(job_id, "w", job["attempts"], {"nll": -1.0}, [], model)
+    result = store.get_job(job_id, None)["result"]
+    m = store.get_model(result["model_id"], "o")
+    assert m["job_id"] == job_id and m["summary"] == {"nll": -1.0}
+    assert store.get_model(result["model_id"], "intruder") is None
+    assert store.idem_begin("o", "k", "h1") is None
+    assert store.idem_begin("o", "k", "h1")["status_code"] is None  # in flight
+    store.idem_finish("o", "k", 202, {"id": "j"}, "/v1/jobs/j")
+    row = store.idem_begin("o", "k", "h2")
+    assert row["request_hash"] == "h1" and row["body"] == {"id": "j"}
+    assert store.idem_begin("other", "k", "h2") is None
