@@ -24,6 +24,7 @@ from boltzgen.errors import (
     StructureError,
 )
 from boltzgen.flows import Flow, RQSpline, SmoothMixture, Transform, build_flow
+from boltzgen.generator import BoltzmannGenerator, TrainConfig
 from boltzgen.md import MDData, load_md, simulate
 from boltzgen.systems import System
 
@@ -31,6 +32,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BoltzgenError",
+    "BoltzmannGenerator",
+    "TrainConfig",
     "BoxNormalizer",
     "ICNormalizer",
     "InternalCoordinates",

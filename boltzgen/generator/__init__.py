@@ -1,0 +1,7 @@
+"""Boltzmann generators: model, training, flow-driven MD."""
+
+from boltzgen.generator.data import TrainingData, as_training_data
+from boltzgen.generator.model import BoltzmannGenerator
+from boltzgen.generator.training import TrainConfig, fit
+
+__all__ = ["BoltzmannGenerator", "TrainConfig", "TrainingData", "as_training_data", "fit"]

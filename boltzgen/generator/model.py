@@ -1,0 +1,267 @@
+"""The Boltzmann generator: internal coordinates + normalizing flow + OpenMM energy.
+
+Densities live on Cartesian positions modulo rigid-body motion (``rigid="remove"``), so
+
+    log q(x) = log q_flow(u(x)) + log|det du/dx|,     log w(x) = -u_E(x) - log q(x),
+
+with u(x) the flow's unit-box coordinates and u_E = E/kT the reduced energy. The constant
+rigid-body volume (see :mod:`boltzgen.coordinates.transform`) is the same for q and the
+Boltzmann density, so it cancels from importance weights, ESS and free-energy differences;
+log Z estimates are relative to it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from boltzgen.coordinates import ICNormalizer
+from boltzgen.errors import InputError
+from boltzgen.flows import Flow, build_flow
+from boltzgen.generator.data import as_training_data
+
+FLOW_KINDS = ("smooth", "spline")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class BoltzmannGenerator(nn.Module):
+    """A normalizing flow over a molecule's internal coordinates, with its target energy.
+
+    Build with :meth:`build`; train with :meth:`fit`; draw weighted samples with :meth:`sample`;
+    persist with :meth:`save` / :meth:`load`. ``config`` holds everything needed to rebuild the
+    architecture (JSON-able).
+    """
+
+    def __init__(self, system, coords: ICNormalizer, flow: Flow, config: dict[str, Any]):
+        super().__init__()
+        self.system = system
+        self.coords = coords
+        self.flow = flow
+        self.config = dict(config)
+        self._energy = None
+        self.history: dict[str, list[float]] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        system,
+        flow: str = "smooth",
+        data: Any = None,
+        *,
+        n_layers: int = 4,
+        hidden: tuple[int, ...] = (64, 64),
+        n_components: int = 8,
+        n_bins: int = 8,
+        base: str = "truncnormal",
+        rigid: str = "remove",
+        bounds: str | None = None,
+        margin: float = 0.1,
+        k_sigma: float = 6.0,
+        dtype: str = "float32",
+        seed: int = 0,
+    ) -> BoltzmannGenerator:
+        """Generator for ``system`` with a ``flow`` of kind "smooth" or "spline".
+
+        Bond/angle bounds of the unit box come from ``data`` (min/max plus ``margin`` of the
+        range) when ``bounds="data"`` (default when data are given) or from the force field's
+        harmonic terms, equilibrium +- ``k_sigma`` sigma (``bounds="forcefield"``, the default
+        without data; needed for reverse-KL training from scratch).
+        """
+        if flow not in FLOW_KINDS:
+            raise InputError(f"unknown flow kind {flow!r}; expected one of {FLOW_KINDS}")
+        if dtype not in _DTYPES:
+            raise InputError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
+        bounds = bounds or ("data" if data is not None else "forcefield")
+        if bounds not in ("data", "forcefield"):
+            raise InputError(f"bounds must be 'data' or 'forcefield', got {bounds!r}")
+        config = {
+            "flow": flow,
+            "n_layers": int(n_layers),
+            "hidden": [int(h) for h in hidden],
+            "n_components": int(n_components),
+            "n_bins": int(n_bins),
+            "base": base,
+            "rigid": rigid,
+            "bounds": bounds,
+            "dtype": dtype,
+            "seed": int(seed),
+        }
+        torch.manual_seed(seed)
+        coords = ICNormalizer.from_topology(system.topology, rigid=rigid)
+        if bounds == "data":
+            if data is None:
+                raise InputError("bounds='data' needs training data")
+            td = as_training_data(data, system.n_atoms)
+            coords.fit_bounds(td.positions, margin=margin)
+        else:
+            coords.fit_bounds_from_forcefield(system.openmm_system, system.temperature, k_sigma)
+        gen = cls(system, coords, cls._make_flow(coords, config), config)
+        return gen.to(_DTYPES[dtype])
+
+    @staticmethod
+    def _make_flow(coords: ICNormalizer, config: dict[str, Any]) -> Flow:
+        return build_flow(
+            coords.dim,
+            coords.circular,
+            kind=config["flow"],
+            n_layers=config["n_layers"],
+            hidden=tuple(config["hidden"]),
+            n_components=config["n_components"],
+            n_bins=config["n_bins"],
+            base=config["base"],
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.config["dtype"]]
+
+    def with_dtype(self, dtype: str) -> BoltzmannGenerator:
+        """A copy in ``dtype`` ("float32" | "float64") sharing the system and energy model."""
+        if dtype == self.config["dtype"]:
+            return self
+        state = self.checkpoint_state()
+        state["config"] = {**self.config, "dtype": dtype}
+        state["state_dict"] = {
+            k: v.to(_DTYPES[dtype]) if v.is_floating_point() else v
+            for k, v in state["state_dict"].items()
+        }
+        other = type(self).from_state(state, self.system)
+        other._energy = self._energy
+        return other
+
+    @property
+    def dim(self) -> int:
+        return self.coords.dim
+
+    @property
+    def energy(self):
+        """The :class:`~boltzgen.energy.EnergyModel` of the system, created on first use."""
+        if self._energy is None:
+            from boltzgen.energy import EnergyModel
+
+            self._energy = EnergyModel(self.system)
+        return self._energy
+
+    @energy.setter
+    def energy(self, model) -> None:
+        self._energy = model
+
+    # ------------------------------------------------------------------ densities
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log q(x) (B,) of positions x (B, n_atoms, 3) nm (-inf outside the box support)."""
+        u, logdet = self.coords(torch.as_tensor(x, dtype=self.dtype))
+        finite = torch.isfinite(logdet)
+        lq = self.flow.log_prob(u) + torch.where(finite, logdet, torch.zeros_like(logdet))
+        return torch.where(finite, lq, torch.full_like(lq, -math.inf))
+
+    def force(
+        self, x: torch.Tensor, create_graph: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log q(x) (B,), grad_x log q(x) (B, n_atoms, 3) in 1/nm): the flow's force in kT/nm.
+
+        With ``create_graph`` the force is differentiable w.r.t. the parameters (force matching).
+        """
+        x = torch.as_tensor(x, dtype=self.dtype).detach().requires_grad_(True)
+        with torch.enable_grad():
+            lq = self.log_prob(x)
+            (g,) = torch.autograd.grad(lq.sum(), x, create_graph=create_graph)
+        return lq, g
+
+    def sample_positions(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable draw: (x (n, n_atoms, 3) nm, log q(x) (n,))."""
+        u, log_q_u = self.flow.sample(int(n))
+        x, logdet_inv = self.coords.inverse(u)
+        return x, log_q_u - logdet_inv
+
+    @torch.no_grad()
+    def sample(self, n: int, batch_size: int = 4096, energies: bool = True):
+        """Draw ``n`` samples with log q, reduced energies (kT) and log importance weights.
+
+        Returns:
+            :class:`boltzgen.samples.Samples`; configurations with non-finite energy get
+            log-weight -inf (counted by the energy model, never dropped silently).
+        """
+        from boltzgen.samples import Samples
+
+        if int(n) < 1:
+            raise InputError(f"number of samples must be >= 1, got {n}")
+        xs, lqs, us = [], [], []
+        for start in range(0, int(n), int(batch_size)):
+            m = min(int(batch_size), int(n) - start)
+            x, lq = self.sample_positions(m)
+            xs.append(x.double())
+            lqs.append(lq.double())
+            if energies:
+                us.append(self.energy(x.double()).detach())
+        x = torch.cat(xs).cpu().numpy()
+        log_q = torch.cat(lqs).cpu().numpy()
+        if energies:
+            u = torch.cat(us).cpu().numpy()
+            log_w = np.where(np.isfinite(u), -u - log_q, -np.inf)
+        else:
+            u = np.full(len(x), np.nan)
+            log_w = np.full(len(x), np.nan)
+        return Samples(
+            positions=x.astype(np.float32),
+            log_q=log_q,
+            reduced_energy=u,
+            log_weights=log_w,
+            topology=self.system.topology,
+        )
+
+    # ------------------------------------------------------------------ training
+    def fit(self, data: Any = None, loss: str = "nll", **kwargs):
+        """Train; see :func:`boltzgen.generator.training.fit` for the options."""
+        from boltzgen.generator.training import fit
+
+        return fit(self, data, loss=loss, **kwargs)
+
+    # ------------------------------------------------------------------ persistence
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format": "boltzgen.BoltzmannGenerator/1",
+            "config": self.config,
+            "system": self.system.to_spec(),
+            "state_dict": self.state_dict(),
+            "history": self.history,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write architecture, weights, bounds, system spec and history to ``path`` (torch)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.checkpoint_state(), tmp)
+        tmp.replace(path)  # atomic: a crash never leaves half a model
+        return path
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], system=None) -> BoltzmannGenerator:
+        if state.get("format") != "boltzgen.BoltzmannGenerator/1":
+            raise InputError("not a boltzgen model file (unknown format tag)")
+        if system is None:
+            from boltzgen.systems import System
+
+            system = System.from_spec(state["system"])
+        config = state["config"]
+        coords = ICNormalizer.from_topology(system.topology, rigid=config["rigid"])
+        gen = cls(system, coords, cls._make_flow(coords, config), config)
+        gen = gen.to(_DTYPES[config["dtype"]])
+        try:
+            gen.load_state_dict(state["state_dict"])
+        except RuntimeError as exc:
+            raise InputError(f"model does not fit this system: {exc}") from exc
+        gen.history = dict(state.get("history", {}))
+        return gen
+
+    @classmethod
+    def load(cls, path: str | Path, system=None) -> BoltzmannGenerator:
+        """Load a model saved by :meth:`save`; ``system`` defaults to the saved system spec."""
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        return cls.from_state(state, system)
