@@ -36,9 +36,12 @@ def _server_module(name: str):
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8000,
-    workers: Annotated[int, typer.Option(help="concurrent job processes (0: API only)")] = 1,
+    host: Annotated[str, typer.Option(help="bind address", envvar="BOLTZGEN_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port", envvar="BOLTZGEN_PORT")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(help="concurrent job processes (0: API only)", envvar="BOLTZGEN_WORKERS"),
+    ] = 1,
     state_dir: Annotated[
         Path | None, typer.Option(help="store, jobs, artifacts (BOLTZGEN_STATE_DIR)")
     ] = None,
@@ -63,8 +66,10 @@ def serve(
 
 
 def worker(
-    slots: Annotated[int, typer.Option(help="concurrent jobs")] = 1,
-    executor: Annotated[str, typer.Option(help="local | ray")] = "local",
+    slots: Annotated[int, typer.Option(help="concurrent jobs", envvar="BOLTZGEN_WORKERS")] = 1,
+    executor: Annotated[
+        str, typer.Option(help="local | ray", envvar="BOLTZGEN_EXECUTOR")
+    ] = "local",
 ) -> None:
     """Run a standalone worker pool against the store in BOLTZGEN_DATABASE_URL/STATE_DIR."""
     os.environ["BOLTZGEN_WORKERS"] = str(slots)
