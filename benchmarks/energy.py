@@ -43,7 +43,7 @@ def timed(fn, *args) -> float:  # noqa: ANN001
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--platforms", nargs="+", default=["Reference", "CPU"])
     parser.add_argument("--solvents", nargs="+", default=["vacuum", "obc2"])

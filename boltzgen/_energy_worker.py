@@ -27,46 +27,50 @@ def make_context(system_xml: str, platform: str, properties: dict[str, str]) -> 
     )
 
 
-def screen(x: np.ndarray, pairs: bool) -> np.ndarray:
+def screen(x: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """Per-frame status before OpenMM sees the frame: non-finite or overlapping atoms.
 
-    x: (B, n, 3) float64 nm. pairs: True = all-pairs distances vectorised over the batch
-    (small molecules), False = a k-d tree per frame (large ones). Returns int8 status (B,).
+    x: (B, n, 3) float64 nm. pairs: atom index pairs (i, j) for a test vectorised over the batch
+    (small molecules, see :func:`overlap_pairs`), or None for a k-d tree per frame (large ones).
+    Returns int8 status (B,).
     """
     status = np.zeros(len(x), dtype=np.int8)
     finite = np.isfinite(x).all(axis=(1, 2))
     status[~finite] = NONFINITE_INPUT
-    n = x.shape[1]
-    if n < 2 or not finite.any():
+    if x.shape[1] < 2 or not finite.any():
         return status
     idx = None if finite.all() else np.flatnonzero(finite)
-    if pairs:
-        import torch
-
-        # Centred float32 is plenty for a 0.01 nm threshold and ~2x faster than float64.
-        xs = x if idx is None else x[idx]
-        xt = torch.from_numpy(xs - xs[:, :1]).float()
-        eye = torch.eye(n) * 1e30
-        step = max(1, 4_000_000 // (n * n))
-        close = []
-        for s in range(0, len(xt), step):
-            d = torch.cdist(xt[s : s + step], xt[s : s + step])
-            close.append((d + eye).amin(dim=(1, 2)) < OVERLAP_NM)
-        hit = torch.cat(close).numpy()
-        rows = np.flatnonzero(hit) if idx is None else idx[hit]
-        status[rows] = OVERLAP
+    xs = x if idx is None else x[idx]
+    if pairs is not None:
+        i, j = pairs
+        step = max(1, 16_384 // len(i))  # small chunks stay in cache (no page faults)
+        hit = np.empty(len(xs), dtype=bool)
+        for s in range(0, len(xs), step):
+            # Centred float32 in (3, B, n) layout: plenty for a 0.01 nm threshold, and the
+            # fastest variant measured (about 0.7 us per 22-atom frame).
+            c = xs[s : s + step]
+            c = np.ascontiguousarray((c - c[:, :1]).transpose(2, 0, 1), dtype=np.float32)
+            d = c[:, :, i] - c[:, :, j]
+            np.square(d, out=d)
+            hit[s : s + step] = (d[0] + d[1] + d[2]).min(axis=1) < OVERLAP_NM**2
     else:
         from scipy.spatial import cKDTree
 
-        for b in np.flatnonzero(finite):
-            if cKDTree(x[b]).query_pairs(OVERLAP_NM, output_type="ndarray").size:
-                status[b] = OVERLAP
+        hit = np.array(
+            [cKDTree(f).query_pairs(OVERLAP_NM, output_type="ndarray").size > 0 for f in xs],
+            dtype=bool,
+        )
+    rows = np.flatnonzero(hit) if idx is None else idx[hit]
+    status[rows] = OVERLAP
     return status
 
 
-def overlap_pairs(n_atoms: int) -> bool:
-    """Whether to test overlaps with batched all-pairs distances (True up to 300 atoms)."""
-    return n_atoms <= 300
+def overlap_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """All atom pairs (i < j) for the batched overlap test; None above 300 atoms (k-d tree)."""
+    if n_atoms > 300:
+        return None
+    i, j = np.triu_indices(n_atoms, k=1)
+    return i.astype(np.intp), j.astype(np.intp)
 
 
 def evaluate(
