@@ -72,6 +72,7 @@ def simulate(
     positions: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
     flush_every: int = 1000,
+    center: bool = True,
 ) -> mdtraj.Trajectory:
     """Run Langevin MD (LangevinMiddleIntegrator) and record every ``report_interval`` steps.
 
@@ -84,6 +85,9 @@ def simulate(
         minimize: minimise the energy before starting.
         positions: start (n_atoms, 3) nm (default: ``system.positions``).
         progress: optional callback ``progress(steps_done, n_steps)``.
+        center: store each frame with its centroid at the origin (the molecule diffuses under
+            Langevin noise; centring keeps float32 positions precise). Energies and forces do
+            not change: without periodic boundaries they are translation invariant.
 
     Returns: mdtraj.Trajectory of the recorded frames (float32 positions, time in ps).
     """
@@ -111,6 +115,7 @@ def simulate(
         openmm.Platform.getPlatformByName(platform_name),
         dict(platform_properties or {}),
     )
+    center = bool(center) and not omm_system.usesPeriodicBoundaryConditions()
     context.setPositions(start)
     if minimize:
         openmm.LocalEnergyMinimizer.minimize(context)
@@ -125,6 +130,7 @@ def simulate(
         "n_steps": n_steps,
         "seed": int(seed),
         "minimized": bool(minimize),
+        "centered": bool(center),
         "platform": platform_name,
         "integrator": "LangevinMiddleIntegrator",
         "openmm_version": openmm.__version__,
@@ -139,7 +145,8 @@ def simulate(
         for i in range(n_frames):
             integrator.step(report_interval)
             state = context.getState(getPositions=True, getEnergy=True, getForces=True)
-            xyz[i] = state.getPositions(asNumpy=True)._value
+            pos = state.getPositions(asNumpy=True)._value
+            xyz[i] = pos - pos.mean(axis=0) if center else pos
             forces[i] = state.getForces(asNumpy=True)._value
             energy[i] = state.getPotentialEnergy()._value
             times[i] = state.getTime()._value

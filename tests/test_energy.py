@@ -211,3 +211,33 @@ def test_killed_worker_raises_instead_of_hanging(vac):
         x = _batch(system, 5, seed=11)
         with EnergyModel(system, platform="Reference") as ref:
             torch.testing.assert_close(m(x), ref(x), rtol=0, atol=0)
+
+
+def test_nonfinite_openmm_energy_gives_inf():
+    system = System.alanine_dipeptide()
+    nan_force = openmm.CustomExternalForce("sqrt(x - 0.2)")  # NaN when atom 0 has x < 0.2 nm
+    nan_force.addParticle(0, [])
+    system.openmm_system.addForce(nan_force)
+    x = _batch(system, 2, seed=12)
+    x[1] -= x[1, 0] - torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64)  # atom 0 at x = 0.1
+    x[0] += 0.2 - x[0, 0, 0] + 0.05  # atom 0 at x = 0.25
+    m = EnergyModel(system, platform="Reference")
+    x.requires_grad_(True)
+    with pytest.warns(InvalidConfigurationWarning, match="nonfinite energy"):
+        u = m(x)
+    assert torch.isfinite(u[0]) and u[1] == float("inf")
+    u.sum().backward()
+    assert (x.grad[1] == 0).all() and torch.isfinite(x.grad).all()
+    assert m.invalid_counts == {"nonfinite_input": 0, "overlap": 0, "nonfinite_energy": 1}
+
+
+@pytest.mark.timeout(120)
+def test_batch_timeout_raises_and_pool_recovers(vac):
+    with EnergyModel(vac, platform="Reference", n_workers=2, timeout=0.05) as m:
+        m(_batch(vac, 4))  # pool start is not part of the batch timeout
+        with pytest.raises(EnergyWorkerError, match="within 0.05 s"):
+            m(_batch(vac, 50_000, scale=0.001))
+        assert m.worker_pids == []
+        x = _batch(vac, 3, seed=13)
+        with EnergyModel(vac, platform="Reference") as ref:
+            torch.testing.assert_close(m(x), ref(x), rtol=0, atol=0)

@@ -44,6 +44,8 @@ def test_simulate_file_opens_and_energies_match(tmp_path, solvent):
     assert np.abs(f - data.forces).max() < 1e-4 * scale
     # a real trajectory: energies and positions vary between frames
     assert np.ptp(data.potential_energy) > 1.0 and np.ptp(traj.xyz[:, 0, 0]) > 1e-3
+    # frames are stored centred (energies above were compared on the centred frames)
+    np.testing.assert_allclose(traj.xyz.mean(axis=1), 0.0, atol=1e-5)
 
 
 def test_seed_reproducible_and_distinct(vac):
@@ -82,3 +84,18 @@ def test_cli_simulate(tmp_path):
     assert load_md(out).trajectory.n_frames == 4
     bad = CliRunner().invoke(app, [*args, "--solvent", "water"])
     assert bad.exit_code == 2 and "unknown solvent" in bad.output
+
+
+def test_shipped_md_data_set_is_consistent():
+    from boltzgen.paths import data_file
+
+    data = load_md(data_file("adp-vacuum-300K.h5"))
+    assert data.trajectory.n_frames == 25_000 and data.forces.shape == (25_000, 22, 3)
+    assert data.metadata["timestep_ps"] == 0.001 and data.metadata["report_interval_steps"] == 800
+    system = data.system()
+    idx = np.random.default_rng(0).choice(25_000, 16, replace=False)
+    with EnergyModel(system, platform="Reference") as model:
+        u, f = model.energy_and_forces(data.trajectory.xyz[idx].astype(np.float64))
+    assert data.metadata["centered"]
+    np.testing.assert_allclose(u * system.kT, data.potential_energy[idx], rtol=1e-5, atol=2e-3)
+    assert np.abs(f - data.forces[idx]).max() < 1e-4 * np.abs(data.forces[idx]).max()
