@@ -201,7 +201,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok", "version": __version__}
 

@@ -10,9 +10,11 @@ claimed again can no longer complete or fail it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -116,6 +118,7 @@ jobs = Table(
     Column("last_error", JSON),
     Index("ix_jobs_queue", "status", "run_after", "seq"),
     Index("ix_jobs_owner_seq", "owner", "seq"),
+    Index("ix_jobs_owner_status", "owner", "status"),
     Index("ix_jobs_lease", "status", "lease_expires_at"),
 )
 
@@ -158,6 +161,12 @@ idempotency = Table(
 )
 
 
+# hot-path statements built once; values travel as bound parameters (no per-call compilation)
+_INSERT_JOB = insert(jobs)
+_INSERT_EVENT = insert(job_events)
+_INSERT_IDEM = insert(idempotency)
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
@@ -191,6 +200,9 @@ class Store:
             engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
         self.engine: Engine = engine
         self._writer = engine.execution_options(sqlite_immediate=True)
+        # SQLite has one writer at a time; queueing our own threads on a lock is far cheaper
+        # than SQLite's busy handler (which sleeps up to 100 ms between retries).
+        self._write_lock = threading.Lock() if self.is_sqlite else None
 
     # ------------------------------------------------------------ plumbing
     def create_all(self) -> None:
@@ -202,8 +214,16 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite: no lock-upgrade deadlocks)."""
-        with self._writer.begin() as conn:
+        if self._write_lock is None:
+            with self._writer.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self._writer.begin() as conn:
             yield conn
+
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """A write transaction for callers that combine several steps atomically."""
+        return self._tx()
 
     @contextmanager
     def _ro(self) -> Iterator[Connection]:
@@ -271,19 +291,25 @@ class Store:
         return items, nxt
 
     # ------------------------------------------------------------ systems
-    def add_system(self, owner: str, **fields: Any) -> dict[str, Any]:
+    def add_system(
+        self, owner: str, conn: Connection | None = None, **fields: Any
+    ) -> dict[str, Any]:
         row = {"id": new_id("sys"), "owner": owner, "created_at": time.time(), **fields}
-        with self._tx() as conn:
-            conn.execute(insert(systems).values(**row))
+        with self._maybe_tx(conn) as c:
+            c.execute(insert(systems).values(**row))
         return row
 
-    def get_system(self, system_id: str, owner: str | None) -> dict[str, Any] | None:
-        with self._ro() as conn:
-            return _row(
-                conn.execute(
-                    select(systems).where(systems.c.id == system_id, self._owned(systems, owner))
-                ).first()
-            )
+    def _one(self, q: Any, conn: Connection | None) -> dict[str, Any] | None:
+        if conn is not None:
+            return _row(conn.execute(q).first())
+        with self._ro() as c:
+            return _row(c.execute(q).first())
+
+    def get_system(
+        self, system_id: str, owner: str | None, conn: Connection | None = None
+    ) -> dict[str, Any] | None:
+        q = select(systems).where(systems.c.id == system_id, self._owned(systems, owner))
+        return self._one(q, conn)
 
     def list_systems(self, owner: str | None, cursor: int | None, limit: int):
         with self._ro() as conn:
@@ -329,7 +355,7 @@ class Store:
             "cancel_requested": False,
         }
         with self._maybe_tx(conn) as c:
-            c.execute(insert(jobs).values(**row))
+            c.execute(_INSERT_JOB, row)
             self._event(c, row["id"], "status", {"status": "queued", "attempts": 0})
         return row | dict.fromkeys(
             (
@@ -377,13 +403,18 @@ class Store:
         with self._ro() as conn:
             return self._page(conn, jobs, and_(*where), cursor, limit)
 
-    def count_active(self, owner: str) -> int:
-        with self._ro() as conn:
-            return conn.execute(
-                select(func.count())
-                .select_from(jobs)
-                .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))
-            ).scalar_one()
+    def count_active(
+        self, owner: str, conn: Connection | None = None, at_most: int | None = None
+    ) -> int:
+        """Queued + running jobs of ``owner`` (counting stops at ``at_most``)."""
+        inner = select(jobs.c.seq).where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))
+        if at_most is not None:
+            inner = inner.limit(at_most)
+        q = select(func.count()).select_from(inner.subquery())
+        if conn is not None:
+            return conn.execute(q).scalar_one()
+        with self._ro() as c:
+            return c.execute(q).scalar_one()
 
     def count_by_status(self) -> dict[str, int]:
         with self._ro() as conn:
@@ -439,7 +470,7 @@ class Store:
     @staticmethod
     def _event(conn: Connection, job_id: str, type_: str, data: dict[str, Any]) -> None:
         conn.execute(
-            insert(job_events).values(job_id=job_id, ts=time.time(), type=type_, data=data)
+            _INSERT_EVENT, {"job_id": job_id, "ts": time.time(), "type": type_, "data": data}
         )
 
     def events_after(self, job_id: str, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
@@ -698,13 +729,11 @@ class Store:
                 ).first()
             )
 
-    def get_model(self, model_id: str, owner: str | None) -> dict[str, Any] | None:
-        with self._ro() as conn:
-            return _row(
-                conn.execute(
-                    select(models).where(models.c.id == model_id, self._owned(models, owner))
-                ).first()
-            )
+    def get_model(
+        self, model_id: str, owner: str | None, conn: Connection | None = None
+    ) -> dict[str, Any] | None:
+        q = select(models).where(models.c.id == model_id, self._owned(models, owner))
+        return self._one(q, conn)
 
     def list_models(self, owner: str | None, cursor: int | None, limit: int):
         with self._ro() as conn:
@@ -723,41 +752,39 @@ class Store:
             return m["path"]
 
     # ------------------------------------------------------------ idempotency
-    def idem_begin(self, owner: str, key: str, request_hash: str) -> dict[str, Any] | None:
-        """Reserve ``key`` for this request. Returns None if new (caller proceeds), else the
-        stored row (``status_code`` None while the first request is still in flight)."""
-        with self._tx() as conn:
-            r = _row(
-                conn.execute(
-                    select(idempotency).where(
-                        idempotency.c.owner == owner, idempotency.c.key == key
-                    )
-                ).first()
-            )
-            if r is not None:
-                return r
-            conn.execute(
-                insert(idempotency).values(
-                    owner=owner, key=key, request_hash=request_hash, created_at=time.time()
-                )
-            )
-            return None
+    def idem_get(
+        self, owner: str, key: str, conn: Connection | None = None
+    ) -> dict[str, Any] | None:
+        q = select(idempotency).where(idempotency.c.owner == owner, idempotency.c.key == key)
+        if conn is not None:
+            return _row(conn.execute(q).first())
+        with self._ro() as c:
+            return _row(c.execute(q).first())
 
-    def idem_finish(
-        self, owner: str, key: str, status_code: int, body: Any, location: str | None
+    def idem_put(
+        self,
+        conn: Connection,
+        owner: str,
+        key: str,
+        request_hash: str,
+        status_code: int,
+        body: Any,
+        location: str | None,
     ) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                update(idempotency)
-                .where(idempotency.c.owner == owner, idempotency.c.key == key)
-                .values(status_code=status_code, body=body, location=location)
-            )
-
-    def idem_abort(self, owner: str, key: str) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                delete(idempotency).where(idempotency.c.owner == owner, idempotency.c.key == key)
-            )
+        """Record the response to (owner, key) in the caller's transaction; a concurrent
+        request with the same key makes one of the two fail with IntegrityError."""
+        conn.execute(
+            _INSERT_IDEM,
+            {
+                "owner": owner,
+                "key": key,
+                "request_hash": request_hash,
+                "status_code": status_code,
+                "body": body,
+                "location": location,
+                "created_at": time.time(),
+            },
+        )
 
 
 def _sqlite_setup(engine: Engine) -> None:

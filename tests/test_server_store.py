@@ -151,9 +151,14 @@ def test_model_registration_and_idempotency_rows(store):
     m = store.get_model(result["model_id"], "o")
     assert m["job_id"] == job_id and m["summary"] == {"nll": -1.0}
     assert store.get_model(result["model_id"], "intruder") is None
-    assert store.idem_begin("o", "k", "h1") is None
-    assert store.idem_begin("o", "k", "h1")["status_code"] is None  # in flight
-    store.idem_finish("o", "k", 202, {"id": "j"}, "/v1/jobs/j")
-    row = store.idem_begin("o", "k", "h2")
-    assert row["request_hash"] == "h1" and row["body"] == {"id": "j"}
-    assert store.idem_begin("other", "k", "h2") is None
+    assert store.idem_get("o", "k") is None
+    with store.transaction() as conn:
+        store.idem_put(conn, "o", "k", "h1", 202, {"id": "j"}, "/v1/jobs/j")
+    row = store.idem_get("o", "k")
+    assert row["request_hash"] == "h1" and row["body"] == {"id": "j"} and row["status_code"] == 202
+    assert store.idem_get("other", "k") is None
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError), store.transaction() as conn:  # one answer per key
+        store.idem_put(conn, "o", "k", "h2", 202, {"id": "j2"}, None)
+    assert store.idem_get("o", "k")["body"] == {"id": "j"}
