@@ -15,7 +15,8 @@ decorated function::
 Kinds that act on a molecule take ``SystemParams`` (field ``system``: a ``System.to_spec()``
 dict); kinds that reuse a trained generator take ``ModelParams`` (field ``model``: the path of a
 saved generator). The service fills both from ``system_id`` / ``model_id``; a client never sends
-them. A result with the key ``RESULT_MODEL_FILE`` names a file in ``workdir`` that the service
+them. A field typed ``ArtifactPath`` takes an artifact id from the client (e.g. a simulate
+job's ``trajectory.h5``) and holds that file's path inside the job. A result with the key ``RESULT_MODEL_FILE`` names a file in ``workdir`` that the service
 registers as a reusable model.
 
 Executors talk to a job through a directory (``run_job_dir``): ``job.json`` in, ``progress.jsonl``
@@ -33,7 +34,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -66,6 +67,10 @@ class JobKind:
     @property
     def needs_model(self) -> bool:
         return issubclass(self.params, ModelParams)
+
+    @property
+    def artifact_fields(self) -> list[str]:
+        return artifact_fields(self.params)
 
     def client_schema(self) -> dict[str, Any]:
         """JSON schema of the parameters a client sends (without the service-filled fields)."""
@@ -133,6 +138,28 @@ def load_plugins(modules: str | None = None) -> None:
 
 
 # ---------------------------------------------------------------- parameter bases
+
+
+class ArtifactRef:
+    """Field marker: the client sends the id of one of its artifacts (e.g. the
+    ``trajectory.h5`` of a simulate job); the service checks ownership and hands the job the
+    file's path instead. Use through ``ArtifactPath``."""
+
+    def __repr__(self) -> str:
+        return "ArtifactRef()"
+
+
+#: A parameter holding an artifact id on the wire and a file path inside the job.
+ArtifactPath = Annotated[str, ArtifactRef()]
+
+
+def artifact_fields(params: type[BaseModel]) -> list[str]:
+    """Names of the ``ArtifactPath`` fields of a parameter model."""
+    return [
+        name
+        for name, f in params.model_fields.items()
+        if any(isinstance(m, ArtifactRef) for m in f.metadata)
+    ]
 
 
 class JobParams(BaseModel):

@@ -100,7 +100,11 @@ def decode_cursor(cursor: str | None) -> int | None:
 
 def job_info(job: dict[str, Any]) -> JobInfo:
     base = f"/v1/jobs/{job['id']}"
-    params = {k: v for k, v in (job.get("params") or {}).items() if k not in ("system", "model")}
+    params = job.get("client_params")
+    if params is None:
+        params = {
+            k: v for k, v in (job.get("params") or {}).items() if k not in ("system", "model")
+        }
     return JobInfo(
         id=job["id"],
         kind=job["kind"],
@@ -468,6 +472,16 @@ def _resolve_job(
         if system is None:
             raise Problem(422, "Unknown system", f"no system {system_id!r}")
         params["system"] = system["spec"]
+    for name in kind.artifact_fields:
+        ref = params.get(name)
+        if ref is None:
+            continue
+        art = store.get_artifact(str(ref), who.scope, conn) if isinstance(ref, str) else None
+        if art is None:
+            raise Problem(
+                422, "Unknown artifact", f"params.{name}: no artifact {ref!r} (give an artifact id)"
+            )
+        params[name] = art["path"]
     try:
         validate_params(kind, params)
     except BoltzgenError as exc:
@@ -475,6 +489,7 @@ def _resolve_job(
     return {
         "kind": kind.name,
         "params": params,
+        "client_params": dict(body.params),
         "system_id": system_id if kind.needs_system else None,
         "model_id": model_id if kind.needs_model else None,
         "max_attempts": body.max_attempts or settings.max_attempts,

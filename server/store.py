@@ -101,6 +101,7 @@ jobs = Table(
     Column("system_id", String(40)),
     Column("model_id", String(40)),
     Column("params", JSON, nullable=False),
+    Column("client_params", JSON),
     Column("progress", Float, nullable=False, default=0.0),
     Column("message", Text, nullable=False, default=""),
     Column("attempts", Integer, nullable=False, default=0),
@@ -334,8 +335,11 @@ class Store:
         max_attempts: int,
         system_id: str | None = None,
         model_id: str | None = None,
+        client_params: dict[str, Any] | None = None,
         conn: Connection | None = None,
     ) -> dict[str, Any]:
+        """A queued job. ``params`` is what the job runs with (system spec, file paths filled
+        in); ``client_params`` what the client sent (shown back to it)."""
         now = time.time()
         row = {
             "id": new_id("job"),
@@ -345,6 +349,7 @@ class Store:
             "system_id": system_id,
             "model_id": model_id,
             "params": params,
+            "client_params": client_params,
             "progress": 0.0,
             "message": "",
             "attempts": 0,
@@ -719,15 +724,11 @@ class Store:
             ).all()
         return [dict(r._mapping) for r in rows]
 
-    def get_artifact(self, artifact_id: str, owner: str | None) -> dict[str, Any] | None:
-        with self._ro() as conn:
-            return _row(
-                conn.execute(
-                    select(artifacts).where(
-                        artifacts.c.id == artifact_id, self._owned(artifacts, owner)
-                    )
-                ).first()
-            )
+    def get_artifact(
+        self, artifact_id: str, owner: str | None, conn: Connection | None = None
+    ) -> dict[str, Any] | None:
+        q = select(artifacts).where(artifacts.c.id == artifact_id, self._owned(artifacts, owner))
+        return self._one(q, conn)
 
     def get_model(
         self, model_id: str, owner: str | None, conn: Connection | None = None

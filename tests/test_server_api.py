@@ -297,3 +297,93 @@ def test_dependency_override_principal(tmp_path):
         r = c.post("/v1/jobs", json={"kind": "energy"})
         assert r.status_code == 422 and "system_id" in r.json()["detail"]
         assert c.post("/v1/keys", json={}).status_code == 403
+
+
+def _finish_with_outcome(app, tmp_path, files: dict[str, bytes], outcome: dict) -> dict:
+    """Let a worker record a finished attempt whose directory holds ``files`` and ``outcome``
+    (the worker's outcome handling without running a job)."""
+    import json
+
+    from server.executors import LocalExecutor
+    from server.worker import WorkerPool, _Run
+
+    store, settings = app.state.store, app.state.settings
+    pool = WorkerPool(settings, store, executor=LocalExecutor(settings), slots=0)
+    claimed = store.claim(pool.worker_id, 30)
+    assert claimed is not None
+    jobdir = tmp_path / "attempt-1"
+    (jobdir / "work").mkdir(parents=True)
+    for name, data in files.items():
+        (jobdir / "work" / name).write_bytes(data)
+    (jobdir / "result.json").write_text(json.dumps(outcome))
+    pool._finish(_Run(job=claimed, handle=None, jobdir=jobdir), 0)
+    return claimed
+
+
+def test_result_model_file_registers_a_model(env, tmp_path):
+    c, a, b = env["client"], env["a"], env["b"]
+    cancel_all(c, a)
+    job_id = submit(c, a, env["system"]["id"]).json()["id"]
+    outcome = {"status": "succeeded", "result": {"model_file": "model.pt", "best_val_nll": -1.5}}
+    files = {"model.pt": b"weights", "history.json": b"{}"}
+    assert _finish_with_outcome(env["app"], tmp_path, files, outcome)["id"] == job_id
+    job = c.get(f"/v1/jobs/{job_id}", headers=auth(a)).json()
+    assert job["status"] == "succeeded" and job["result"]["best_val_nll"] == -1.5
+    model_id = job["result"]["model_id"]
+    names = {
+        x["name"] for x in c.get(f"/v1/jobs/{job_id}/artifacts", headers=auth(a)).json()["items"]
+    }
+    assert names == {"model.pt", "history.json"}
+    models = c.get("/v1/models", headers=auth(a)).json()["items"]
+    assert [m["id"] for m in models] == [model_id]
+    assert models[0]["system_id"] == env["system"]["id"] and models[0]["job_id"] == job_id
+    assert models[0]["summary"] == {"best_val_nll": -1.5}
+    assert c.get(f"/v1/models/{model_id}/content", headers=auth(a)).content == b"weights"
+    assert c.get(f"/v1/models/{model_id}", headers=auth(b)).status_code == 404
+    assert c.get("/v1/models", headers=auth(b)).json()["items"] == []
+    # deleting the job keeps the model (its file was copied out of the job directory)
+    assert c.delete(f"/v1/jobs/{job_id}", headers=auth(a)).status_code == 204
+    assert c.get(f"/v1/models/{model_id}/content", headers=auth(a)).content == b"weights"
+    assert c.delete(f"/v1/models/{model_id}", headers=auth(a)).status_code == 204
+    assert c.get(f"/v1/models/{model_id}", headers=auth(a)).status_code == 404
+
+
+def test_model_id_and_artifact_references_are_resolved(env, tmp_path):
+    from boltzgen.jobs import ArtifactPath, ModelParams, job_kind
+
+    class ConsumerParams(ModelParams):
+        data: ArtifactPath
+        n_samples: int = 10
+
+    @job_kind("test-consumer", ConsumerParams)
+    def consumer(params, workdir, progress, checkpoint_dir):  # validated here, never run
+        raise NotImplementedError
+
+    c, a, b = env["client"], env["a"], env["b"]
+    cancel_all(c, a)
+    producer = submit(c, a, env["system"]["id"]).json()["id"]
+    outcome = {"status": "succeeded", "result": {"model_file": "model.pt"}}
+    _finish_with_outcome(env["app"], tmp_path, {"model.pt": b"w", "data.h5": b"d"}, outcome)
+    model_id = c.get(f"/v1/jobs/{producer}", headers=auth(a)).json()["result"]["model_id"]
+    arts = c.get(f"/v1/jobs/{producer}/artifacts", headers=auth(a)).json()["items"]
+    data_id = next(x["id"] for x in arts if x["name"] == "data.h5")
+
+    body = {"kind": "test-consumer", "model_id": model_id, "params": {"data": data_id}}
+    r = c.post("/v1/jobs", json=body, headers=auth(a))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["params"] == {"data": data_id}  # the client's view
+    assert job["system_id"] == env["system"]["id"]  # taken from the model
+    row = env["app"].state.store.get_job(job["id"], None)
+    assert row["params"]["data"].endswith("data.h5") and row["params"]["model"].endswith("model.pt")
+    assert row["params"]["system"]["pdb"]
+    for bad, needle in (
+        ({"kind": "test-consumer", "params": {"data": data_id}}, "model_id"),
+        ({**body, "params": {"data": "art_nope"}}, "artifact"),
+    ):
+        r = c.post("/v1/jobs", json=bad, headers=auth(a))
+        assert r.status_code == 422 and needle in r.json()["detail"]
+    # another key can use neither the model nor the artifact
+    r = c.post("/v1/jobs", json=body, headers=auth(b))
+    assert r.status_code == 422
+    cancel_all(c, a)
