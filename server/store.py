@@ -694,6 +694,27 @@ class Store:
             )
             return status
 
+    def release(self, job_id: str, worker: str, attempt: int) -> bool:
+        """Put a running job back in the queue without counting the attempt (its worker is
+        shutting down: not the job's fault). It resumes from its checkpoint."""
+        now = time.time()
+        with self._tx() as conn:
+            n = conn.execute(
+                update(jobs)
+                .where(self._fenced(job_id, worker, attempt), ~jobs.c.cancel_requested)
+                .values(
+                    status="queued",
+                    attempts=jobs.c.attempts - 1,
+                    run_after=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            ).rowcount
+            if n:
+                self._event(conn, job_id, "status", {"status": "queued", "released": True})
+            return n == 1
+
     def reap_expired(self, backoff: float) -> dict[str, str]:
         """Jobs whose lease expired (their worker died): requeue, fail or cancel them."""
         now = time.time()

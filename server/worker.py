@@ -118,7 +118,8 @@ class WorkerPool:
             self._stop.wait(self.settings.poll_seconds)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop claiming, kill running jobs and put them back in the queue (not their fault)."""
+        """Stop claiming, kill running jobs and put them back in the queue without counting
+        the attempt (not their fault); they resume from their checkpoints elsewhere."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -126,14 +127,16 @@ class WorkerPool:
             run.killed_for = "shutdown"
             run.handle.kill()
             self._pump(run)
-            self.store.finish_attempt(
-                run.id,
-                self.worker_id,
-                run.attempt,
-                {"type": "WorkerShutdown", "message": "the worker shut down"},
-                retryable=True,
-                backoff=0.0,
-            )
+            if not self.store.release(run.id, self.worker_id, run.attempt):
+                # cancel was requested meanwhile: record it
+                self.store.finish_attempt(
+                    run.id,
+                    self.worker_id,
+                    run.attempt,
+                    {"type": "WorkerShutdown", "message": "the worker shut down"},
+                    retryable=False,
+                    backoff=0.0,
+                )
         self.running.clear()
         self.executor.close()
 

@@ -162,3 +162,15 @@ def test_model_registration_and_idempotency_rows(store):
     with pytest.raises(IntegrityError), store.transaction() as conn:  # one answer per key
         store.idem_put(conn, "o", "k", "h2", 202, {"id": "j2"}, None)
     assert store.idem_get("o", "k")["body"] == {"id": "j"}
+
+
+def test_release_on_shutdown_does_not_count_the_attempt(store):
+    a, b = add_jobs(store, 2, max_attempts=1)
+    ja, jb = store.claim("w", 30), store.claim("w", 30)
+    assert store.release(a, "w", ja["attempts"])
+    job = store.get_job(a, None)
+    assert job["status"] == "queued" and job["attempts"] == 0
+    assert store.claim("w2", 30)["attempts"] == 1  # still runnable with max_attempts=1
+    store.request_cancel(b, None)
+    assert not store.release(b, "w", jb["attempts"])  # a cancel wins over a release
+    assert not store.release(a, "w", 1)  # fenced: w2 holds it now
