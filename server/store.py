@@ -38,6 +38,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -207,7 +208,12 @@ class Store:
 
     # ------------------------------------------------------------ plumbing
     def create_all(self) -> None:
-        metadata.create_all(self.engine)
+        """Create missing tables. Several processes may start at once (server + workers):
+        on PostgreSQL an advisory lock serialises them, on SQLite BEGIN IMMEDIATE does."""
+        with self._tx() as conn:
+            if self.is_postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(7262011)"))
+            metadata.create_all(conn)
 
     def dispose(self) -> None:
         self.engine.dispose()

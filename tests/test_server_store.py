@@ -174,3 +174,26 @@ def test_release_on_shutdown_does_not_count_the_attempt(store):
     store.request_cancel(b, None)
     assert not store.release(b, "w", jb["attempts"])  # a cancel wins over a release
     assert not store.release(a, "w", 1)  # fenced: w2 holds it now
+
+
+def test_processes_starting_together_create_the_schema_once(store):
+    """Server and workers call create_all at the same time on a fresh database."""
+    metadata.drop_all(store.engine)
+    errors = []
+
+    def start() -> None:
+        s = Store(store.url)
+        try:
+            s.create_all()
+        except Exception as exc:  # the bug this guards against: duplicate CREATE TABLE
+            errors.append(exc)
+        finally:
+            s.dispose()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert add_jobs(store, 1)
