@@ -1,10 +1,14 @@
 """Energy + force evaluations per second: boltzgen.energy vs a bare OpenMM loop.
 
 Same platform, same 1000 alanine-dipeptide configurations (from a short Langevin run), vacuum and
-OBC2, boltzgen with 1 and 2 workers; the implementations are timed in interleaved repeats in one
-process and the medians compared. Prints one JSON object per line.
+OBC2, boltzgen with 1 and 2 workers (energy_and_forces, and the autograd path u(x).backward()).
+Two bare loops: the public OpenMM Python API (setPositions + getState(energy, forces) +
+getForces(asNumpy=True)), and the same calls on OpenMM's SWIG layer, which boltzgen uses.
+The implementations are timed in interleaved, order-rotated rounds in one process; medians and
+best rounds are compared. Prints one JSON object per line.
 
-    .venv/bin/python benchmarks/energy.py [--repeats 5] [--batch 1000] [--platforms Reference CPU]
+    .venv/bin/python benchmarks/energy.py [--repeats 31] [--budget 45] [--batch 1000]
+        [--platforms Reference CPU] [--solvents vacuum obc2]
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ def bare_loop(context: openmm.Context, x: np.ndarray) -> tuple[np.ndarray, np.nd
         state = context.getState(getEnergy=True, getForces=True)
         energy[b] = state.getPotentialEnergy()._value
         forces[b] = state.getForces(asNumpy=True)._value
+    return energy, forces
+
+
+def bare_loop_swig(context: openmm.Context, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same loop on OpenMM's SWIG functions (what boltzgen's fast path calls)."""
+    from openmm import _openmm
+
+    kinds = openmm.State.Energy + openmm.State.Forces
+    energy = np.empty(len(x))
+    forces = np.empty_like(x)
+    for b in range(len(x)):
+        _openmm.Context_setPositions(context, x[b])
+        state = _openmm.Context_getState(context, kinds, False, -1)
+        energy[b] = _openmm.State_getPotentialEnergy(state)
+        state._getVectorAsNumpy(openmm.State.Forces, forces[b])
     return energy, forces
 
 
@@ -78,6 +97,7 @@ def main() -> None:
             x_g = x_t.clone().requires_grad_(True)
             impls = {
                 "bare_openmm": lambda c=context, x=x_np: bare_loop(c, x),
+                "bare_openmm_swig": lambda c=context, x=x_np: bare_loop_swig(c, x),
                 "boltzgen_1w": lambda m=one, x=x_t: m.energy_and_forces(x),
                 "boltzgen_1w_autograd": lambda m=one, x=x_g: m(x).sum().backward(),
                 "boltzgen_2w": lambda m=two, x=x_t: m.energy_and_forces(x),
@@ -122,6 +142,7 @@ def main() -> None:
                     "platform": platform,
                     "solvent": solvent,
                     "one_worker_vs_bare": round(rt["boltzgen_1w"] / rt["bare_openmm"], 3),
+                    "one_worker_vs_bare_swig": round(rt["boltzgen_1w"] / rt["bare_openmm_swig"], 3),
                     "autograd_vs_bare": round(rt["boltzgen_1w_autograd"] / rt["bare_openmm"], 3),
                     "two_vs_one_worker": round(rt["boltzgen_2w"] / rt["boltzgen_1w"], 3),
                 }

@@ -73,11 +73,71 @@ def overlap_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray] | None:
     return i.astype(np.intp), j.astype(np.intp)
 
 
+def _public_eval(context: openmm.Context, xb: np.ndarray, forces: bool, out: np.ndarray) -> float:
+    """One frame through OpenMM's public Python API (units stripped)."""
+    context.setPositions(xb)
+    state = context.getState(getEnergy=True, getForces=forces)
+    if forces:
+        out[...] = state.getForces(asNumpy=True)._value
+    return state.getPotentialEnergy()._value
+
+
+def raw_api_ok(context: openmm.Context) -> bool:
+    """Whether OpenMM's SWIG-level calls (used by the fast loop) exist and agree with the public
+    API on this Context. Checked once per Context; the public API is the fallback."""
+    try:
+        from openmm import _openmm
+
+        n = context.getSystem().getNumParticles()
+        xb = np.random.default_rng(0).uniform(0.0, 0.3 * max(n, 2) ** (1 / 3), size=(n, 3))
+        f_pub, f_raw = np.empty((n, 3)), np.empty((n, 3))
+        e_pub = _public_eval(context, xb, True, f_pub)
+        _openmm.Context_setPositions(context, xb)
+        state = _openmm.Context_getState(
+            context, openmm.State.Energy + openmm.State.Forces, False, -1
+        )
+        e_raw = _openmm.State_getPotentialEnergy(state)
+        state._getVectorAsNumpy(openmm.State.Forces, f_raw)
+    except Exception:
+        return False
+    return bool(
+        np.array_equal([e_pub], [e_raw], equal_nan=True)
+        and np.array_equal(f_pub, f_raw, equal_nan=True)
+    )
+
+
+class Evaluator:
+    """One OpenMM Context plus the per-batch screen and the evaluation loop.
+
+    ``raw=True`` (when :func:`raw_api_ok`) calls OpenMM's SWIG functions directly
+    (``_openmm.Context_setPositions``, ``_openmm.Context_getState``,
+    ``State._getVectorAsNumpy`` into the output row): the same C++ calls as the public
+    ``setPositions``/``getState``/``getForces(asNumpy=True)`` without their Python wrappers
+    (unit checks, ``dir()`` lookups, Quantity arithmetic and array copies), about twice as
+    fast for a 22-atom molecule.
+    """
+
+    def __init__(self, system_xml: str, platform: str, properties: dict[str, str]) -> None:
+        self.context = make_context(system_xml, platform, properties)
+        self.pairs = overlap_pairs(self.context.getSystem().getNumParticles())
+        self.raw = raw_api_ok(self.context)
+
+    def __call__(
+        self, x: np.ndarray, forces: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(status int8 (B,), energies (B,) kJ/mol, forces (B, n, 3) kJ/mol/nm or None) for
+        C-contiguous float64 x (B, n, 3) nm. Invalid frames: +inf energy, zero forces."""
+        status = screen(x, self.pairs)
+        energy, force = evaluate(self.context, x, status, forces, raw=self.raw)
+        return status, energy, force
+
+
 def evaluate(
     context: openmm.Context,
     x: np.ndarray,
     status: np.ndarray,
     forces: bool,
+    raw: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Energies (B,) kJ/mol and forces (B, n, 3) kJ/mol/nm for frames with status OK.
 
@@ -87,19 +147,32 @@ def evaluate(
     """
     energy = np.full(len(x), np.inf)
     force = np.zeros_like(x) if forces else None
-    set_positions = context.setPositions
-    get_state = context.getState
     todo = range(len(x)) if not status.any() else np.flatnonzero(status == OK).tolist()
     failed = []
-    for b in todo:
-        try:
-            set_positions(x[b])
-            state = get_state(getEnergy=True, getForces=forces)
-            energy[b] = state.getPotentialEnergy()._value
-            if forces:
-                force[b] = state.getForces(asNumpy=True)._value
-        except Exception:  # OpenMM refuses e.g. NaN coordinates on some platforms
-            failed.append(b)
+    if raw:
+        from openmm import _openmm
+
+        set_positions = _openmm.Context_setPositions
+        get_state = _openmm.Context_getState
+        get_energy = _openmm.State_getPotentialEnergy
+        kind_f = openmm.State.Forces
+        kinds = openmm.State.Energy + (kind_f if forces else 0)
+        for b in todo:
+            try:
+                set_positions(context, x[b])
+                state = get_state(context, kinds, False, -1)
+                energy[b] = get_energy(state)
+                if forces:
+                    state._getVectorAsNumpy(kind_f, force[b])
+            except Exception:  # OpenMM refuses e.g. NaN coordinates on some platforms
+                failed.append(b)
+    else:
+        scratch = np.empty(x.shape[1:])
+        for b in todo:
+            try:
+                energy[b] = _public_eval(context, x[b], forces, force[b] if forces else scratch)
+            except Exception:
+                failed.append(b)
     bad = ~np.isfinite(energy)
     if forces:
         bad |= ~np.isfinite(force).all(axis=(1, 2))
@@ -114,13 +187,12 @@ def evaluate(
 
 
 def worker_main(conn: Any, system_xml: str, platform: str, properties: dict[str, str]) -> None:
-    """Worker process loop: one Context; requests (tag, x, forces) -> (tag, status, u, f).
+    """Worker process loop: one Evaluator; requests (tag, x, forces) -> (tag, status, u, f).
 
     Replies ("error", tag, message) on failure; exits when the pipe closes or on ``None``.
     """
     try:
-        context = make_context(system_xml, platform, properties)
-        pairs = overlap_pairs(context.getSystem().getNumParticles())
+        evaluator = Evaluator(system_xml, platform, properties)
         conn.send(("ready", None, None, None))
     except Exception:
         conn.send(("error", None, traceback.format_exc(), None))
@@ -134,9 +206,9 @@ def worker_main(conn: Any, system_xml: str, platform: str, properties: dict[str,
             return
         tag, x, want_forces = msg
         try:
-            x = np.ascontiguousarray(x, dtype=np.float64)
-            status = screen(x, pairs)
-            energy, force = evaluate(context, x, status, want_forces)
+            status, energy, force = evaluator(
+                np.ascontiguousarray(x, dtype=np.float64), want_forces
+            )
             conn.send((tag, status, energy, force))
         except Exception:
             conn.send(("error", tag, traceback.format_exc(), None))

@@ -138,8 +138,7 @@ class EnergyModel:
         self.n_invalid = 0
         self.invalid_counts = {"nonfinite_input": 0, "overlap": 0, "nonfinite_energy": 0}
         self._xml = system.serialize_openmm()
-        self._pairs = _w.overlap_pairs(self.n_atoms)
-        self._context: openmm.Context | None = None
+        self._evaluator: _w.Evaluator | None = None
         self._workers: list[tuple[Any, Any]] = []  # (process, connection)
         self._calls = itertools.count()
 
@@ -180,7 +179,7 @@ class EnergyModel:
     def close(self) -> None:
         """Stop worker processes and release the Context."""
         self._shutdown_workers()
-        self._context = None
+        self._evaluator = None
 
     def __enter__(self) -> EnergyModel:
         return self
@@ -195,7 +194,7 @@ class EnergyModel:
     def __getstate__(self) -> dict[str, Any]:
         # Picklable for DataLoader workers etc.: rebuilt lazily on the other side.
         state = self.__dict__.copy()
-        state["_context"] = None
+        state["_evaluator"] = None
         state["_workers"] = []
         state["_calls"] = None
         return state
@@ -238,10 +237,9 @@ class EnergyModel:
         if len(x) == 0:
             return np.zeros(0), (np.zeros_like(x) if forces else None)
         if self.n_workers == 1:
-            if self._context is None:
-                self._context = _w.make_context(self._xml, self.platform, self.platform_properties)
-            status = _w.screen(x, self._pairs)
-            energy, force = _w.evaluate(self._context, x, status, forces)
+            if self._evaluator is None:
+                self._evaluator = _w.Evaluator(self._xml, self.platform, self.platform_properties)
+            status, energy, force = self._evaluator(x, forces)
         else:
             status, energy, force = self._evaluate_parallel(x, forces)
         self._count_invalid(status)

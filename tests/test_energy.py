@@ -241,3 +241,25 @@ def test_batch_timeout_raises_and_pool_recovers(vac):
         x = _batch(vac, 3, seed=13)
         with EnergyModel(vac, platform="Reference") as ref:
             torch.testing.assert_close(m(x), ref(x), rtol=0, atol=0)
+
+
+def test_fast_swig_loop_equals_public_api_loop(vac):
+    from boltzgen import _energy_worker as w
+
+    ev = w.Evaluator(vac.serialize_openmm(), "Reference", {})
+    assert ev.raw  # this OpenMM exposes the SWIG calls and they agree with the public API
+    x = np.ascontiguousarray(_batch(vac, 6, seed=14).numpy())
+    x[2, 0] = np.nan
+    x[4, 1] = x[4, 2]
+    for forces in (True, False):
+        s_raw, e_raw, f_raw = ev(x.copy(), forces)
+        ev.raw = False
+        s_pub, e_pub, f_pub = ev(x.copy(), forces)
+        ev.raw = True
+        np.testing.assert_array_equal(s_raw, s_pub)
+        np.testing.assert_array_equal(e_raw, e_pub)
+        assert list(s_raw) == [0, 0, w.NONFINITE_INPUT, 0, w.OVERLAP, 0]
+        if forces:
+            np.testing.assert_array_equal(f_raw, f_pub)
+        else:
+            assert f_raw is None and f_pub is None
