@@ -6,6 +6,8 @@ Public entry points (see ``shared/API.md`` and the README): ``System``, ``Energy
 
 from __future__ import annotations
 
+from boltzgen import cv
+from boltzgen.analysis import free_energy_difference, free_energy_surface
 from boltzgen.coordinates import (
     BoxNormalizer,
     ICNormalizer,
@@ -26,6 +28,7 @@ from boltzgen.errors import (
 from boltzgen.flows import Flow, RQSpline, SmoothMixture, Transform, build_flow
 from boltzgen.generator import BoltzmannGenerator, TrainConfig
 from boltzgen.md import MDData, load_md, simulate
+from boltzgen.samples import Samples, clip_log_weights
 from boltzgen.systems import System
 
 __version__ = "0.1.0"
@@ -56,5 +59,10 @@ __all__ = [
     "load_md",
     "select_platform",
     "simulate",
+    "Samples",
+    "clip_log_weights",
+    "cv",
+    "free_energy_difference",
+    "free_energy_surface",
     "__version__",
 ]
