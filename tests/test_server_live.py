@@ -28,6 +28,20 @@ def live(tmp_path_factory):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def sim_job(live) -> str:
+    """A small simulate job (600 steps, 12 frames, 3 checkpoint chunks), submitted once."""
+    params = {"n_steps": 600, "report_interval": 50, "checkpoint_interval": 200, "seed": 3}
+    with live.client() as c:
+        r = c.post(
+            "/v1/jobs", json={"kind": "simulate", "system_id": live.system_id, "params": params}
+        )
+        assert r.status_code == 202
+        job_id = r.json()["id"]
+        wait_for(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] != "queued", timeout=60)
+    return job_id
+
+
 def _pid(live, job_id: str, attempt: int) -> int | None:
     path = live.settings.state_dir / "jobs" / job_id / f"attempt-{attempt}" / "pid"
     return int(path.read_text()) if path.exists() else None
@@ -91,7 +105,6 @@ def test_simulate_end_to_end_with_sse_and_range(live, tmp_path):
     assert md.potential_energy.mean() == pytest.approx(
         job["result"]["mean_potential_energy_kj_mol"]
     )
-    live.sim_job = job_id
 
 
 def test_cancel_kills_running_process(live):
@@ -146,8 +159,9 @@ def test_killed_job_process_is_retried_from_checkpoint(live):
     assert job["result"]["n_frames"] == 120
 
 
-def test_sdk_against_live_server(live, tmp_path):
+def test_sdk_against_live_server(live, sim_job, tmp_path):
     sdk = Client(live.url, api_key=ADMIN, max_retries=2)
+    sdk.wait(sim_job, timeout=120)
     key = sdk.create_key("sdk").key
     with Client(live.url, api_key=key) as user:
         assert user.health()["status"] == "ok"
@@ -166,14 +180,14 @@ def test_sdk_against_live_server(live, tmp_path):
         assert [j.id for j in user.iter_jobs(page_size=1)] == [job.id]
         # another key's artifacts are invisible to this one
         with pytest.raises(ApiError) as err:
-            user.load_trajectory(live.sim_job, "trajectory.h5")
+            user.load_trajectory(sim_job, "trajectory.h5")
         assert err.value.status == 404
         # a failing job raises with the library's message
         bad = user.submit("energy", system_id=system.id, params={"positions": [[[0.0, 0.0, 0.0]]]})
         with pytest.raises(JobFailedError, match="ShapeError"):
             user.wait(bad.id, timeout=120)
         assert user.get_job(bad.id).attempts == 1  # bad input is not retried
-    traj = sdk.load_trajectory(live.sim_job, "trajectory.h5")
+    traj = sdk.load_trajectory(sim_job, "trajectory.h5")
     assert isinstance(traj, mdtraj.Trajectory) and traj.n_frames == 12
     sdk.close()
 
@@ -228,7 +242,7 @@ def test_metrics_count_jobs(live):
     assert 'boltzgen_jobs{status="succeeded"}' in text
 
 
-def test_cli_against_live_server(live, tmp_path):
+def test_cli_against_live_server(live, sim_job, tmp_path):
     import json
 
     from typer.testing import CliRunner
@@ -237,10 +251,11 @@ def test_cli_against_live_server(live, tmp_path):
 
     env = {"BOLTZGEN_URL": live.url, "BOLTZGEN_API_KEY": ADMIN}
     run = CliRunner().invoke
-    r = run(app, ["status", live.sim_job], env=env)
+    assert run(app, ["wait", sim_job, "--timeout", "120"], env=env).exit_code == 0
+    r = run(app, ["status", sim_job], env=env)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["status"] == "succeeded"
-    r = run(app, ["download", live.sim_job, "-o", str(tmp_path)], env=env)
+    r = run(app, ["download", sim_job, "-o", str(tmp_path)], env=env)
     assert r.exit_code == 0, r.output
     assert mdtraj.load(str(tmp_path / "trajectory.h5")).n_frames == 12
     r = run(app, ["submit", "energy", "--system-id", live.system_id, "--wait"], env=env)

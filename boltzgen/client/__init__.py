@@ -101,6 +101,19 @@ def _retry_after(resp: httpx.Response | None, attempt: int) -> float:
     return min(0.25 * 2**attempt, 10.0)
 
 
+_TRANSIENT = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+def _next_delay(attempt: int, max_retries: int, resp: httpx.Response | None) -> float | None:
+    """Seconds to wait before retry ``attempt + 1``, or None to stop. ``resp`` None means a
+    connection error (always retried); a response is retried only on 429/503."""
+    if attempt >= max_retries:
+        return None
+    if resp is None:
+        return _retry_after(None, attempt)
+    return _retry_after(resp, attempt) if resp.status_code in RETRY_STATUSES else None
+
+
 def _pdb_text(pdb: str | os.PathLike[str]) -> str:
     if isinstance(pdb, os.PathLike) or ("\n" not in str(pdb) and Path(str(pdb)).is_file()):
         return Path(pdb).read_text()
@@ -204,22 +217,19 @@ class Client:
     # ------------------------------------------------------------ plumbing
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API call with retries (429/503 after Retry-After; connection errors)."""
-        resp: httpx.Response | None = None
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             try:
                 resp = self.http.request(method, path, **kwargs)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
-                if attempt >= self.max_retries:
+            except _TRANSIENT:
+                if (delay := _next_delay(attempt, self.max_retries, None)) is None:
                     raise
-                time.sleep(_retry_after(None, attempt))
-                continue
-            if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                time.sleep(_retry_after(resp, attempt))
-                continue
-            break
-        assert resp is not None
-        _raise_for(resp)
-        return resp
+            else:
+                if (delay := _next_delay(attempt, self.max_retries, resp)) is None:
+                    _raise_for(resp)
+                    return resp
+            time.sleep(delay)
+            attempt += 1
 
     def _post(self, path: str, body: Any, idempotency_key: str | None) -> httpx.Response:
         key = idempotency_key or str(uuid.uuid4())
@@ -407,10 +417,10 @@ class Client:
                         for chunk in resp.iter_bytes(1 << 20):
                             fh.write(chunk)
                 break
-            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError):
-                if attempt >= self.max_retries:
+            except _TRANSIENT:
+                if (delay := _next_delay(attempt, self.max_retries, None)) is None:
                     raise
-                time.sleep(_retry_after(None, attempt))
+                time.sleep(delay)
         os.replace(part, dest)
 
     def load_trajectory(self, job_or_artifact: str, name: str | None = None):
@@ -482,22 +492,19 @@ class AsyncClient:
         await self.aclose()
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        resp: httpx.Response | None = None
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             try:
                 resp = await self.http.request(method, path, **kwargs)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
-                if attempt >= self.max_retries:
+            except _TRANSIENT:
+                if (delay := _next_delay(attempt, self.max_retries, None)) is None:
                     raise
-                await asyncio.sleep(_retry_after(None, attempt))
-                continue
-            if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                await asyncio.sleep(_retry_after(resp, attempt))
-                continue
-            break
-        assert resp is not None
-        _raise_for(resp)
-        return resp
+            else:
+                if (delay := _next_delay(attempt, self.max_retries, resp)) is None:
+                    _raise_for(resp)
+                    return resp
+            await asyncio.sleep(delay)
+            attempt += 1
 
     async def upload_system(
         self,
