@@ -42,3 +42,10 @@ app.command("submit")(_service.submit)
 app.command("status")(_service.status)
 app.command("wait")(_service.wait_cmd)
 app.command("download")(_service.download)
+
+from boltzgen.cli import generator as _generator  # noqa: E402
+
+app.command("train")(_generator.train_cmd)
+app.command("sample")(_generator.sample_cmd)
+app.command("free-energy")(_generator.free_energy_cmd)
+app.command("demo")(_generator.demo_cmd)
