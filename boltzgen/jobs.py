@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -153,12 +153,19 @@ class ArtifactRef:
 ArtifactPath = Annotated[str, ArtifactRef()]
 
 
+def _refers_to_artifact(tp: Any) -> bool:
+    if get_origin(tp) is Annotated:
+        base, *meta = get_args(tp)
+        return any(isinstance(m, ArtifactRef) for m in meta) or _refers_to_artifact(base)
+    return any(_refers_to_artifact(a) for a in get_args(tp))
+
+
 def artifact_fields(params: type[BaseModel]) -> list[str]:
-    """Names of the ``ArtifactPath`` fields of a parameter model."""
+    """Names of the ``ArtifactPath`` fields of a parameter model (``ArtifactPath | None`` too)."""
     return [
         name
         for name, f in params.model_fields.items()
-        if any(isinstance(m, ArtifactRef) for m in f.metadata)
+        if any(isinstance(m, ArtifactRef) for m in f.metadata) or _refers_to_artifact(f.annotation)
     ]
 
 

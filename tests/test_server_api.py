@@ -353,6 +353,7 @@ def test_model_id_and_artifact_references_are_resolved(env, tmp_path):
 
     class ConsumerParams(ModelParams):
         data: ArtifactPath
+        other: ArtifactPath | None = None
         n_samples: int = 10
 
     @job_kind("test-consumer", ConsumerParams)
@@ -368,14 +369,19 @@ def test_model_id_and_artifact_references_are_resolved(env, tmp_path):
     arts = c.get(f"/v1/jobs/{producer}/artifacts", headers=auth(a)).json()["items"]
     data_id = next(x["id"] for x in arts if x["name"] == "data.h5")
 
-    body = {"kind": "test-consumer", "model_id": model_id, "params": {"data": data_id}}
+    body = {
+        "kind": "test-consumer",
+        "model_id": model_id,
+        "params": {"data": data_id, "other": data_id},
+    }
     r = c.post("/v1/jobs", json=body, headers=auth(a))
     assert r.status_code == 202, r.text
     job = r.json()
-    assert job["params"] == {"data": data_id}  # the client's view
+    assert job["params"] == {"data": data_id, "other": data_id}  # the client's view
     assert job["system_id"] == env["system"]["id"]  # taken from the model
     row = env["app"].state.store.get_job(job["id"], None)
     assert row["params"]["data"].endswith("data.h5") and row["params"]["model"].endswith("model.pt")
+    assert row["params"]["other"] == row["params"]["data"]
     assert row["params"]["system"]["pdb"]
     for bad, needle in (
         ({"kind": "test-consumer", "params": {"data": data_id}}, "model_id"),
