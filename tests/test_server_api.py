@@ -393,3 +393,10 @@ def test_model_id_and_artifact_references_are_resolved(env, tmp_path):
     r = c.post("/v1/jobs", json=body, headers=auth(b))
     assert r.status_code == 422
     cancel_all(c, a)
+
+
+def test_auth_disabled_for_local_use(tmp_path):
+    app = create_app(settings_for(tmp_path, auth=False))
+    with TestClient(app) as c:
+        assert c.get("/v1/jobs").status_code == 200
+        assert c.post("/v1/keys", json={"name": "x"}).status_code == 201  # local = admin
