@@ -502,6 +502,9 @@ def energy(
     }
 
 
+# Built-in kinds defined beside the science they run (importing registers them).
+from boltzgen.generator import jobs as _generator_jobs  # noqa: E402,F401
+
 if __name__ == "__main__":  # run via the real module so plugin kinds share one registry
     from boltzgen.jobs import main as _main
 

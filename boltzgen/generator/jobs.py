@@ -1,0 +1,168 @@
+"""Job kinds of the Boltzmann generator: ``train``, ``sample``, ``free_energy``.
+
+Thin wrappers over :mod:`boltzgen.generator.pipeline`, registered in :mod:`boltzgen.jobs` so
+the service, the CLI and the demo run the same code and report the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from boltzgen.jobs import (
+    RESULT_MODEL_FILE,
+    ArtifactPath,
+    ModelParams,
+    ProgressFn,
+    SystemParams,
+    job_kind,
+)
+
+
+class TrainParams(SystemParams):
+    """Train a Boltzmann generator on MD frames (an artifact, e.g. a simulate job's
+    ``trajectory.h5``), by likelihood, reverse KL, their mixture or force matching."""
+
+    data: ArtifactPath | None = Field(
+        None, description="artifact id of an MD HDF5 file; optional for loss='kl'"
+    )
+    flow: str = Field("smooth", pattern="^(smooth|spline)$")
+    loss: str = Field("nll", pattern="^(nll|kl|mixed|force)$")
+    weights: dict[str, float] = Field(default_factory=lambda: {"nll": 1.0, "kl": 0.1})
+    n_layers: int = Field(4, ge=1, le=32)
+    hidden: list[int] = Field(default_factory=lambda: [64, 64], min_length=1, max_length=8)
+    n_components: int = Field(8, ge=1, le=64)
+    n_bins: int = Field(8, ge=2, le=64)
+    epochs: int = Field(20, ge=1, le=100_000)
+    batch_size: int = Field(256, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    patience: int = Field(8, ge=1)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    time_limit: float | None = Field(None, gt=0, description="seconds of training")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainParams:
+        if self.data is None and self.loss != "kl":
+            raise ValueError(f"loss {self.loss!r} needs training data (field 'data')")
+        if any(h < 1 or h > 4096 for h in self.hidden):
+            raise ValueError("hidden widths must be in [1, 4096]")
+        return self
+
+
+@job_kind("train", TrainParams)
+def train(
+    params: TrainParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """Train a generator; writes model.pt (registered as a model), history.json, training.png.
+    A crashed attempt resumes from the last epoch's checkpoint."""
+    from boltzgen.generator.pipeline import train_model
+
+    system = params.load_system()
+    _, summary = train_model(
+        system,
+        params.data,
+        workdir,
+        architecture={
+            "flow": params.flow,
+            "n_layers": params.n_layers,
+            "hidden": tuple(params.hidden),
+            "n_components": params.n_components,
+            "n_bins": params.n_bins,
+            "seed": params.seed,
+        },
+        train={
+            "loss": params.loss,
+            "weights": params.weights,
+            "epochs": params.epochs,
+            "batch_size": params.batch_size,
+            "lr": params.lr,
+            "patience": params.patience,
+            "val_fraction": params.val_fraction,
+            "time_limit": params.time_limit,
+            "seed": params.seed,
+        },
+        checkpoint=checkpoint_dir / "train.pt",
+        progress=progress,
+    )
+    summary[RESULT_MODEL_FILE] = summary.pop("model_file")
+    return _json_safe(summary)
+
+
+class SampleParams(ModelParams):
+    """Draw weighted samples from a trained generator."""
+
+    n_samples: int = Field(10_000, ge=1)
+    batch_size: int = Field(4096, ge=1, le=65_536)
+    seed: int = Field(0, ge=0)
+
+
+@job_kind("sample", SampleParams)
+def sample(
+    params: SampleParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """Samples as samples.h5 (mdtraj HDF5 + log-weights, log q, reduced energies), samples.npz,
+    and plots; the summary holds the ESS."""
+    from boltzgen.generator.model import BoltzmannGenerator
+    from boltzgen.generator.pipeline import sample_to_files
+
+    gen = BoltzmannGenerator.load(params.model, params.load_system())
+    _, summary = sample_to_files(
+        gen,
+        params.n_samples,
+        workdir,
+        batch_size=params.batch_size,
+        seed=params.seed,
+        progress=progress,
+    )
+    return _json_safe(summary)
+
+
+class FreeEnergyParams(SampleParams):
+    """Free-energy difference between two CV states from reweighted samples."""
+
+    cv: str = Field("phi", description="named dihedral: phi, psi, omega, chi1..chi4")
+    state_a: tuple[float, float] = Field((0.0, math.pi), description="[lo, hi) in rad")
+    state_b: tuple[float, float] = Field((-math.pi, 0.0), description="[lo, hi) in rad")
+    n_bootstrap: int = Field(200, ge=0, le=10_000)
+
+
+@job_kind("free_energy", FreeEnergyParams)
+def free_energy(
+    params: FreeEnergyParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """dF = F(state_a) - F(state_b) in kT with a bootstrap error, the FES along the CV, and
+    the samples it came from."""
+    from boltzgen.generator.model import BoltzmannGenerator
+    from boltzgen.generator.pipeline import free_energy_report, sample_to_files
+
+    gen = BoltzmannGenerator.load(params.model, params.load_system())
+    samples, ss = sample_to_files(
+        gen,
+        params.n_samples,
+        workdir,
+        batch_size=params.batch_size,
+        seed=params.seed,
+        progress=lambda f, m: progress(0.8 * f, m),
+    )
+    progress(0.85, "free energies")
+    fe = free_energy_report(
+        samples,
+        gen.system,
+        workdir,
+        cv=params.cv,
+        state_a=params.state_a,
+        state_b=params.state_b,
+        n_bootstrap=params.n_bootstrap,
+        seed=params.seed,
+    )
+    progress(1.0, "done")
+    return _json_safe({**ss, **fe})
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    """inf/nan are not JSON: report them as None (with the reason left to the field's doc)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}

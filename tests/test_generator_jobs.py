@@ -1,0 +1,66 @@
+"""The train -> sample -> free_energy job kinds through the executor's directory protocol."""
+
+from __future__ import annotations
+
+import json
+
+import mdtraj
+
+import boltzgen as bg
+from boltzgen.jobs import run_job_dir
+
+
+def _run(tmp_path, name, kind, params):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "job.json").write_text(json.dumps({"kind": kind, "params": params}))
+    out = run_job_dir(d)
+    assert out["status"] == "succeeded", out
+    return d / "work", out["result"]
+
+
+def test_train_sample_free_energy_jobs(tmp_path):
+    system = bg.System.alanine_dipeptide()
+    md = tmp_path / "md.h5"
+    bg.simulate(system, n_steps=2000, timestep=0.001, report_interval=10, out=md, seed=0)
+    spec = system.to_spec()
+    work, res = _run(
+        tmp_path,
+        "train",
+        "train",
+        {
+            "system": spec,
+            "data": str(md),
+            "epochs": 2,
+            "n_layers": 2,
+            "hidden": [16],
+            "n_components": 3,
+            "batch_size": 64,
+        },
+    )
+    assert res["model_file"] == "model.pt" and res["epochs_run"] == 2
+    assert res["best_val_nll"] is not None
+    model = str(work / "model.pt")
+    work, res = _run(
+        tmp_path, "sample", "sample", {"system": spec, "model": model, "n_samples": 100}
+    )
+    assert res["n_samples"] == 100 and 0 < res["ess"] <= 1
+    assert mdtraj.load(str(work / "samples.h5")).n_frames == 100
+    work, res = _run(
+        tmp_path,
+        "fe",
+        "free_energy",
+        {"system": spec, "model": model, "n_samples": 200, "n_bootstrap": 10},
+    )
+    assert res["cv"] == "phi" and (work / "fes_phi.png").exists()
+    assert "df_kT" in res and "df_err_kT" in res
+
+
+def test_train_without_data_is_a_clear_non_retryable_error(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    spec = bg.System.alanine_dipeptide().to_spec()
+    (d / "job.json").write_text(json.dumps({"kind": "train", "params": {"system": spec}}))
+    out = run_job_dir(d)
+    assert out["status"] == "failed" and out["retryable"] is False
+    assert "needs training data" in out["error"]["message"]
