@@ -100,8 +100,9 @@ class EnergyModel:
     Args:
         system: the molecule, force field, solvent and temperature.
         platform: OpenMM platform name or ``"auto"`` (see :func:`select_platform`).
-        n_workers: 1 = evaluate in this process; > 1 = spawn that many worker processes, each
-            with its own Context (useful on CPU platforms; started on first use).
+        n_workers: number of evaluators. 1 = evaluate in this process (no IPC); k > 1 = this
+            process plus k - 1 spawned worker processes, each with its own Context, splitting
+            every batch into k chunks (useful on CPU platforms; workers start on first use).
         platform_properties: OpenMM platform properties; on the CPU platform with several
             workers ``Threads`` defaults to ``"1"`` per worker.
         timeout: optional limit in seconds for one batch over workers (None: wait as long as
@@ -270,7 +271,7 @@ class EnergyModel:
         ctx = mp.get_context("spawn")
         workers = []
         try:
-            for _ in range(self.n_workers):
+            for _ in range(self.n_workers - 1):  # the calling process is the last evaluator
                 parent, child = ctx.Pipe(duplex=True)
                 proc = ctx.Process(
                     target=_w.worker_main,
@@ -330,14 +331,18 @@ class EnergyModel:
         energy = np.empty(len(x))
         force = np.empty_like(x) if forces else None
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        n_remote = min(len(self._workers), len(chunks))
         try:
-            for k, (a, b) in enumerate(chunks):
+            for k, (a, b) in enumerate(chunks[:n_remote]):
                 proc, conn = self._workers[k]
                 try:
                     conn.send(((call, k), x[a:b], forces))
                 except OSError as exc:
                     raise self._died(k, proc, f"chunk {k}") from exc
-            pending = {k: self._workers[k] for k in range(len(chunks))}
+            pending = {k: self._workers[k] for k in range(n_remote)}
+            if len(chunks) > n_remote:  # the last chunk is evaluated here, meanwhile
+                a, b = chunks[n_remote]
+                self._evaluate_local(x, a, b, forces, status, energy, force, pending, deadline)
             while pending:
                 conns = {conn: k for k, (_, conn) in pending.items()}
                 sentinels = {proc.sentinel: k for k, (proc, _) in pending.items()}
@@ -377,6 +382,37 @@ class EnergyModel:
             self._shutdown_workers()
             raise
         return status, energy, force
+
+    def _evaluate_local(
+        self,
+        x: np.ndarray,
+        a: int,
+        b: int,
+        forces: bool,
+        status: np.ndarray,
+        energy: np.ndarray,
+        force: np.ndarray | None,
+        pending: dict[int, tuple[Any, Any]],
+        deadline: float | None,
+    ) -> None:
+        """Evaluate frames a:b in this process, in slices, checking between slices that no
+        pending worker has died silently and that the deadline has not passed."""
+        if self._evaluator is None:
+            self._evaluator = _w.Evaluator(self._xml, self.platform, self.platform_properties)
+        for s in range(a, b, 256):
+            e = min(b, s + 256)
+            status[s:e], energy[s:e], f = self._evaluator(x[s:e], forces)
+            if forces:
+                force[s:e] = f
+            if deadline is not None and time.monotonic() > deadline:
+                raise EnergyWorkerError(
+                    f"energy workers did not finish the batch within {self.timeout} s"
+                )
+            sentinels = {proc.sentinel: k for k, (proc, _) in pending.items()}
+            for obj in wait(list(sentinels), timeout=0):
+                k = sentinels[obj]
+                if not pending[k][1].poll():
+                    raise self._died(k, pending[k][0], f"chunk {k}")
 
     def _shutdown_workers(self) -> None:
         workers, self._workers = self._workers, []

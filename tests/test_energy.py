@@ -179,7 +179,7 @@ def test_two_workers_preserve_order(model, pool, vac):
     perm = torch.randperm(101, generator=torch.Generator().manual_seed(0))
     u1, f1 = model.energy_and_forces(x)
     u2, f2 = pool.energy_and_forces(x[perm])
-    assert len(pool.worker_pids) == 2
+    assert len(pool.worker_pids) == 1  # plus this process
     torch.testing.assert_close(u2, u1[perm], rtol=0, atol=0)
     torch.testing.assert_close(f2, f1[perm], rtol=0, atol=0)
     # invalid frames are flagged by workers too, at the right index
@@ -196,13 +196,13 @@ def test_killed_worker_raises_instead_of_hanging(vac):
     system = System.alanine_dipeptide(solvent="obc2")  # slower: a batch takes seconds
     with EnergyModel(system, platform="Reference", n_workers=2) as m:
         m(_batch(system, 4))  # start the pool
-        victim = m.worker_pids[1]
+        victim = m.worker_pids[0]
         timer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
         t0 = time.monotonic()
         timer.start()
         try:
             with pytest.raises(EnergyWorkerError, match=rf"pid {victim}\) died"):
-                m(_batch(system, 40_000, seed=10))
+                m(_batch(system, 4_000, seed=10))
         finally:
             timer.cancel()
         assert time.monotonic() - t0 < 60
