@@ -1,0 +1,122 @@
+"""Umbrella sampling + MBAR and temperature replica exchange (tiny runs on ADP, vacuum)."""
+
+from __future__ import annotations
+
+import mdtraj
+import numpy as np
+import pytest
+
+import boltzgen as bg
+from boltzgen.enhanced import (
+    _periodic_distance,
+    _umbrella_plan,
+    geometric_temperatures,
+    replica_exchange,
+    umbrella_sampling,
+)
+from boltzgen.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def adp():
+    return bg.System.alanine_dipeptide()
+
+
+def test_periodic_distance():
+    assert _periodic_distance(np.array([3.0]), -3.0)[0] == pytest.approx(2 * np.pi - 6.0)
+    assert _periodic_distance(np.array([0.5]), -0.5)[0] == pytest.approx(1.0)
+
+
+def test_umbrella_plan_walks_outward_from_the_minimum():
+    centers = np.linspace(-np.pi, np.pi, 8, endpoint=False)  # -pi, -3pi/4, ..., 3pi/4
+    plan = _umbrella_plan(centers, start=-1.5)  # nearest centre: -pi/2 (index 2)
+    windows = [w for w, _ in plan]
+    assert windows[0] == 2 and plan[0][1] is None
+    assert sorted(windows) == list(range(8))
+    # every window starts from a ladder neighbour that has already run
+    done = {2}
+    for w, pred in plan[1:]:
+        assert pred in done
+        gap = _periodic_distance(centers[w], centers[pred])
+        assert gap == pytest.approx(np.pi / 4)
+        done.add(w)
+
+
+def test_tiny_umbrella_gives_finite_mbar_output(adp):
+    phi = bg.cv.dihedral(adp, "phi")
+    centers = [-2.2, -1.6, -1.0]
+    calls = []
+    r = umbrella_sampling(
+        adp,
+        phi.atoms,
+        centers,
+        k=100.0,
+        n_steps_per_window=600,
+        n_equilibration=100,
+        report_interval=20,
+        n_minimum_search=200,
+        seed=1,
+        platform="Reference",
+        progress=lambda i, n: calls.append((i, n)),
+    )
+    assert calls[-1] == (3, 3)
+    assert [len(v) for v in r.cv] == [30, 30, 30]
+    # samples stay near their window (restraint works)
+    for c, v in zip(r.centers, r.cv, strict=True):
+        assert np.mean(_periodic_distance(v, c)) < 0.6
+    df, err = r.free_energy_difference((-3.1416, -1.6), (-1.6, 3.1416))
+    assert np.isfinite(df) and np.isfinite(err) and err > 0
+    centers_b, f, f_err = r.profile(bins=12)
+    assert centers_b.shape == f.shape == f_err.shape == (12,)
+    assert np.nanmin(f) == 0.0 and np.isfinite(f).sum() >= 2
+    assert np.isnan(f).any()  # nothing sampled at phi > 0 with these windows
+    with pytest.raises(InputError, match="no umbrella sample"):
+        r.free_energy_difference((1.0, 2.0), (-3.1416, 0.0))
+
+
+def test_umbrella_rejects_bad_input(adp):
+    with pytest.raises(InputError):
+        umbrella_sampling(adp, (0, 1, 2), [0.0, 1.0])
+    with pytest.raises(InputError):
+        umbrella_sampling(adp, (4, 6, 8, 14), [0.0])
+    with pytest.raises(InputError):
+        umbrella_sampling(adp, (4, 6, 8, 14), [0.0, 1.0], k=-1.0)
+
+
+def test_tiny_remd_swaps_and_writes_readable_file(adp, tmp_path):
+    temps = geometric_temperatures(300.0, 450.0, 3)
+    out = tmp_path / "remd.h5"
+    r = replica_exchange(
+        adp,
+        temps,
+        n_steps=2000,
+        exchange_interval=20,
+        report_interval=100,
+        n_equilibration=200,
+        seed=3,
+        out=out,
+        platform="Reference",
+    )
+    assert r.trajectory.n_frames == 20
+    assert r.n_attempts.sum() > 0 and np.all(r.acceptance > 0)  # neighbours do swap
+    assert len(np.unique(r.replica_of_frame)) > 1  # walkers visit the target temperature
+    md = bg.load_md(out)
+    assert md.trajectory.n_frames == 20 and md.forces.shape == (20, 22, 3)
+    np.testing.assert_allclose(md.potential_energy, r.potential_energy, rtol=1e-5, atol=1e-3)
+    assert md.metadata["temperatures_K"] == pytest.approx(list(temps))
+    assert md.system().temperature == 300.0
+    assert mdtraj.load(str(out)).n_frames == 20
+    # recorded forces are those of the recorded configurations
+    with bg.EnergyModel(adp, platform="Reference") as em:
+        u, f = em.energy_and_forces(md.trajectory.xyz[:3].astype(np.float64))
+    np.testing.assert_allclose(np.asarray(u) * adp.kT, md.potential_energy[:3], atol=0.05)
+    np.testing.assert_allclose(np.asarray(f), md.forces[:3], atol=0.5)
+
+
+def test_remd_rejects_bad_ladders(adp):
+    with pytest.raises(InputError, match="target temperature"):
+        replica_exchange(adp, [310.0, 400.0], n_steps=100, report_interval=100)
+    with pytest.raises(InputError, match="increasing"):
+        replica_exchange(adp, [300.0, 290.0], n_steps=100, report_interval=100)
+    with pytest.raises(InputError, match="multiple"):
+        replica_exchange(adp, [300.0, 400.0], n_steps=1000, exchange_interval=30)
