@@ -76,6 +76,7 @@ class LocalExecutor:
             BOLTZGEN_JOB_MODULES=self.settings.job_modules,
             BOLTZGEN_JOB_THREADS=str(self.settings.job_threads),
             OMP_NUM_THREADS=str(self.settings.job_threads),
+            OPENMM_CPU_THREADS=str(self.settings.job_threads),
         )
         with open(jobdir / "log.txt", "ab") as log:
             proc = subprocess.Popen(
@@ -144,6 +145,7 @@ class RayExecutor:
                 "BOLTZGEN_JOB_MODULES": settings.job_modules,
                 "BOLTZGEN_JOB_THREADS": str(settings.job_threads),
                 "OMP_NUM_THREADS": str(settings.job_threads),
+                "OPENMM_CPU_THREADS": str(settings.job_threads),
             }
             ray.init(
                 address=settings.ray_address,
