@@ -263,3 +263,42 @@ def test_cli_against_live_server(live, sim_job, tmp_path):
     assert '"status": "succeeded"' in r.stdout
     r = run(app, ["status", "job_missing"], env=env)
     assert r.exit_code == 1 and "404" in r.output
+
+
+def test_async_client_submit_wait_and_retry():
+    import asyncio
+
+    from boltzgen.client import AsyncClient
+
+    states = iter(["queued", "running", "succeeded"])
+    calls = {"post": 0}
+
+    def job(status: str) -> dict:
+        return {
+            "id": "job_a",
+            "kind": "energy",
+            "status": status,
+            "progress": 1.0 if status == "succeeded" else 0.0,
+            "attempts": 1,
+            "max_attempts": 3,
+            "created_at": "2026-11-23T00:00:00Z",
+            "updated_at": "2026-11-23T00:00:00Z",
+            "result": {"n_frames": 1} if status == "succeeded" else None,
+        }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            calls["post"] += 1
+            if calls["post"] == 1:
+                return httpx.Response(503, json={"title": "busy"}, headers={"Retry-After": "0"})
+            return httpx.Response(202, json=job("queued"))
+        return httpx.Response(200, json=job(next(states)), headers={"Retry-After": "0"})
+
+    async def run():
+        async with AsyncClient("http://test", transport=httpx.MockTransport(handler)) as c:
+            submitted = await c.submit("energy", system_id="s")
+            return submitted, await c.wait(submitted.id, timeout=10)
+
+    submitted, done = asyncio.run(run())
+    assert calls["post"] == 2 and submitted.status == "queued"
+    assert done.status == "succeeded" and done.result == {"n_frames": 1}
