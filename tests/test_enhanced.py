@@ -120,3 +120,19 @@ def test_remd_rejects_bad_ladders(adp):
         replica_exchange(adp, [300.0, 290.0], n_steps=100, report_interval=100)
     with pytest.raises(InputError, match="multiple"):
         replica_exchange(adp, [300.0, 400.0], n_steps=1000, exchange_interval=30)
+
+
+def test_cli_remd_writes_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from boltzgen.cli import app
+
+    out = tmp_path / "r.h5"
+    res = CliRunner().invoke(
+        app,
+        ["remd", "--steps", "1000", "--equilibration", "0", "--interval", "500",
+         "--exchange-interval", "100", "--replicas", "2", "--t-max", "350",
+         "--platform", "Reference", "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert bg.load_md(out).trajectory.n_frames == 2

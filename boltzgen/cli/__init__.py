@@ -49,3 +49,8 @@ app.command("train")(_generator.train_cmd)
 app.command("sample")(_generator.sample_cmd)
 app.command("free-energy")(_generator.free_energy_cmd)
 app.command("demo")(_generator.demo_cmd)
+
+from boltzgen.cli import enhanced as _enhanced  # noqa: E402
+
+app.command("remd")(_enhanced.remd_cmd)
+app.command("umbrella")(_enhanced.umbrella_cmd)

@@ -1,0 +1,161 @@
+"""Reference free energy dF = F(phi > 0) - F(phi < 0) of alanine dipeptide (amber99sbildn, 300 K).
+
+Umbrella sampling along phi + MBAR, in vacuum and with OBC (obc2) implicit solvent, and as a
+cross-check in vacuum the 300 K replica of a temperature replica-exchange run (which is also
+the generator's training set when ``--remd-out`` is given). One JSON object per line.
+
+    .venv/bin/python benchmarks/adp_reference.py --part umbrella --solvent vacuum
+    .venv/bin/python benchmarks/adp_reference.py --part umbrella --solvent obc2
+    .venv/bin/python benchmarks/adp_reference.py --part remd --remd-out data/adp-vacuum-remd.h5
+
+Literature (metadynamics, amber99sbildn): about 3.6 kT in vacuum, 3.8 kT with OBC. Compared,
+not enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+
+LITERATURE = {"vacuum": 3.6, "obc2": 3.8}
+STATE_A = (0.0, math.pi + 1e-4)  # phi > 0 (phi in (-pi, pi])
+STATE_B = (-math.pi - 1e-4, 0.0)  # phi < 0
+
+
+def emit(**row) -> None:
+    print(json.dumps(row), flush=True)
+
+
+def run_umbrella(args, solvent: str, seed: int) -> None:
+    import boltzgen as bg
+    from boltzgen.enhanced import umbrella_sampling
+
+    system = bg.System.alanine_dipeptide(solvent=solvent)
+    phi = bg.cv.dihedral(system, "phi")
+    centers = np.linspace(-math.pi, math.pi, args.windows, endpoint=False)
+    r = umbrella_sampling(
+        system,
+        phi.atoms,
+        centers,
+        k=args.k,
+        n_steps_per_window=args.steps_per_window,
+        n_equilibration=args.equilibration,
+        report_interval=args.report_interval,
+        timestep=args.timestep,
+        seed=seed,
+        platform=args.platform,
+        threads=args.threads,
+    )
+    df, err = r.free_energy_difference(STATE_A, STATE_B)
+    c, f, f_err = r.profile(bins=36)
+    emit(
+        benchmark="adp_reference",
+        method="umbrella+MBAR",
+        solvent=solvent,
+        temperature_K=300.0,
+        df_kT=round(df, 4),
+        err_kT=round(err, 4),
+        literature_kT=LITERATURE[solvent],
+        wall_s=round(r.wall_time, 1),
+        simulated_ns=round(
+            args.windows * (args.steps_per_window + args.equilibration) * args.timestep / 1000,
+            3,
+        ),
+        mean_statistical_inefficiency=round(float(np.mean(r.g)), 2),
+        n_independent=int(r.n_independent.sum()),
+        profile_kT=[None if not np.isfinite(x) else round(float(x), 2) for x in f],
+        profile_err_kT=[None if not np.isfinite(x) else round(float(x), 2) for x in f_err],
+        settings=r.settings,
+    )
+
+
+def run_remd(args) -> None:
+    import boltzgen as bg
+    from boltzgen.analysis import free_energy_difference
+    from boltzgen.enhanced import geometric_temperatures, replica_exchange
+
+    system = bg.System.alanine_dipeptide(solvent="vacuum")
+    temps = geometric_temperatures(300.0, args.t_max, args.replicas)
+    r = replica_exchange(
+        system,
+        temps,
+        n_steps=args.remd_steps,
+        exchange_interval=args.exchange_interval,
+        report_interval=args.remd_interval,
+        n_equilibration=args.remd_equilibration,
+        timestep=args.timestep,
+        seed=args.seed,
+        out=args.remd_out,
+        platform=args.platform,
+        threads=args.threads,
+    )
+    phi = bg.cv.dihedral(system, "phi")
+    v = phi(r.trajectory.xyz)
+    row = {
+        "benchmark": "adp_reference",
+        "method": "REMD (300 K replica, block bootstrap)",
+        "solvent": "vacuum",
+        "temperature_K": 300.0,
+        "literature_kT": LITERATURE["vacuum"],
+        "wall_s": round(r.wall_time, 1),
+        "n_frames": int(r.trajectory.n_frames),
+        "fraction_phi_positive": round(float(np.mean(v > 0)), 5),
+        "transitions_phi_sign": int(np.sum((v[1:] > 0) != (v[:-1] > 0))),
+        "temperatures_K": [round(float(t), 1) for t in temps],
+        "acceptance": [round(float(a), 3) for a in r.acceptance],
+        "walkers_at_300K": int(len(np.unique(r.replica_of_frame))),
+        "settings": r.settings,
+    }
+    if args.remd_out:
+        row["file"] = str(args.remd_out)
+        row["file_MB"] = round(os.path.getsize(args.remd_out) / 1e6, 2)
+    for block in (1, 200, 1000):
+        df, err = free_energy_difference(
+            v, cv=v, state_a=STATE_A, state_b=STATE_B, block_size=block, n_bootstrap=500
+        )
+        row[f"df_kT_block{block}"] = round(df, 4)
+        row[f"err_kT_block{block}"] = round(err, 4)
+    emit(**row)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=["umbrella", "remd"], default="umbrella")
+    p.add_argument("--solvent", choices=["vacuum", "obc2"], default="vacuum")
+    p.add_argument("--windows", type=int, default=36)
+    p.add_argument("--k", type=float, default=200.0, help="kJ/mol/rad^2")
+    p.add_argument("--steps-per-window", type=int, default=200_000)
+    p.add_argument("--equilibration", type=int, default=20_000)
+    p.add_argument("--report-interval", type=int, default=100)
+    p.add_argument("--timestep", type=float, default=0.001, help="ps")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seed", type=int, default=0, help="REMD seed")
+    p.add_argument("--platform", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--replicas", type=int, default=5)
+    p.add_argument("--t-max", type=float, default=600.0)
+    p.add_argument("--remd-steps", type=int, default=10_000_000)
+    p.add_argument("--remd-interval", type=int, default=500)
+    p.add_argument("--remd-equilibration", type=int, default=50_000)
+    p.add_argument("--exchange-interval", type=int, default=250)
+    p.add_argument("--remd-out", default=None)
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    if args.part == "umbrella":
+        for seed in args.seeds:
+            run_umbrella(args, args.solvent, seed)
+    else:
+        run_remd(args)
+    emit(benchmark="adp_reference", part=args.part, total_wall_s=round(time.perf_counter() - t0, 1))
+
+
+if __name__ == "__main__":
+    main()
