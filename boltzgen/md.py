@@ -23,7 +23,7 @@ import openmm.unit as unit
 from boltzgen.errors import InputError, StructureError
 from boltzgen.systems import System
 
-__all__ = ["MDData", "load_md", "simulate"]
+__all__ = ["MDData", "TrajectoryWriter", "load_md", "simulate"]
 
 _FILTERS = {"complevel": 4, "complib": "zlib", "shuffle": True}
 
@@ -135,7 +135,7 @@ def simulate(
         "integrator": "LangevinMiddleIntegrator",
         "openmm_version": openmm.__version__,
     }
-    writer = _Writer(out, system, metadata) if out is not None else None
+    writer = TrajectoryWriter(out, system, metadata) if out is not None else None
     xyz = np.empty((n_frames, system.n_atoms, 3), dtype=np.float32)
     times = np.empty(n_frames)
     buf_start = 0
@@ -170,8 +170,13 @@ def simulate(
     return mdtraj.Trajectory(xyz, system.topology, time=times)
 
 
-class _Writer:
-    """Appends frames to an mdtraj HDF5 file plus a compressed ``/forces`` EArray."""
+class TrajectoryWriter:
+    """Appends frames to an mdtraj HDF5 file plus a compressed ``/forces`` EArray.
+
+    ``TrajectoryWriter(out, system, metadata)``; ``append(xyz, times, energy, forces, a, b)``
+    writes frames a:b of the given arrays (nm, ps, kJ/mol, kJ/mol/nm); ``close()``. Files it
+    writes are read by :func:`load_md`.
+    """
 
     def __init__(self, out: str | os.PathLike[str], system: System, metadata: dict[str, Any]):
         import tables
@@ -210,6 +215,9 @@ class _Writer:
 
     def close(self) -> None:
         self.file.close()
+
+
+_Writer = TrajectoryWriter  # used by boltzgen.jobs / boltzgen.enhanced
 
 
 def load_md(path: str | os.PathLike[str]) -> MDData:
