@@ -302,3 +302,28 @@ def test_async_client_submit_wait_and_retry():
     submitted, done = asyncio.run(run())
     assert calls["post"] == 2 and submitted.status == "queued"
     assert done.status == "succeeded" and done.result == {"n_frames": 1}
+
+
+def test_train_registers_model_reused_by_free_energy(live, sim_job):
+    """simulate -> train (registers a model) -> free_energy on that model, through the SDK.
+    A tiny model: this checks the plumbing, not the physics."""
+    with Client(live.url, api_key=ADMIN) as c:
+        c.wait(sim_job, timeout=120)
+        data = c.artifact(sim_job, "trajectory.h5")
+        params = {"data": data.id, "epochs": 2, "n_layers": 1, "hidden": [16], "batch_size": 8}
+        params["val_fraction"] = 0.25  # 12 frames: 3 for validation
+        train = c.wait(c.submit("train", system_id=live.system_id, params=params).id, timeout=300)
+        model_id = train.result["model_id"]
+        model = c.get_model(model_id)
+        assert model.job_id == train.id and model.system_id == live.system_id
+        assert model.summary["epochs_run"] == 2
+        assert {"model.pt", "history.json"} <= {a.name for a in c.artifacts(train.id)}
+        fe = c.submit(
+            "free_energy", model_id=model_id, params={"n_samples": 200, "n_bootstrap": 10}
+        )
+        assert fe.system_id == live.system_id and fe.params == {"n_samples": 200, "n_bootstrap": 10}
+        fe = c.wait(fe.id, timeout=300)
+        assert {"df_kT", "df_err_kT", "ess", "n_samples"} <= set(fe.result)
+        assert fe.result["n_samples"] == 200 and 0 < fe.result["ess"] <= 1
+        traj = c.load_trajectory(fe.id, "samples.h5")
+        assert traj.n_frames == 200 and traj.n_atoms == 22
