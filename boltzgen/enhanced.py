@@ -38,6 +38,7 @@ import openmm.unit as unit
 from boltzgen.analysis import in_state
 from boltzgen.cv import Dihedral
 from boltzgen.errors import InputError
+from boltzgen.md import _seed
 from boltzgen.systems import System
 
 __all__ = [
@@ -51,11 +52,7 @@ __all__ = [
 ProgressFn = Callable[[int, int], None]
 logging.getLogger("pymbar").setLevel(logging.ERROR)  # its import banners are not our warnings
 _TWO_PI = 2.0 * math.pi
-
-
-def _seed(seed: int) -> int:
-    # OpenMM treats 0 as "random": map every int to a fixed non-zero seed.
-    return int(seed) % 2_147_483_646 + 1
+_UNBIASED = (1 << 31) - 1  # force groups 0..30: everything but the umbrella bias (group 31)
 
 
 def fastest_platform(system: System, platform: str = "auto") -> str:
@@ -127,7 +124,9 @@ class UmbrellaResult:
 
     centers: (K,) window centres (rad), in the order given; k: spring constant kJ/mol/rad^2;
     kT: kJ/mol; cv: list of K arrays, every recorded CV value per window (rad, after
-    equilibration); g: (K,) statistical inefficiencies (frames); n_independent: (K,) frames
+    equilibration); potential_energy: list of K arrays, the unbiased potential energy (kJ/mol)
+    of the same frames; g: (K,) statistical inefficiencies (frames, the larger of the CV's
+    and the energy's); n_independent: (K,) frames
     kept for MBAR; order: the order windows were run in (indices into centers);
     wall_time: s; settings: the arguments. ``mbar`` is the fitted ``pymbar.MBAR``.
     """
@@ -136,6 +135,7 @@ class UmbrellaResult:
     k: float
     kT: float
     cv: list[np.ndarray]
+    potential_energy: list[np.ndarray]
     g: np.ndarray
     n_independent: np.ndarray
     order: list[int]
@@ -180,6 +180,18 @@ class UmbrellaResult:
         f[filled] = f_rel - f_rel[i_min]
         err[filled] = r["dDelta_f"][i_min]
         return 0.5 * (edges[1:] + edges[:-1]), f, err
+
+
+def _inefficiency(series: np.ndarray) -> float:
+    """Statistical inefficiency (>= 1 frames) of a time series; 1 for a constant series."""
+    import pymbar
+
+    if len(series) < 3 or np.ptp(series) == 0:
+        return 1.0
+    try:
+        return max(1.0, float(pymbar.timeseries.statistical_inefficiency(series)))
+    except pymbar.utils.ParameterError:  # degenerate series
+        return 1.0
 
 
 def _umbrella_plan(centers: np.ndarray, start: float) -> list[tuple[int, int | None]]:
@@ -292,6 +304,7 @@ def umbrella_sampling(
     plan = _umbrella_plan(c, start_cv)
     last_state: dict[int, openmm.State] = {}
     samples: dict[int, np.ndarray] = {}
+    energies: dict[int, np.ndarray] = {}
     n_rec = n_steps_per_window // report_interval
     for i, (w, pred) in enumerate(plan):
         if pred is not None:
@@ -300,26 +313,27 @@ def umbrella_sampling(
         context.setParameter("k_umb", float(k))
         integrator.setRandomNumberSeed(_seed(seed * 1000 + w + 1))
         integrator.step(int(n_equilibration))
-        vals = np.empty(n_rec)
+        vals, ener = np.empty(n_rec), np.empty(n_rec)
         for j in range(n_rec):
             integrator.step(report_interval)
-            pos = context.getState(getPositions=True).getPositions(asNumpy=True)._value
-            vals[j] = cv(pos)[0]
+            st = context.getState(getPositions=True, getEnergy=True, groups=_UNBIASED)
+            vals[j] = cv(st.getPositions(asNumpy=True)._value)[0]
+            ener[j] = st.getPotentialEnergy()._value
         samples[w] = vals
+        energies[w] = ener
         last_state[w] = context.getState(getPositions=True, getVelocities=True)
         if progress is not None:
             progress(i + 1, len(plan))
 
-    # statistical inefficiency per window (of the restrained CV, periodic: use cos and sin)
+    # statistical inefficiency per window: the larger of those of the CV (signed periodic
+    # distance from the centre) and of the unbiased potential energy, which also sees slow
+    # orthogonal motions (e.g. psi flips at fixed phi) that the restrained CV alone hides
     g = np.empty(len(c))
     kept = []
     for w in range(len(c)):
         v = samples[w]
         d = _periodic_distance(v, c[w]) * np.sign(np.sin(v - c[w]))
-        try:
-            g[w] = max(1.0, float(pymbar.timeseries.statistical_inefficiency(d)))
-        except Exception:  # noqa: BLE001 - constant series etc.
-            g[w] = 1.0
+        g[w] = max(_inefficiency(d), _inefficiency(energies[w]))
         idx = np.unique(np.round(np.arange(0, len(v), g[w])).astype(int))
         idx = idx[idx < len(v)]
         kept.append(v[idx])
@@ -346,6 +360,7 @@ def umbrella_sampling(
         k=float(k),
         kT=kT,
         cv=[samples[w] for w in range(len(c))],
+        potential_energy=[energies[w] for w in range(len(c))],
         g=g,
         n_independent=n_k,
         order=[w for w, _ in plan],
