@@ -186,6 +186,8 @@ def reweighted_mean(
 
 # ----------------------------------------------------------------------------- CVs / states
 def _positions_of(data: Any) -> np.ndarray:
+    if hasattr(data, "trajectory") and hasattr(data.trajectory, "xyz"):  # boltzgen.md.MDData
+        return np.asarray(data.trajectory.xyz)
     if hasattr(data, "positions") and not hasattr(data, "xyz"):
         return np.asarray(data.positions)
     if hasattr(data, "xyz"):  # mdtraj.Trajectory
@@ -264,7 +266,8 @@ def free_energy_difference(
 
     Args:
         samples_or_traj: :class:`boltzgen.samples.Samples` (its log-weights are used), an
-            ``mdtraj.Trajectory`` (uniform weights), or positions (n, n_atoms, 3) nm.
+            ``mdtraj.Trajectory`` or :class:`boltzgen.md.MDData` (uniform weights), or
+            positions (n, n_atoms, 3) nm.
         cv: callable positions (n, n_atoms, 3) nm -> (n,) (e.g. ``boltzgen.cv.dihedral``), or
             the (n,) values themselves.
         state_a, state_b: half-open intervals (lo, hi) on the CV; ``lo > hi`` wraps around

@@ -106,6 +106,13 @@ def test_tiny_remd_swaps_and_writes_readable_file(adp, tmp_path):
     assert md.metadata["temperatures_K"] == pytest.approx(list(temps))
     assert md.system().temperature == 300.0
     assert mdtraj.load(str(out)).n_frames == 20
+    # MD-like data go straight into the estimators (uniform weights)
+    phi = bg.cv.dihedral(adp, "phi")
+    states = ((-3.1416, -1.2), (-1.2, 3.1416))
+    assert (
+        bg.free_energy_difference(md, phi, *states, n_bootstrap=0)[0]
+        == (bg.free_energy_difference(md.trajectory, phi, *states, n_bootstrap=0)[0])
+    )
     # recorded forces are those of the recorded configurations
     with bg.EnergyModel(adp, platform="Reference") as em:
         u, f = em.energy_and_forces(md.trajectory.xyz[:3].astype(np.float64))
