@@ -86,7 +86,7 @@ def flow_md(
 
     def potential_and_force(xx):
         lq, g = gen64.force(xx)
-        return float(-kT_flow * lq[0]), kT_flow * g
+        return float(-kT_flow * lq[0].detach()), kT_flow * g
 
     pot, f = potential_and_force(x)
     frames: dict[str, list] = {k: [] for k in ("x", "v", "pot", "kin", "t")}
