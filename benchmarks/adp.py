@@ -21,7 +21,7 @@ import torch
 
 def run(args, flow: str, solvent: str) -> dict:
     import boltzgen as bg
-    from boltzgen.generator.pipeline import free_energy_report, sample_to_files, train_model
+    from boltzgen.generator.pipeline import train_model
 
     md = bg.load_md(args.data)
     data_system = md.system()
@@ -50,6 +50,20 @@ def run(args, flow: str, solvent: str) -> dict:
         },
     )
     t_train = time.perf_counter() - t0
+    rows = [_evaluate(args, gen, system, md, out, flow, solvent, ts, t0, t_train)]
+    for target in args.reweight_to or []:
+        # the same flow as a proposal for another solvent model: weights exp(-u_target) / q
+        other = bg.System.from_spec({**data_system.to_spec(), "solvent": target})
+        gen.energy = bg.EnergyModel(other, platform="CPU")
+        label = f"{target} (flow trained for {solvent}, reweighted)"
+        t1 = time.perf_counter()
+        rows.append(_evaluate(args, gen, other, md, f"{out}-as-{target}", flow, label, ts, t1, 0.0))
+    return rows
+
+
+def _evaluate(args, gen, system, md, out, flow, solvent, ts, t0, t_train) -> dict:
+    from boltzgen.generator.pipeline import free_energy_report, sample_to_files
+
     samples, ss = sample_to_files(
         gen, args.samples, out, seed=args.seed, reference=md.trajectory.xyz
     )
@@ -92,21 +106,23 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/adp")
+    p.add_argument(
+        "--reweight-to",
+        action="append",
+        default=None,
+        help="also reweight the trained flow to this solvent's energy (e.g. obc2)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*configurations invalid.*")
     for solvent in args.solvent or ["vacuum"]:
         for flow in args.flow or ["smooth", "spline"]:
-            res = run(args, flow, solvent)
-            print(
-                json.dumps(
-                    {
-                        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                        for k, v in res.items()
-                    }
-                ),
-                flush=True,
-            )
+            for res in run(args, flow, solvent):
+                clean = {
+                    k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                    for k, v in res.items()
+                }
+                print(json.dumps(clean), flush=True)
 
 
 if __name__ == "__main__":
