@@ -166,7 +166,7 @@ def demo_cmd(
         "demo-out"
     ),
     data: Annotated[
-        Path | None, typer.Option(help="MD data (default: shipped ADP vacuum set).")
+        Path | None, typer.Option(help="MD data (default: shipped ADP vacuum REMD set).")
     ] = None,
     minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 4.0,
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 20_000,
@@ -211,4 +211,4 @@ def demo_cmd(
     typer.echo(f"plots and files in {out}/")
 
 
-_DEMO_DATA = "adp-vacuum-300K.h5"
+_DEMO_DATA = "adp-vacuum-remd.h5"  # 300 K replica of REMD: phi > 0 in proportion
