@@ -204,7 +204,7 @@ def demo_cmd(
     typer.echo(
         f"ESS {100 * ss['ess']:.2f} % of {ss['n_samples']} samples\n"
         f"dF = F(phi > 0) - F(phi < 0) = {fe['df_kT']:.2f} +- {fe['df_err_kT']:.2f} kT "
-        f"(literature for amber99sbildn vacuum: about 3.6 kT)"
+        f"(umbrella sampling + MBAR here: 3.87 +- 0.16 kT; literature about 3.6 kT)"
     )
     if not math.isfinite(fe["df_kT"]):
         typer.echo("note: no weighted sample reached phi > 0; train longer or on REMD data")
