@@ -35,6 +35,7 @@ __all__ = [
     "InvalidConfigurationWarning",
     "PLATFORM_PREFERENCE",
     "available_platforms",
+    "fastest_platform",
     "select_platform",
 ]
 
@@ -77,6 +78,17 @@ def select_platform(name: str = "auto", available: Sequence[str] | None = None) 
     raise PlatformError(
         f"OpenMM platform {name!r} is not available; choose one of {avail} or 'auto'"
     )
+
+
+def fastest_platform(system: System, platform: str = "auto") -> str:
+    """Resolve ``platform``. ``"auto"`` picks the platform measured fastest here for the
+    system's kind: Reference for small vacuum systems (< 200 atoms; ~100k steps/s for ADP vs
+    5-11k on the CPU platform, whose per-step overhead dominates), else
+    :func:`boltzgen.energy.select_platform` (CUDA > CPU > Reference; CPU ~5k steps/s for ADP
+    with OBC against 0.9k on Reference)."""
+    if platform.lower() == "auto" and system.solvent == "vacuum" and system.n_atoms < 200:
+        return "Reference"
+    return select_platform(platform)
 
 
 class _EnergyFunction(torch.autograd.Function):

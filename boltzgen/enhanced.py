@@ -37,6 +37,7 @@ import openmm.unit as unit
 
 from boltzgen.analysis import in_state
 from boltzgen.cv import Dihedral
+from boltzgen.energy import fastest_platform
 from boltzgen.errors import InputError
 from boltzgen.md import _seed
 from boltzgen.systems import System
@@ -53,19 +54,6 @@ ProgressFn = Callable[[int, int], None]
 logging.getLogger("pymbar").setLevel(logging.ERROR)  # its import banners are not our warnings
 _TWO_PI = 2.0 * math.pi
 _UNBIASED = (1 << 31) - 1  # force groups 0..30: everything but the umbrella bias (group 31)
-
-
-def fastest_platform(system: System, platform: str = "auto") -> str:
-    """Resolve ``platform``. ``"auto"`` picks the platform measured fastest here for the
-    system's kind: Reference for small vacuum systems (< 200 atoms; ~100k steps/s for ADP vs
-    5-11k on the CPU platform, whose per-step overhead dominates), else
-    :func:`boltzgen.energy.select_platform` (CUDA > CPU > Reference; CPU ~5k steps/s for ADP
-    with OBC against 0.9k on Reference)."""
-    from boltzgen.energy import select_platform
-
-    if platform.lower() == "auto" and system.solvent == "vacuum" and system.n_atoms < 200:
-        return "Reference"
-    return select_platform(platform)
 
 
 def _platform_properties(name: str, threads: int | None) -> dict[str, str]:

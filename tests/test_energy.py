@@ -263,3 +263,13 @@ def test_fast_swig_loop_equals_public_api_loop(vac):
             np.testing.assert_array_equal(f_raw, f_pub)
         else:
             assert f_raw is None and f_pub is None
+
+
+def test_fastest_platform_prefers_reference_for_small_vacuum_systems():
+    from boltzgen.energy import fastest_platform
+
+    vac = System.alanine_dipeptide()
+    assert fastest_platform(vac) == "Reference"
+    assert fastest_platform(vac, "CPU") == "CPU"  # an explicit choice is honoured
+    obc = System.alanine_dipeptide(solvent="obc2")
+    assert fastest_platform(obc) == select_platform("auto")

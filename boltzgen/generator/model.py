@@ -141,11 +141,12 @@ class BoltzmannGenerator(nn.Module):
 
     @property
     def energy(self):
-        """The :class:`~boltzgen.energy.EnergyModel` of the system, created on first use."""
+        """The :class:`~boltzgen.energy.EnergyModel` of the system, created on first use on the
+        platform measured fastest for it (:func:`~boltzgen.energy.fastest_platform`)."""
         if self._energy is None:
-            from boltzgen.energy import EnergyModel
+            from boltzgen.energy import EnergyModel, fastest_platform
 
-            self._energy = EnergyModel(self.system)
+            self._energy = EnergyModel(self.system, platform=fastest_platform(self.system))
         return self._energy
 
     @energy.setter
