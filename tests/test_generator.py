@@ -126,3 +126,13 @@ def test_flow_md_nve_conserves_energy(adp, md_data):
     # Smooth-NF: a 5 ps NVE run stays within about +-5 kJ/mol; this short run must do better
     assert drift["max_abs_deviation"] < 1.0, drift
     assert drift["fluctuation_ratio"] < 0.05, drift
+
+
+def test_reverse_kl_from_scratch_without_data(adp):
+    """No MD at all: force-field bounds and energy-based training."""
+    gen = bg.BoltzmannGenerator.build(adp, n_layers=1, hidden=(8,), n_components=2)
+    assert gen.config["bounds"] == "forcefield"
+    hist = gen.fit(None, loss="kl", epochs=2, kl_steps_per_epoch=2, kl_batch_size=16)
+    assert len(hist["train_loss"]) == 2 and math.isfinite(hist["train_loss"][-1])
+    with pytest.raises(bg.InputError, match="needs training data"):
+        gen.fit(None, loss="nll")

@@ -50,6 +50,7 @@ class TrainConfig:
     clip_grad: float = 100.0
     weights: dict[str, float] = field(default_factory=lambda: {"nll": 1.0, "kl": 0.1})
     kl_batch_size: int = 128
+    kl_steps_per_epoch: int = 50  # an "epoch" of data-free (pure reverse-KL) training
     energy_cutoff: float = 1e3
     max_steps: int | None = None
     time_limit: float | None = None  # seconds of wall time
@@ -177,7 +178,11 @@ def fit(
     x_train, f_train = train.tensors(gen.dtype) if train is not None else (None, None)
     x_val = val.tensors(gen.dtype)[0] if val is not None else None
 
-    steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size)) if train is not None else 50
+    steps_per_epoch = (
+        max(1, math.ceil(len(train) / cfg.batch_size))
+        if train is not None
+        else cfg.kl_steps_per_epoch
+    )
     opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _make_scheduler(opt, cfg, steps_per_epoch)
     history: dict[str, list[float]] = {"train_loss": [], "val_nll": [], "lr": [], "time": []}
