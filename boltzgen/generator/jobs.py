@@ -100,17 +100,13 @@ class SampleParams(ModelParams):
     seed: int = Field(0, ge=0)
 
 
-@job_kind("sample", SampleParams)
-def sample(
-    params: SampleParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
-) -> dict[str, Any]:
-    """Samples as samples.h5 (mdtraj HDF5 + log-weights, log q, reduced energies), samples.npz,
-    and plots; the summary holds the ESS."""
+def _draw(params: SampleParams, workdir: Path, progress: ProgressFn):
+    """Load the model and write its samples; returns (generator, samples, summary)."""
     from boltzgen.generator.model import BoltzmannGenerator
     from boltzgen.generator.pipeline import sample_to_files
 
     gen = BoltzmannGenerator.load(params.model, params.load_system())
-    _, summary = sample_to_files(
+    samples, summary = sample_to_files(
         gen,
         params.n_samples,
         workdir,
@@ -118,7 +114,16 @@ def sample(
         seed=params.seed,
         progress=progress,
     )
-    return _json_safe(summary)
+    return gen, samples, summary
+
+
+@job_kind("sample", SampleParams)
+def sample(
+    params: SampleParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """Samples as samples.h5 (mdtraj HDF5 + log-weights, log q, reduced energies), samples.npz,
+    and plots; the summary holds the ESS."""
+    return _json_safe(_draw(params, workdir, progress)[2])
 
 
 class FreeEnergyParams(SampleParams):
@@ -136,18 +141,9 @@ def free_energy(
 ) -> dict[str, Any]:
     """dF = F(state_a) - F(state_b) in kT with a bootstrap error, the FES along the CV, and
     the samples it came from."""
-    from boltzgen.generator.model import BoltzmannGenerator
-    from boltzgen.generator.pipeline import free_energy_report, sample_to_files
+    from boltzgen.generator.pipeline import free_energy_report
 
-    gen = BoltzmannGenerator.load(params.model, params.load_system())
-    samples, ss = sample_to_files(
-        gen,
-        params.n_samples,
-        workdir,
-        batch_size=params.batch_size,
-        seed=params.seed,
-        progress=lambda f, m: progress(0.8 * f, m),
-    )
+    gen, samples, ss = _draw(params, workdir, lambda f, m: progress(0.8 * f, m))
     progress(0.85, "free energies")
     fe = free_energy_report(
         samples,
