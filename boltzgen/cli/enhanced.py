@@ -9,26 +9,19 @@ from typing import Annotated
 
 import typer
 
-
-def _system(pdb: Path | None, forcefield: list[str], solvent: str, temperature: float):
-    from boltzgen.systems import System
-
-    if pdb is None:
-        return System.alanine_dipeptide(solvent, temperature)
-    return System.from_pdb(pdb, tuple(forcefield), solvent, temperature)
-
-
-_PDB = Annotated[
-    Path | None, typer.Option(help="PDB file with hydrogens (default: shipped alanine dipeptide).")
-]
-_FF = Annotated[list[str], typer.Option(help="OpenMM force-field XML file(s); repeat for several.")]
-_SOLVENT = Annotated[str, typer.Option(help="vacuum, obc2, obc1, gbn, gbn2 or hct.")]
+from boltzgen.cli.options import (
+    DEFAULT_FORCEFIELD,
+    ForceFieldOption,
+    PdbOption,
+    SolventOption,
+    system_from_options,
+)
 
 
 def remd_cmd(
-    pdb: _PDB = None,
-    forcefield: _FF = ["amber99sbildn.xml"],  # noqa: B006
-    solvent: _SOLVENT = "vacuum",
+    pdb: PdbOption = None,
+    forcefield: ForceFieldOption = DEFAULT_FORCEFIELD,  # noqa: B006
+    solvent: SolventOption = "vacuum",
     temperature: Annotated[float, typer.Option(help="Target (lowest) temperature, K.")] = 300.0,
     t_max: Annotated[float, typer.Option(help="Highest temperature, K.")] = 600.0,
     replicas: Annotated[int, typer.Option(help="Number of replicas (geometric ladder).")] = 5,
@@ -52,7 +45,7 @@ def remd_cmd(
     from boltzgen.errors import BoltzgenError
 
     try:
-        system = _system(pdb, forcefield, solvent, temperature)
+        system = system_from_options(pdb, forcefield, solvent, temperature)
         temps = geometric_temperatures(temperature, t_max, replicas)
         with Progress(
             TextColumn("[bold]REMD"),
@@ -86,9 +79,9 @@ def remd_cmd(
 
 
 def umbrella_cmd(
-    pdb: _PDB = None,
-    forcefield: _FF = ["amber99sbildn.xml"],  # noqa: B006
-    solvent: _SOLVENT = "vacuum",
+    pdb: PdbOption = None,
+    forcefield: ForceFieldOption = DEFAULT_FORCEFIELD,  # noqa: B006
+    solvent: SolventOption = "vacuum",
     temperature: Annotated[float, typer.Option(help="Temperature, K.")] = 300.0,
     dihedral: Annotated[str, typer.Option(help="phi, psi, omega, chi1, ... or 'i,j,k,l'.")] = "phi",
     windows: Annotated[int, typer.Option(help="Windows evenly spaced over the circle.")] = 36,
@@ -109,7 +102,7 @@ def umbrella_cmd(
     from boltzgen.errors import BoltzgenError
 
     try:
-        system = _system(pdb, forcefield, solvent, temperature)
+        system = system_from_options(pdb, forcefield, solvent, temperature)
         name = [int(a) for a in dihedral.split(",")] if "," in dihedral else dihedral
         d = cv.dihedral(system, name)
         a = tuple(float(x) for x in state_a.split(","))

@@ -7,16 +7,19 @@ from typing import Annotated
 
 import typer
 
+from boltzgen.cli.options import (
+    DEFAULT_FORCEFIELD,
+    ForceFieldOption,
+    PdbOption,
+    SolventOption,
+    system_from_options,
+)
+
 
 def simulate_cmd(
-    pdb: Annotated[
-        Path | None,
-        typer.Option(help="PDB file with hydrogens (default: shipped alanine dipeptide)."),
-    ] = None,
-    forcefield: Annotated[
-        list[str], typer.Option(help="OpenMM force-field XML file(s); repeat for several.")
-    ] = ["amber99sbildn.xml"],  # noqa: B006
-    solvent: Annotated[str, typer.Option(help="vacuum, obc2, obc1, gbn, gbn2 or hct.")] = "vacuum",
+    pdb: PdbOption = None,
+    forcefield: ForceFieldOption = DEFAULT_FORCEFIELD,  # noqa: B006
+    solvent: SolventOption = "vacuum",
     temperature: Annotated[float, typer.Option(help="Temperature in K.")] = 300.0,
     steps: Annotated[int, typer.Option(help="Number of integration steps.")] = 10_000,
     timestep: Annotated[float, typer.Option(help="Time step in ps.")] = 0.001,
@@ -37,13 +40,9 @@ def simulate_cmd(
 
     from boltzgen.errors import BoltzgenError
     from boltzgen.md import simulate
-    from boltzgen.systems import System
 
     try:
-        if pdb is None:
-            system = System.alanine_dipeptide(solvent, temperature, constraints)
-        else:
-            system = System.from_pdb(pdb, tuple(forcefield), solvent, temperature, constraints)
+        system = system_from_options(pdb, forcefield, solvent, temperature, constraints)
         with Progress(
             TextColumn("[bold]MD"),
             BarColumn(),

@@ -1,0 +1,32 @@
+"""Command-line options shared by the commands that build a molecular system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+PdbOption = Annotated[
+    Path | None, typer.Option(help="PDB file with hydrogens (default: shipped alanine dipeptide).")
+]
+ForceFieldOption = Annotated[
+    list[str], typer.Option(help="OpenMM force-field XML file(s); repeat for several.")
+]
+SolventOption = Annotated[str, typer.Option(help="vacuum, obc2, obc1, gbn, gbn2 or hct.")]
+DEFAULT_FORCEFIELD = ["amber99sbildn.xml"]
+
+
+def system_from_options(
+    pdb: Path | None,
+    forcefield: list[str],
+    solvent: str,
+    temperature: float,
+    constraints: str | None = None,
+):
+    """The System the options describe (shipped alanine dipeptide when no PDB is given)."""
+    from boltzgen.systems import System
+
+    if pdb is None:
+        return System.alanine_dipeptide(solvent, temperature, constraints)
+    return System.from_pdb(pdb, tuple(forcefield), solvent, temperature, constraints)
