@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 import warnings
 
@@ -91,6 +90,8 @@ def _evaluate(args, gen, system, md, out, flow, solvent, ts, t0, t_train) -> dic
 
 
 def main() -> None:
+    from boltzgen.generator.pipeline import json_safe
+
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", default="data/adp-vacuum-300K.h5")
     p.add_argument("--solvent", action="append", default=None)
@@ -118,11 +119,7 @@ def main() -> None:
     for solvent in args.solvent or ["vacuum"]:
         for flow in args.flow or ["smooth", "spline"]:
             for res in run(args, flow, solvent):
-                clean = {
-                    k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                    for k, v in res.items()
-                }
-                print(json.dumps(clean), flush=True)
+                print(json.dumps(json_safe(res)), flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 
 def main() -> None:
     import boltzgen as bg
-    from boltzgen.generator.pipeline import free_energy_report, sample_to_files
+    from boltzgen.generator.pipeline import free_energy_report, json_safe, sample_to_files
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("model")
@@ -60,11 +60,7 @@ def main() -> None:
             "df_phi_err_kT": fe["df_err_kT"],
             "val_nll_data": gen.history.get("val_nll", [math.nan])[-1],
         }
-        clean = {
-            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in row.items()
-        }
-        print(json.dumps(clean), flush=True)
+        print(json.dumps(json_safe(row)), flush=True)
 
     report("before", 0.0)
     t0 = time.perf_counter()

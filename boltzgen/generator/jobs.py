@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from boltzgen.generator.pipeline import json_safe
 from boltzgen.jobs import (
     RESULT_MODEL_FILE,
     ArtifactPath,
@@ -89,7 +90,7 @@ def train(
         progress=progress,
     )
     summary[RESULT_MODEL_FILE] = summary.pop("model_file")
-    return _json_safe(summary)
+    return json_safe(summary)
 
 
 class SampleParams(ModelParams):
@@ -123,7 +124,7 @@ def sample(
 ) -> dict[str, Any]:
     """Samples as samples.h5 (mdtraj HDF5 + log-weights, log q, reduced energies), samples.npz,
     and plots; the summary holds the ESS."""
-    return _json_safe(_draw(params, workdir, progress)[2])
+    return json_safe(_draw(params, workdir, progress)[2])
 
 
 class FreeEnergyParams(SampleParams):
@@ -156,9 +157,4 @@ def free_energy(
         seed=params.seed,
     )
     progress(1.0, "done")
-    return _json_safe({**ss, **fe})
-
-
-def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
-    """inf/nan are not JSON: report them as None (with the reason left to the field's doc)."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+    return json_safe({**ss, **fe})
