@@ -22,7 +22,8 @@ def run(args, flow: str, solvent: str) -> dict:
     import boltzgen as bg
     from boltzgen.generator.pipeline import train_model
 
-    md = bg.load_md(args.data)
+    # several files (e.g. REMD + plain MD at the same temperature) are joined into one set
+    md = bg.concatenate_md([bg.load_md(path) for path in args.data])
     data_system = md.system()
     system = bg.System.from_spec({**data_system.to_spec(), "solvent": solvent})
     out = f"{args.out}/{solvent}-{flow}"
@@ -93,7 +94,12 @@ def main() -> None:
     from boltzgen.generator.pipeline import json_safe
 
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data", default="data/adp-vacuum-300K.h5")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=None,
+        help="MD file (repeat to join several at one temperature); default data/adp-vacuum-300K.h5",
+    )
     p.add_argument("--solvent", action="append", default=None)
     p.add_argument("--flow", action="append", default=None)
     p.add_argument("--minutes", type=float, default=10.0)
@@ -114,6 +120,7 @@ def main() -> None:
         help="also reweight the trained flow to this solvent's energy (e.g. obc2)",
     )
     args = p.parse_args()
+    args.data = args.data or ["data/adp-vacuum-300K.h5"]
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*configurations invalid.*")
     for solvent in args.solvent or ["vacuum"]:

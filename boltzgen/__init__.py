@@ -27,7 +27,7 @@ from boltzgen.errors import (
 )
 from boltzgen.flows import Flow, RQSpline, SmoothMixture, Transform, build_flow
 from boltzgen.generator import BoltzmannGenerator, TrainConfig
-from boltzgen.md import MDData, load_md, simulate
+from boltzgen.md import MDData, concatenate_md, load_md, simulate
 from boltzgen.samples import Samples, clip_log_weights
 from boltzgen.systems import System
 
@@ -56,6 +56,7 @@ __all__ = [
     "EnergyModel",
     "MDData",
     "System",
+    "concatenate_md",
     "load_md",
     "select_platform",
     "simulate",

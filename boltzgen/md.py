@@ -23,7 +23,7 @@ import openmm.unit as unit
 from boltzgen.errors import InputError, StructureError
 from boltzgen.systems import System
 
-__all__ = ["MDData", "TrajectoryWriter", "load_md", "simulate"]
+__all__ = ["MDData", "TrajectoryWriter", "concatenate_md", "load_md", "simulate"]
 
 _FILTERS = {"complevel": 4, "complib": "zlib", "shuffle": True}
 
@@ -247,3 +247,37 @@ def load_md(path: str | os.PathLike[str]) -> MDData:
             f"forces {len(forces)})"
         )
     return MDData(traj, energy, forces, np.asarray(traj.time), meta, spec)
+
+
+def concatenate_md(datasets: list[MDData]) -> MDData:
+    """Join MD data sets of one system at one temperature into one (frames in the given order).
+
+    Each set must carry the same system spec (PDB, force field, solvent) or none, the same atom
+    count and the same ``temperature_K``: only then are the frames draws from one Boltzmann
+    distribution that a flow may be fitted to. The result's metadata lists the sources' metadata
+    under ``"sources"``; time is each source's own time (not shifted).
+    """
+    if not datasets:
+        raise InputError("concatenate_md needs at least one data set")
+    first = datasets[0]
+    temps = {d.metadata.get("temperature_K") for d in datasets}
+    for i, d in enumerate(datasets[1:], start=1):
+        if d.trajectory.n_atoms != first.trajectory.n_atoms:
+            raise StructureError(
+                f"data set {i} has {d.trajectory.n_atoms} atoms, data set 0 has "
+                f"{first.trajectory.n_atoms}"
+            )
+        if d.system_spec != first.system_spec:
+            raise StructureError(f"data set {i} was made with a different system than data set 0")
+    if len(temps) > 1:
+        raise StructureError(f"data sets have different temperatures: {sorted(map(str, temps))}")
+    traj = mdtraj.join([d.trajectory for d in datasets], check_topology=True)
+    meta = {"temperature_K": temps.pop(), "sources": [d.metadata for d in datasets]}
+    return MDData(
+        traj,
+        np.concatenate([d.potential_energy for d in datasets]),
+        np.concatenate([d.forces for d in datasets]),
+        np.concatenate([d.time for d in datasets]),
+        meta,
+        first.system_spec,
+    )

@@ -99,3 +99,29 @@ def test_shipped_md_data_set_is_consistent():
     assert data.metadata["centered"]
     np.testing.assert_allclose(u * system.kT, data.potential_energy[idx], rtol=1e-5, atol=2e-3)
     assert np.abs(f - data.forces[idx]).max() < 1e-4 * np.abs(data.forces[idx]).max()
+
+
+def test_concatenate_md_joins_sets_of_one_system_and_refuses_mixtures():
+    from boltzgen.errors import StructureError
+    from boltzgen.md import concatenate_md
+    from boltzgen.paths import data_file
+
+    remd = load_md(data_file("adp-vacuum-remd.h5"))
+    plain = load_md(data_file("adp-vacuum-300K.h5"))
+    both = concatenate_md([remd, plain])
+    assert both.trajectory.n_frames == remd.trajectory.n_frames + plain.trajectory.n_frames
+    assert both.forces.shape == (both.trajectory.n_frames, 22, 3)
+    np.testing.assert_array_equal(both.potential_energy[-5:], plain.potential_energy[-5:])
+    np.testing.assert_array_equal(both.trajectory.xyz[:3], remd.trajectory.xyz[:3])
+    assert both.metadata["temperature_K"] == 300.0 and len(both.metadata["sources"]) == 2
+    assert both.system().solvent == "vacuum"
+    hot = load_md(data_file("adp-vacuum-300K.h5"))
+    hot.metadata = {**hot.metadata, "temperature_K": 400.0}
+    with pytest.raises(StructureError, match="different temperatures"):
+        concatenate_md([remd, hot])
+    other = load_md(data_file("adp-vacuum-300K.h5"))
+    other.system_spec = {**other.system_spec, "solvent": "obc2"}
+    with pytest.raises(StructureError, match="different system"):
+        concatenate_md([remd, other])
+    with pytest.raises(InputError):
+        concatenate_md([])
