@@ -457,3 +457,45 @@ def test_options_and_openmm_topology(adp):
         build_zmatrix(adp.topology, torsions="improper")
     with pytest.raises(TopologyError, match="at least 3"):
         build_zmatrix(adp.topology.subset([0, 1]))
+
+
+def test_box_normalizer_logistic_tails_are_soft_smooth_and_exact():
+    circ = torch.tensor([True, False, False, False])
+    low = torch.tensor([-math.pi, 0.10, 1.8, 0.0])
+    high = torch.tensor([math.pi, 0.12, 2.0, 3.0])
+    lower = torch.tensor([-math.inf, 0.0, 0.0, 0.0])
+    upper = torch.tensor([math.inf, math.inf, math.pi, math.pi])
+    box = BoxNormalizer(circ, low, high, lower, upper, tails="logistic").double()
+    # column 3 spans [0, pi]: its tails would leave the natural range, so it keeps a hard wall
+    assert box.soft.tolist() == [False, True, True, False]
+    g = torch.Generator().manual_seed(0)
+    z = torch.stack(
+        [
+            torch.rand(64, generator=g, dtype=torch.float64) * 6 - 3,
+            0.06 + 0.1 * torch.rand(64, generator=g, dtype=torch.float64),  # far past both bounds
+            1.7 + 0.4 * torch.rand(64, generator=g, dtype=torch.float64),
+            3.0 * torch.rand(64, generator=g, dtype=torch.float64),
+        ],
+        -1,
+    )
+    u, ld = box(z)
+    assert torch.isfinite(ld).all() and ((u > 0) & (u < 1)).all() and box.in_bounds(z).all()
+    zb, ldi = box.inverse(u)
+    assert (zb - z).abs().max() < 1e-12 and torch.allclose(ldi, -ld)
+    # log-det against the autograd Jacobian (diagonal map)
+    for i in range(8):
+        jac = torch.autograd.functional.jacobian(lambda v: box(v[None])[0][0], z[i])
+        assert torch.allclose(torch.linalg.slogdet(jac)[1], ld[i], atol=1e-10)
+    # the density decays smoothly past a soft bound: log-det keeps falling, never -inf
+    zz = torch.tensor([[0.0, 0.12, 1.9, 1.0], [0.0, 0.14, 1.9, 1.0], [0.0, 0.20, 1.9, 1.0]])
+    lds = box(zz.double())[1]
+    assert lds[0] > lds[1] > lds[2] > -math.inf
+    # a saved state loads into a fresh normalizer and recomputes which columns are soft
+    fresh = BoxNormalizer(circ, lower_limits=lower, upper_limits=upper, tails="logistic").double()
+    fresh.load_state_dict(box.state_dict())
+    assert fresh.soft.tolist() == box.soft.tolist() and torch.equal(fresh(z)[0], u)
+    # float32 u at 0 or 1 (the flow's rounding) still inverts to finite coordinates
+    edge = box.float().inverse(torch.tensor([[0.5, 0.0, 1.0, 0.5]]))
+    assert torch.isfinite(edge[0]).all() and torch.isfinite(edge[1]).all()
+    with pytest.raises(InputError, match="tails"):
+        BoxNormalizer(circ, tails="gaussian")

@@ -110,6 +110,24 @@ def test_save_load_round_trip(adp, md_data, tmp_path):
     assert again.system.n_atoms == adp.n_atoms
 
 
+def test_logistic_tails_keep_stretched_bonds_in_the_support(adp, md_data, tmp_path):
+    hard = bg.BoltzmannGenerator.build(adp, data=md_data, n_layers=1, hidden=(8,), n_components=2)
+    soft = bg.BoltzmannGenerator.build(
+        adp, data=md_data, n_layers=1, hidden=(8,), n_components=2, tails="logistic"
+    )
+    assert soft.coords.box.soft.sum() > 0 and not hard.coords.box.soft.any()
+    x = torch.as_tensor(md_data.trajectory.xyz[:4].copy())
+    a, b = (int(v) for v in soft.coords.ic.zmatrix[1, :2])
+    x[0, a] = x[0, b] + 1.5 * (x[0, a] - x[0, b])  # a bond 50 % past its equilibrium length
+    assert hard.log_prob(x)[0] == -math.inf
+    lq = soft.log_prob(x)
+    assert torch.isfinite(lq).all() and lq[0] < lq[1:].min()
+    assert torch.isfinite(soft.force(x)[1]).all()
+    again = bg.BoltzmannGenerator.load(soft.save(tmp_path / "soft.pt"))
+    assert again.config["tails"] == "logistic"
+    torch.testing.assert_close(again.log_prob(x), lq)
+
+
 def test_flow_md_nve_conserves_energy(adp, md_data):
     gen = bg.BoltzmannGenerator.build(adp, data=md_data, n_layers=2, hidden=(16,), n_components=3)
     gen.fit(md_data, loss="nll", epochs=10, batch_size=64, patience=100)

@@ -8,6 +8,13 @@
   equilibrium values +- k sigma (:meth:`ICNormalizer.fit_bounds_from_forcefield`);
   log-det -log(high - low).
 
+With ``tails="logistic"`` the bounds are soft: the affine value t = (z - low) / (high - low)
+is passed through u = sigmoid(KAPPA (2 t - 1)), so [low, high] fills u in [0.047, 0.953] and
+every real z has a u in (0, 1). The density of a flow on u then decays smoothly (log-det
+~ -2 KAPPA |t| in kT) instead of dropping to zero at a wall, which keeps flow-driven MD finite
+when a bond strays past the data range. Columns whose tails would reach a natural limit
+within ``TAIL_REACH`` widths (a bond near 0, an angle near pi) keep the hard wall.
+
 Out-of-bounds values of non-circular columns are never wrapped. With ``out_of_bounds="clamp"``
 (default) u is clamped into [0, 1] and that sample's log-det is -inf, i.e. the configuration is
 outside the support of the model (log-probability -inf); ``in_bounds(z)`` reports which
@@ -21,12 +28,22 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from boltzgen.coordinates.transform import InternalCoordinates
 from boltzgen.errors import InputError, ShapeError, TopologyError
 
 _TOL = 1e-6
+KAPPA = 3.0
+"""Logistic tails: u = sigmoid(KAPPA (2 t - 1)); the bounds t = 0, 1 sit at u = 0.047, 0.953."""
+TAIL_REACH = 1.0
+"""Logistic tails only where [low - w, high + w] stays inside the natural limits (w = high -
+low). The flow puts mass ~1e-4 or less past one width (u beyond 0.9999); float32 u reaches at
+most 2.8 widths past a bound (u within 6e-8 of 0 or 1). An angle sampled past pi is still a
+valid geometry (the mirror image of 2 pi - theta), only counted twice by the density: a
+negligible error, against a hard wall that makes flow-driven MD fail."""
+TAILS = ("none", "logistic")
 
 
 class BoxNormalizer(nn.Module):
@@ -38,7 +55,8 @@ class BoxNormalizer(nn.Module):
             default [0, 1] until :meth:`fit_bounds` or :meth:`set_bounds` is called.
         lower_limits, upper_limits: (d,) natural limits the fitted bounds are clipped to
             (e.g. 0 for bonds, pi for angles); +-inf where unlimited.
-        out_of_bounds: "clamp" (log-det -inf) or "error".
+        out_of_bounds: "clamp" (log-det -inf) or "error" (hard bounds only).
+        tails: "none" (hard bounds, affine) or "logistic" (soft bounds, see the module doc).
     """
 
     def __init__(
@@ -49,10 +67,14 @@ class BoxNormalizer(nn.Module):
         lower_limits=None,
         upper_limits=None,
         out_of_bounds: str = "clamp",
+        tails: str = "none",
     ) -> None:
         super().__init__()
         if out_of_bounds not in ("clamp", "error"):
             raise InputError(f"out_of_bounds must be 'clamp' or 'error', got {out_of_bounds!r}")
+        if tails not in TAILS:
+            raise InputError(f"tails must be one of {TAILS}, got {tails!r}")
+        self.tails = tails
         circ = torch.as_tensor(circular, dtype=torch.bool)
         d = circ.numel()
         self.dim = d
@@ -70,11 +92,20 @@ class BoxNormalizer(nn.Module):
         self.register_buffer("upper_limits", vec(upper_limits, math.inf))
         self.register_buffer("low", vec(low, 0.0))
         self.register_buffer("high", vec(high, 1.0))
+        # derived from the bounds (not saved): recomputed after loading a state dict
+        self.register_buffer("soft", torch.zeros(d, dtype=torch.bool), persistent=False)
         self._apply_circular()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._apply_circular())
 
     def _apply_circular(self) -> None:
         self.low[self.circular] = -math.pi
         self.high[self.circular] = math.pi
+        # which columns get logistic tails: bounded ones whose tails stay in the natural range
+        w = self.high - self.low
+        room = (self.low - TAIL_REACH * w > self.lower_limits) & (
+            self.high + TAIL_REACH * w < self.upper_limits
+        )
+        self.soft.copy_(room & ~self.circular & (self.tails == "logistic"))
 
     def set_bounds(self, low, high) -> None:
         """Set bounds (d,) by hand (circular columns keep [-pi, pi])."""
@@ -121,13 +152,18 @@ class BoxNormalizer(nn.Module):
         self._apply_circular()
 
     def in_bounds(self, z: torch.Tensor) -> torch.Tensor:
-        """(B,) bool: all non-circular columns of z inside [low, high]."""
+        """(B,) bool: all hard-bounded columns of z inside [low, high] (soft columns: always)."""
         lo, hi = self.low.to(z.dtype), self.high.to(z.dtype)
-        ok = (z >= lo) & (z <= hi) | self.circular
+        ok = (z >= lo) & (z <= hi) | self.circular | self.soft
         return ok.all(-1)
 
     def _logdet(self, dtype) -> torch.Tensor:
         return torch.log(self.high - self.low).sum().to(dtype)
+
+    def _soft_logdet(self, y: torch.Tensor) -> torch.Tensor:
+        """Sum over soft columns of log d sigmoid(y)/dy + log(2 KAPPA) (y = KAPPA (2 t - 1))."""
+        ld = F.logsigmoid(y) + F.logsigmoid(-y) + math.log(2 * KAPPA)
+        return torch.where(self.soft, ld, torch.zeros_like(ld)).sum(-1)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, d) -> u (B, d) in [0, 1]^d, logdet (B,) = log|det du/dz|."""
@@ -137,6 +173,11 @@ class BoxNormalizer(nn.Module):
         u = (z - lo) / (hi - lo)
         u = torch.where(self.circular, torch.remainder(u, 1.0), u)
         logdet = (-self._logdet(z.dtype)).expand(z.shape[0]).clone()
+        if self.tails == "logistic":
+            # the double-where trick: soft columns only ever see finite y
+            y = torch.where(self.soft, KAPPA * (2 * u - 1), torch.zeros_like(u))
+            u = torch.where(self.soft, torch.sigmoid(y), u)
+            logdet = logdet + self._soft_logdet(y)
         bad = ((u < 0) | (u > 1)) & ~self.circular
         if bool(bad.any()):
             if self.out_of_bounds == "error":
@@ -161,6 +202,13 @@ class BoxNormalizer(nn.Module):
                 raise InputError("u outside [0, 1] in non-circular columns")
             logdet = torch.where(bad.any(-1), torch.full_like(logdet, -math.inf), logdet)
         u = torch.where(self.circular, torch.remainder(u, 1.0), u.clamp(0.0, 1.0))
+        if self.tails == "logistic":
+            # t = (1 + logit(u) / KAPPA) / 2; u is kept off 0 and 1 by the dtype's resolution
+            tiny = torch.finfo(u.dtype).tiny
+            us = torch.where(self.soft, u.clamp(tiny, 1.0 - torch.finfo(u.dtype).eps / 2), 0.5)
+            y = torch.log(us) - torch.log1p(-us)
+            u = torch.where(self.soft, 0.5 * (1.0 + y / KAPPA), u)
+            logdet = logdet - self._soft_logdet(y)
         return lo + u * (hi - lo), logdet
 
 
@@ -172,7 +220,9 @@ class ICNormalizer(nn.Module):
     Attributes ``dim``, ``circular`` (d,) bool, ``ic``, ``box``.
     """
 
-    def __init__(self, ic: InternalCoordinates, out_of_bounds: str = "clamp") -> None:
+    def __init__(
+        self, ic: InternalCoordinates, out_of_bounds: str = "clamp", tails: str = "none"
+    ) -> None:
         super().__init__()
         self.ic = ic
         d = ic.dim
@@ -189,13 +239,17 @@ class ICNormalizer(nn.Module):
             lower[beta], upper[beta], high[beta] = 0.0, math.pi, math.pi
             low[ic.translation_columns] = -10.0
             high[ic.translation_columns] = 10.0
-        self.box = BoxNormalizer(ic.circular, low, high, lower, upper, out_of_bounds=out_of_bounds)
+        self.box = BoxNormalizer(
+            ic.circular, low, high, lower, upper, out_of_bounds=out_of_bounds, tails=tails
+        )
 
     @classmethod
     def from_topology(cls, topology, rigid: str = "remove", **kwargs) -> ICNormalizer:
-        """``InternalCoordinates.from_topology(topology, rigid, **kwargs)`` + unit box."""
+        """``InternalCoordinates.from_topology(topology, rigid, **kwargs)`` + unit box
+        (``out_of_bounds`` and ``tails`` go to :class:`BoxNormalizer`)."""
         oob = kwargs.pop("out_of_bounds", "clamp")
-        return cls(InternalCoordinates.from_topology(topology, rigid, **kwargs), oob)
+        tails = kwargs.pop("tails", "none")
+        return cls(InternalCoordinates.from_topology(topology, rigid, **kwargs), oob, tails)
 
     @property
     def dim(self) -> int:

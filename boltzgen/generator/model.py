@@ -63,6 +63,7 @@ class BoltzmannGenerator(nn.Module):
         bounds: str | None = None,
         margin: float = 0.1,
         k_sigma: float = 6.0,
+        tails: str = "none",
         dtype: str = "float32",
         seed: int = 0,
     ) -> BoltzmannGenerator:
@@ -71,7 +72,9 @@ class BoltzmannGenerator(nn.Module):
         Bond/angle bounds of the unit box come from ``data`` (min/max plus ``margin`` of the
         range) when ``bounds="data"`` (default when data are given) or from the force field's
         harmonic terms, equilibrium +- ``k_sigma`` sigma (``bounds="forcefield"``, the default
-        without data; needed for reverse-KL training from scratch).
+        without data; needed for reverse-KL training from scratch). ``tails="logistic"`` makes
+        those bounds soft (:mod:`boltzgen.coordinates.normalize`): the density then decays
+        smoothly past them instead of stopping at a wall, which flow-driven MD needs.
         """
         if flow not in FLOW_KINDS:
             raise InputError(f"unknown flow kind {flow!r}; expected one of {FLOW_KINDS}")
@@ -89,11 +92,12 @@ class BoltzmannGenerator(nn.Module):
             "base": base,
             "rigid": rigid,
             "bounds": bounds,
+            "tails": tails,
             "dtype": dtype,
             "seed": int(seed),
         }
         torch.manual_seed(seed)
-        coords = ICNormalizer.from_topology(system.topology, rigid=rigid)
+        coords = ICNormalizer.from_topology(system.topology, rigid=rigid, tails=tails)
         if bounds == "data":
             if data is None:
                 raise InputError("bounds='data' needs training data")
@@ -251,7 +255,9 @@ class BoltzmannGenerator(nn.Module):
 
             system = System.from_spec(state["system"])
         config = state["config"]
-        coords = ICNormalizer.from_topology(system.topology, rigid=config["rigid"])
+        coords = ICNormalizer.from_topology(
+            system.topology, rigid=config["rigid"], tails=config.get("tails", "none")
+        )
         gen = cls(system, coords, cls._make_flow(coords, config), config)
         gen = gen.to(_DTYPES[config["dtype"]])
         try:
