@@ -47,6 +47,10 @@ def train_cmd(
     hidden: Annotated[str, typer.Option(help="Conditioner widths, e.g. 64,64.")] = "64,64",
     components: Annotated[int, typer.Option(help="Smooth-mixture components.")] = 8,
     bins: Annotated[int, typer.Option(help="Spline bins.")] = 8,
+    tails: Annotated[
+        str, typer.Option(help="none or logistic (soft bounds; for flow-driven MD).")
+    ] = "none",
+    margin: Annotated[float, typer.Option(help="Bounds margin, fraction of data range.")] = 0.1,
     time_limit: Annotated[float | None, typer.Option(help="Stop after this many s.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights and data split.")] = 0,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
@@ -74,6 +78,8 @@ def train_cmd(
                     "n_components": components,
                     "n_bins": bins,
                     "seed": seed,
+                    "tails": tails,
+                    "margin": margin,
                 },
                 train={
                     "loss": loss,

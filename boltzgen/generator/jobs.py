@@ -37,6 +37,12 @@ class TrainParams(SystemParams):
     hidden: list[int] = Field(default_factory=lambda: [64, 64], min_length=1, max_length=8)
     n_components: int = Field(8, ge=1, le=64)
     n_bins: int = Field(8, ge=2, le=64)
+    tails: str = Field(
+        "none",
+        pattern="^(none|logistic)$",
+        description="'logistic': soft bond/angle bounds (needed for flow-driven MD)",
+    )
+    margin: float = Field(0.1, ge=0.0, le=5.0, description="bounds margin, fraction of range")
     epochs: int = Field(20, ge=1, le=100_000)
     batch_size: int = Field(256, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0, le=1.0)
@@ -74,6 +80,8 @@ def train(
             "n_components": params.n_components,
             "n_bins": params.n_bins,
             "seed": params.seed,
+            "tails": params.tails,
+            "margin": params.margin,
         },
         train={
             "loss": params.loss,

@@ -38,6 +38,8 @@ def architecture_kwargs(
     n_components: int = 8,
     n_bins: int = 8,
     seed: int = 0,
+    tails: str = "none",
+    margin: float = 0.1,
 ) -> dict[str, Any]:
     return {
         "flow": flow,
@@ -46,6 +48,8 @@ def architecture_kwargs(
         "n_components": n_components,
         "n_bins": n_bins,
         "seed": seed,
+        "tails": tails,
+        "margin": margin,
     }
 
 
