@@ -38,6 +38,8 @@ def run(args, flow: str, solvent: str) -> dict:
             "hidden": tuple(args.hidden),
             "n_components": args.components,
             "seed": args.seed,
+            "tails": args.tails,
+            "margin": args.margin,
         },
         train={
             "epochs": 10_000,
@@ -75,6 +77,7 @@ def _evaluate(args, gen, system, md, out, flow, solvent, ts, t0, t_train) -> dic
         "data": args.data,
         "data_frames": int(md.trajectory.n_frames),
         "flow": flow,
+        "tails": gen.config.get("tails", "none"),
         "n_parameters": ts["n_parameters"],
         "epochs": ts["epochs_run"],
         "stop_reason": ts["stop_reason"],
@@ -110,6 +113,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--patience", type=int, default=30)
+    p.add_argument("--tails", default="none", help="none or logistic (soft bounds)")
+    p.add_argument("--margin", type=float, default=0.1, help="bounds margin (fraction of range)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/adp")
