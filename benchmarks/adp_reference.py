@@ -79,10 +79,9 @@ def run_umbrella(args, solvent: str, seed: int) -> None:
 
 def run_remd(args) -> None:
     import boltzgen as bg
-    from boltzgen.analysis import free_energy_difference
     from boltzgen.enhanced import geometric_temperatures, replica_exchange
 
-    system = bg.System.alanine_dipeptide(solvent="vacuum")
+    system = bg.System.alanine_dipeptide(solvent=args.solvent)
     temps = geometric_temperatures(300.0, args.t_max, args.replicas)
     r = replica_exchange(
         system,
@@ -97,18 +96,9 @@ def run_remd(args) -> None:
         platform=args.platform,
         threads=args.threads,
     )
-    phi = bg.cv.dihedral(system, "phi")
-    v = phi(r.trajectory.xyz)
     row = {
-        "benchmark": "adp_reference",
-        "method": "REMD (300 K replica, block bootstrap)",
-        "solvent": "vacuum",
-        "temperature_K": 300.0,
-        "literature_kT": LITERATURE["vacuum"],
+        **remd_stats(system, r.trajectory.xyz),
         "wall_s": round(r.wall_time, 1),
-        "n_frames": int(r.trajectory.n_frames),
-        "fraction_phi_positive": round(float(np.mean(v > 0)), 5),
-        "transitions_phi_sign": int(np.sum((v[1:] > 0) != (v[:-1] > 0))),
         "temperatures_K": [round(float(t), 1) for t in temps],
         "acceptance": [round(float(a), 3) for a in r.acceptance],
         "walkers_at_300K": int(len(np.unique(r.replica_of_frame))),
@@ -117,18 +107,45 @@ def run_remd(args) -> None:
     if args.remd_out:
         row["file"] = str(args.remd_out)
         row["file_MB"] = round(os.path.getsize(args.remd_out) / 1e6, 2)
+    emit(**row)
+
+
+def remd_stats(system, xyz) -> dict:
+    """phi statistics and block-bootstrap dF of the target-temperature replica's frames."""
+    import boltzgen as bg
+    from boltzgen.analysis import free_energy_difference
+
+    v = bg.cv.dihedral(system, "phi")(xyz)
+    row = {
+        "benchmark": "adp_reference",
+        "method": "REMD (300 K replica, block bootstrap)",
+        "solvent": system.solvent,
+        "temperature_K": system.temperature,
+        "literature_kT": LITERATURE.get(system.solvent),
+        "n_frames": len(v),
+        "fraction_phi_positive": round(float(np.mean(v > 0)), 5),
+        "transitions_phi_sign": int(np.sum((v[1:] > 0) != (v[:-1] > 0))),
+    }
     for block in (1, 200, 1000):
         df, err = free_energy_difference(
             v, cv=v, state_a=STATE_A, state_b=STATE_B, block_size=block, n_bootstrap=500
         )
         row[f"df_kT_block{block}"] = round(df, 4)
         row[f"err_kT_block{block}"] = round(err, 4)
-    emit(**row)
+    return row
+
+
+def analyse_remd_file(path: str) -> None:
+    """The statistics of an existing REMD file (e.g. from ``boltzgen remd``)."""
+    import boltzgen as bg
+
+    md = bg.load_md(path)
+    emit(**remd_stats(md.system(), md.trajectory.xyz), file=path, settings=md.metadata)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["umbrella", "remd"], default="umbrella")
+    p.add_argument("--part", choices=["umbrella", "remd", "remd-file"], default="umbrella")
     p.add_argument("--solvent", choices=["vacuum", "obc2"], default="vacuum")
     p.add_argument("--windows", type=int, default=36)
     p.add_argument("--k", type=float, default=200.0, help="kJ/mol/rad^2")
@@ -147,13 +164,16 @@ def main() -> None:
     p.add_argument("--remd-equilibration", type=int, default=50_000)
     p.add_argument("--exchange-interval", type=int, default=250)
     p.add_argument("--remd-out", default=None)
+    p.add_argument("--remd-in", default=None, help="--part remd-file: file to analyse")
     args = p.parse_args()
     t0 = time.perf_counter()
     if args.part == "umbrella":
         for seed in args.seeds:
             run_umbrella(args, args.solvent, seed)
-    else:
+    elif args.part == "remd":
         run_remd(args)
+    else:
+        analyse_remd_file(args.remd_in)
     emit(benchmark="adp_reference", part=args.part, total_wall_s=round(time.perf_counter() - t0, 1))
 
 
