@@ -24,13 +24,25 @@ def run(args, flow: str, solvent: str) -> dict:
 
     # several files (e.g. REMD + plain MD at the same temperature) are joined into one set
     md = bg.concatenate_md([bg.load_md(path) for path in args.data])
+    train_md = md
+    if args.proposal_data:
+        # frames of another ensemble (e.g. vacuum REMD for an OBC target) that only shape the
+        # proposal: they widen its support where the target's own data are thin; the importance
+        # weights exp(-u_target) / q remove their bias from every estimate
+        extra = []
+        for path in args.proposal_data:
+            other = bg.load_md(path)
+            other.system_spec = md.system_spec
+            other.metadata = {**other.metadata, "temperature_K": md.metadata.get("temperature_K")}
+            extra.append(other)
+        train_md = bg.concatenate_md([md, *extra])
     data_system = md.system()
     system = bg.System.from_spec({**data_system.to_spec(), "solvent": solvent})
     out = f"{args.out}/{solvent}-{flow}"
     t0 = time.perf_counter()
     gen, ts = train_model(
         system,
-        md,
+        train_md,
         out,
         architecture={
             "flow": flow,
@@ -76,6 +88,7 @@ def _evaluate(args, gen, system, md, out, flow, solvent, ts, t0, t_train) -> dic
         "solvent": solvent,
         "data": args.data,
         "data_frames": int(md.trajectory.n_frames),
+        "proposal_data": args.proposal_data,
         "flow": flow,
         "tails": gen.config.get("tails", "none"),
         "n_parameters": ts["n_parameters"],
@@ -113,6 +126,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--patience", type=int, default=30)
+    p.add_argument(
+        "--proposal-data",
+        action="append",
+        default=None,
+        help="extra training frames from another ensemble (shape the proposal only)",
+    )
     p.add_argument("--tails", default="none", help="none or logistic (soft bounds)")
     p.add_argument("--margin", type=float, default=0.1, help="bounds margin (fraction of range)")
     p.add_argument("--seed", type=int, default=0)
