@@ -78,6 +78,17 @@ def test_train_sample_free_energy_on_another_peptide(tyr_md, tmp_path):
     assert summary["cv"] == "psi" and summary["n_samples"] == 300
     assert (tmp_path / "f" / "fes_psi.png").exists()
 
+    # the samples written by `sample` can be reweighted again without the model
+    args = ["--cv", "psi", "--bootstrap", "20", "--out", str(tmp_path / "g")]
+    res = runner.invoke(app, ["free-energy", str(tmp_path / "s" / "samples.h5"), *args])
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "g" / "free_energy.json").read_text())
+    assert again["n_samples"] == 200 and "dF" in res.output
+    # a file that is not a model is a clean error, not a traceback
+    res = runner.invoke(app, ["free-energy", str(tmp_path / "s" / "ramachandran.png"), *args])
+    assert res.exit_code != 0 and "not a boltzgen model file" in res.output
+    assert "Traceback" not in res.output
+
 
 def test_train_reports_bad_data_cleanly(tmp_path):
     bad = tmp_path / "nope.h5"

@@ -132,7 +132,13 @@ def sample_cmd(
 
 
 def free_energy_cmd(
-    model: Annotated[Path, typer.Argument(help="model.pt written by `boltzgen train`.")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="model.pt written by `boltzgen train` (draws -n samples), or a samples.h5 "
+            "written by `boltzgen sample` (reweights those)."
+        ),
+    ],
     cv: Annotated[str, typer.Option(help="Named dihedral: phi, psi, omega, chi1.")] = "phi",
     state_a: Annotated[str, typer.Option(help="Interval of state A, 'lo,hi' rad.")] = "0,3.14159",
     state_b: Annotated[str, typer.Option(help="Interval of state B.")] = "-3.14159,0",
@@ -145,13 +151,19 @@ def free_energy_cmd(
     from boltzgen.errors import BoltzgenError
     from boltzgen.generator.model import BoltzmannGenerator
     from boltzgen.generator.pipeline import free_energy_report, sample_to_files
+    from boltzgen.samples import Samples
 
     try:
-        gen = BoltzmannGenerator.load(model)
-        samples, _ = sample_to_files(gen, n, out, seed=seed)
+        if model.suffix in (".h5", ".hdf5"):
+            samples = Samples.load(model)
+            topology = samples.topology
+        else:
+            gen = BoltzmannGenerator.load(model)
+            samples, _ = sample_to_files(gen, n, out, seed=seed)
+            topology = gen.system
         s = free_energy_report(
             samples,
-            gen.system,
+            topology,
             out,
             cv=cv,
             state_a=_interval(state_a),

@@ -270,5 +270,14 @@ class BoltzmannGenerator(nn.Module):
     @classmethod
     def load(cls, path: str | Path, system=None) -> BoltzmannGenerator:
         """Load a model saved by :meth:`save`; ``system`` defaults to the saved system spec."""
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"model file {str(path)!r} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle, zip and torch errors alike: not a model file
+            name = exc.__class__.__name__
+            raise InputError(f"{str(path)!r} is not a boltzgen model file ({name})") from exc
+        if not isinstance(state, dict):
+            raise InputError(f"{str(path)!r} is not a boltzgen model file")
         return cls.from_state(state, system)
