@@ -630,17 +630,28 @@ async def job_events(
             events = await run_in_threadpool(store.events_after, job_id, last)
             for e in events:
                 last = e["id"]
-                data = {**e["data"], "job_id": job_id, "ts": e["ts"]}
-                yield {"id": str(e["id"]), "event": e["type"], "data": json.dumps(data)}
+                yield _sse(e, job_id)
                 if e["type"] == "status" and e["data"].get("status") in TERMINAL:
                     return
             if not events:
                 current = await run_in_threadpool(store.get_job, job_id, None)
-                if current is None or current["status"] in TERMINAL:
+                if current is None:
+                    return
+                if current["status"] in TERMINAL:
+                    # the final status event may have committed between the two reads above:
+                    # deliver whatever came since, then end
+                    for e in await run_in_threadpool(store.events_after, job_id, last):
+                        yield _sse(e, job_id)
                     return
                 await asyncio.sleep(poll)
 
     return EventSourceResponse(stream(), ping=15)
+
+
+def _sse(event: dict, job_id: str) -> dict[str, str]:
+    """A stored job event as one server-sent event."""
+    data = {**event["data"], "job_id": job_id, "ts": event["ts"]}
+    return {"id": str(event["id"]), "event": event["type"], "data": json.dumps(data)}
 
 
 # ---------------------------------------------------------------- artifacts

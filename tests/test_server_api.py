@@ -400,3 +400,30 @@ def test_auth_disabled_for_local_use(tmp_path):
     with TestClient(app) as c:
         assert c.get("/v1/jobs").status_code == 200
         assert c.post("/v1/keys", json={"name": "x"}).status_code == 201  # local = admin
+
+
+def test_event_stream_delivers_a_final_status_committed_between_its_reads(env):
+    """The job ends after the stream found no new events but before it read the job's status:
+    the final status event must still reach the client."""
+    from server.api import get_store
+
+    client, app = env["client"], env["app"]
+    job_id = submit(client, env["a"], env["system"]["id"]).json()["id"]
+    real = app.state.store
+
+    class EndsBetweenReads:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def get_job(self, jid, owner, *args, **kwargs):
+            if owner is None:  # the stream's own status check
+                real.request_cancel(jid, None)
+            return real.get_job(jid, owner, *args, **kwargs)
+
+    app.dependency_overrides[get_store] = lambda: EndsBetweenReads()
+    try:
+        r = client.get(f"/v1/jobs/{job_id}/events", headers=auth(env["a"]))
+    finally:
+        app.dependency_overrides.pop(get_store)
+    statuses = [line for line in r.text.splitlines() if line.startswith("data:")]
+    assert '"status": "queued"' in statuses[0] and '"status": "cancelled"' in statuses[-1]
