@@ -627,22 +627,18 @@ async def job_events(
     async def stream():
         last = after
         while True:
+            # status before events: a job's final status and its event commit together, so
+            # once the status reads terminal the events read after it holds the final event
+            current = await run_in_threadpool(store.get_job, job_id, None)
             events = await run_in_threadpool(store.events_after, job_id, last)
             for e in events:
                 last = e["id"]
                 yield _sse(e, job_id)
                 if e["type"] == "status" and e["data"].get("status") in TERMINAL:
                     return
+            if current is None or current["status"] in TERMINAL:
+                return
             if not events:
-                current = await run_in_threadpool(store.get_job, job_id, None)
-                if current is None:
-                    return
-                if current["status"] in TERMINAL:
-                    # the final status event may have committed between the two reads above:
-                    # deliver whatever came since, then end
-                    for e in await run_in_threadpool(store.events_after, job_id, last):
-                        yield _sse(e, job_id)
-                    return
                 await asyncio.sleep(poll)
 
     return EventSourceResponse(stream(), ping=15)

@@ -156,14 +156,14 @@ def free_energy_cmd(
     try:
         if model.suffix in (".h5", ".hdf5"):
             samples = Samples.load(model)
-            topology = samples.topology
+            cv_source = samples.topology
         else:
             gen = BoltzmannGenerator.load(model)
             samples, _ = sample_to_files(gen, n, out, seed=seed)
-            topology = gen.system
+            cv_source = gen.system
         s = free_energy_report(
             samples,
-            topology,
+            cv_source,
             out,
             cv=cv,
             state_a=_interval(state_a),
