@@ -48,8 +48,8 @@ def _worker(state_dir: Path) -> subprocess.Popen:
 
 
 PARAMS = {
-    "n_steps": 100_000,
-    "report_interval": 1000,
+    "n_steps": 1_000_000,  # ~10 s on an idle core: the kill must land before the job ends
+    "report_interval": 10_000,
     "checkpoint_interval": 10_000,
     "platform": "Reference",
     "seed": 7,
