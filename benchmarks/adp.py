@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 import warnings
 
@@ -38,11 +39,19 @@ def run(args, flow: str, solvent: str) -> dict:
         train_md = bg.concatenate_md([md, *extra])
     data_system = md.system()
     system = bg.System.from_spec({**data_system.to_spec(), "solvent": solvent})
+    weights = None
+    if args.phi_positive_share:
+        # plain MD adds frames only to phi < 0, so phi > 0 ends up with far less than its
+        # equilibrium share; give it a fixed share of the minibatch draws (importance weights
+        # remove the bias from every estimate)
+        phi = bg.cv.dihedral(data_system, "phi")(train_md.trajectory.xyz)
+        weights = bg.state_weights(phi, [(0.0, math.pi)], [args.phi_positive_share])
+    train_data = bg.TrainingData(train_md.trajectory.xyz, train_md.forces, weights)
     out = f"{args.out}/{solvent}-{flow}"
     t0 = time.perf_counter()
     gen, ts = train_model(
         system,
-        train_md,
+        train_data,
         out,
         architecture={
             "flow": flow,
@@ -89,6 +98,7 @@ def _evaluate(args, gen, system, md, out, flow, solvent, ts, t0, t_train) -> dic
         "data": args.data,
         "data_frames": int(md.trajectory.n_frames),
         "proposal_data": args.proposal_data,
+        "phi_positive_share": args.phi_positive_share,
         "flow": flow,
         "tails": gen.config.get("tails", "none"),
         "n_parameters": ts["n_parameters"],
@@ -131,6 +141,12 @@ def main() -> None:
         action="append",
         default=None,
         help="extra training frames from another ensemble (shape the proposal only)",
+    )
+    p.add_argument(
+        "--phi-positive-share",
+        type=float,
+        default=None,
+        help="weight the training frames so phi > 0 gets this share (e.g. 0.05)",
     )
     p.add_argument("--tails", default="none", help="none or logistic (soft bounds)")
     p.add_argument("--margin", type=float, default=0.1, help="bounds margin (fraction of range)")

@@ -26,7 +26,7 @@ from boltzgen.errors import (
     StructureError,
 )
 from boltzgen.flows import Flow, RQSpline, SmoothMixture, Transform, build_flow
-from boltzgen.generator import BoltzmannGenerator, TrainConfig
+from boltzgen.generator import BoltzmannGenerator, TrainConfig, TrainingData, state_weights
 from boltzgen.md import MDData, concatenate_md, load_md, simulate
 from boltzgen.samples import Samples, clip_log_weights
 from boltzgen.systems import System
@@ -37,6 +37,8 @@ __all__ = [
     "BoltzgenError",
     "BoltzmannGenerator",
     "TrainConfig",
+    "TrainingData",
+    "state_weights",
     "BoxNormalizer",
     "ICNormalizer",
     "InternalCoordinates",

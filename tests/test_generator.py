@@ -154,3 +154,64 @@ def test_reverse_kl_from_scratch_without_data(adp):
     assert len(hist["train_loss"]) == 2 and math.isfinite(hist["train_loss"][-1])
     with pytest.raises(bg.InputError, match="needs training data"):
         gen.fit(None, loss="nll")
+
+
+def test_state_weights_give_each_state_its_share():
+    phi = np.array([-2.0, -1.5, -1.0, -0.5, 1.0, 2.9, -3.1, 0.5])
+    w = bg.state_weights(phi, [(0.0, math.pi), (3.0, -3.0)], [0.3, 0.1])
+    assert w.shape == phi.shape and np.isclose(w.mean(), 1.0)
+    share = w / w.sum()
+    assert np.isclose(share[[4, 5, 7]].sum(), 0.3)  # phi in [0, pi)
+    assert np.isclose(share[6], 0.1)  # the wrapped interval around +-pi
+    assert np.allclose(share[:4], 0.6 / 4)  # the rest, uniform within
+    with pytest.raises(bg.InputError, match="no frame lies in state"):
+        bg.state_weights(phi, [(0.6, 0.9)], [0.1])
+    with pytest.raises(bg.InputError, match="overlaps"):
+        bg.state_weights(phi, [(0.0, math.pi), (0.4, 1.5)], [0.1, 0.1])
+    with pytest.raises(bg.InputError, match="shares"):
+        bg.state_weights(phi, [(0.0, math.pi)], [1.0])
+    with pytest.raises(bg.InputError, match="2 shares"):
+        bg.state_weights(phi, [(0.0, math.pi)], [0.1, 0.2])
+    with pytest.raises(bg.ShapeError):
+        bg.state_weights(phi[None], [(0.0, math.pi)], [0.1])
+
+
+def test_training_data_weights_are_checked_and_follow_the_split():
+    x = np.random.default_rng(0).normal(size=(10, 3, 3))
+    with pytest.raises(bg.ShapeError, match="one per frame"):
+        bg.TrainingData(x, weights=np.ones(9))
+    with pytest.raises(bg.InputError, match=">= 0"):
+        bg.TrainingData(x, weights=-np.ones(10))
+    with pytest.raises(bg.InputError, match="all zero"):
+        bg.TrainingData(x, weights=np.zeros(10))
+    w = np.arange(10.0)
+    train, val = bg.TrainingData(x, weights=w).split(0.3, seed=0)
+    for part in (train, val):
+        # each frame keeps its own weight: frame i has x[i, 0, 0] and weight i
+        idx = [int(np.flatnonzero(x[:, 0, 0] == row[0, 0])[0]) for row in part.positions]
+        np.testing.assert_array_equal(part.weights, w[idx])
+
+
+def test_weighted_epochs_draw_in_proportion_and_skip_zero_weights():
+    from boltzgen.generator.training import epoch_order
+
+    rng = np.random.default_rng(0)
+    assert sorted(epoch_order(rng, 50)) == list(range(50))  # unweighted: a permutation
+    p = np.array([0.0, 0.1, 0.2, 0.7])
+    counts = np.bincount(np.concatenate([epoch_order(rng, 4, p) for _ in range(5000)]), minlength=4)
+    assert counts[0] == 0
+    np.testing.assert_allclose(counts / counts.sum(), p, atol=0.01)
+
+
+def test_weighted_fit_and_weighted_validation(adp, md_data):
+    from boltzgen.generator.training import validation_nll
+
+    gen = bg.BoltzmannGenerator.build(adp, data=md_data, n_layers=1, hidden=(8,), n_components=2)
+    x = md_data.trajectory.xyz
+    w = np.r_[np.ones(len(x) // 2), np.zeros(len(x) - len(x) // 2)]
+    hist = gen.fit(bg.TrainingData(x, weights=w), epochs=2, batch_size=64, patience=100)
+    assert all(math.isfinite(v) for v in hist["val_nll"])
+    xt = torch.as_tensor(x)
+    nll = -gen.log_prob(xt).detach().double().numpy()
+    assert np.isclose(validation_nll(gen, xt, weights=w), nll[: len(x) // 2].mean())
+    assert np.isclose(validation_nll(gen, xt), nll.mean())

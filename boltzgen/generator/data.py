@@ -1,7 +1,13 @@
-"""Training data for a Boltzmann generator: positions (nm) and, optionally, forces (kJ/mol/nm).
+"""Training data for a Boltzmann generator: positions (nm) and, optionally, forces (kJ/mol/nm)
+and per-frame weights.
 
 Accepts what users have at hand: an ``mdtraj.Trajectory``, an array of positions, a path to an
 HDF5 file written by :func:`boltzgen.simulate` (positions, energies, forces) or a loaded MD record.
+
+Frame weights make maximum likelihood fit the weighted data distribution. Two uses: frames from
+a biased ensemble (e.g. high-temperature MD reweighted to the target temperature), and shaping a
+proposal, e.g. :func:`state_weights` gives a rare state a larger share than the MD data have so
+the flow covers it; the importance weights exp(-u) / q remove that bias from every estimate.
 """
 
 from __future__ import annotations
@@ -13,15 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from boltzgen.analysis import in_state
 from boltzgen.errors import InputError, ShapeError
+
+__all__ = ["TrainingData", "as_training_data", "state_weights"]
 
 
 @dataclass
 class TrainingData:
-    """Positions (N, n_atoms, 3) nm and optional forces (N, n_atoms, 3) kJ/mol/nm."""
+    """Positions (N, n_atoms, 3) nm, optional forces (N, n_atoms, 3) kJ/mol/nm and optional
+    frame weights (N,) >= 0 (relative; minibatches are drawn in proportion to them)."""
 
     positions: np.ndarray
     forces: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         x = np.asarray(self.positions)
@@ -39,6 +50,15 @@ class TrainingData:
                     f"forces must have the shape of positions {x.shape}, got {f.shape}"
                 )
             self.forces = f
+        if self.weights is not None:
+            w = np.asarray(self.weights, dtype=np.float64)
+            if w.shape != (x.shape[0],):
+                raise ShapeError(f"weights must be ({x.shape[0]},) (one per frame), got {w.shape}")
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise InputError("frame weights must be finite and >= 0")
+            if w.sum() <= 0:
+                raise InputError("frame weights are all zero")
+            self.weights = w
 
     def __len__(self) -> int:
         return self.positions.shape[0]
@@ -53,10 +73,20 @@ class TrainingData:
             raise InputError(f"val_fraction={val_fraction} leaves no training frames")
         perm = np.random.default_rng(seed).permutation(n)
         parts = [perm[n_val:], perm[:n_val]]
+        if self.weights is not None and self.weights[parts[0]].sum() <= 0:
+            raise InputError("the training split has no frame with weight > 0")
         return tuple(
-            TrainingData(self.positions[p], None if self.forces is None else self.forces[p])
+            TrainingData(
+                self.positions[p],
+                None if self.forces is None else self.forces[p],
+                None if self.weights is None else self.weights[p],
+            )
             for p in parts
         )  # type: ignore[return-value]
+
+    def probabilities(self) -> np.ndarray | None:
+        """Frame weights normalised to sum 1 (None for unweighted data)."""
+        return None if self.weights is None else self.weights / self.weights.sum()
 
     def tensors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = torch.as_tensor(self.positions, dtype=dtype)
@@ -84,3 +114,43 @@ def as_training_data(data: Any, n_atoms: int | None = None) -> TrainingData:
             f"training data have {out.positions.shape[1]} atoms, the system has {n_atoms}"
         )
     return out
+
+
+def state_weights(
+    values: np.ndarray, states: list[tuple[float, float]], shares: list[float]
+) -> np.ndarray:
+    """Frame weights (N,) that give each state a fixed share of the total weight.
+
+    values: (N,) CV values (e.g. phi in rad). states: intervals ``(lo, hi)`` as in
+    :func:`boltzgen.analysis.in_state` (``lo > hi`` wraps around a periodic CV); they must not
+    overlap. shares: target weight share of each state, sum < 1; the frames in no state share
+    the rest. Within a state every frame keeps the same weight, so the data's distribution
+    inside each state is unchanged: only the states' proportions move.
+
+    Typical use: the MD data under-sample a rare basin (plain MD adds frames only to the common
+    one), and a proposal that gives the basin too little mass makes heavy-tailed importance
+    weights. Giving it a share at or above its equilibrium one fixes the tail.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        raise ShapeError(f"CV values must be (N,), got shape {v.shape}")
+    if len(states) != len(shares):
+        raise InputError(f"{len(states)} states but {len(shares)} shares")
+    shares_arr = np.asarray(shares, dtype=np.float64)
+    if (shares_arr <= 0).any() or shares_arr.sum() >= 1:
+        raise InputError(f"shares must be > 0 and sum to < 1, got {list(shares)}")
+    w = np.zeros_like(v)
+    taken = np.zeros(v.shape, dtype=bool)
+    for state, share in zip(states, shares_arr, strict=True):
+        mask = in_state(v, state)
+        if (mask & taken).any():
+            raise InputError(f"state {tuple(state)} overlaps another state")
+        if not mask.any():
+            raise InputError(f"no frame lies in state {tuple(state)}: cannot give it weight")
+        w[mask] = share / mask.sum()
+        taken |= mask
+    rest = ~taken
+    if not rest.any():
+        raise InputError("every frame lies in a listed state: leave the shares to sum to 1")
+    w[rest] = (1.0 - shares_arr.sum()) / rest.sum()
+    return w * len(v)  # mean weight 1

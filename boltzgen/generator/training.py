@@ -122,12 +122,29 @@ def _batch_loss(gen, cfg: TrainConfig, w: dict[str, float], x, f) -> tuple[torch
 
 
 @torch.no_grad()
-def validation_nll(gen, x: torch.Tensor, batch_size: int = 4096) -> float:
-    """Mean -log q over held-out frames (frames outside the support count as +inf)."""
-    total = 0.0
-    for s in range(0, len(x), batch_size):
-        total += float(-gen.log_prob(x[s : s + batch_size]).double().sum())
-    return total / len(x)
+def validation_nll(
+    gen, x: torch.Tensor, batch_size: int = 4096, weights: np.ndarray | None = None
+) -> float:
+    """Mean -log q over held-out frames (frames outside the support count as +inf); with
+    ``weights`` (N,) the weighted mean, the estimate of what weighted training minimises."""
+    nll = np.concatenate(
+        [
+            -gen.log_prob(x[s : s + batch_size]).double().detach().numpy()
+            for s in range(0, len(x), batch_size)
+        ]
+    )
+    if weights is None:
+        return float(nll.mean())
+    keep = weights > 0  # a zero-weight frame outside the support must not make the mean nan
+    return float(np.average(nll[keep], weights=weights[keep]))
+
+
+def epoch_order(rng: np.random.Generator, n: int, p: np.ndarray | None = None) -> np.ndarray:
+    """Frame indices for one epoch: a permutation of ``range(n)``, or with frame probabilities
+    ``p`` (n,) n draws with replacement in proportion to them (zero-weight frames never)."""
+    if p is None:
+        return rng.permutation(n)
+    return rng.choice(n, size=n, p=p)
 
 
 def _make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
@@ -177,6 +194,8 @@ def fit(
         train, val = td.split(cfg.val_fraction, cfg.seed)
     x_train, f_train = train.tensors(gen.dtype) if train is not None else (None, None)
     x_val = val.tensors(gen.dtype)[0] if val is not None else None
+    p_train = train.probabilities() if train is not None else None
+    w_val = val.weights if val is not None else None
 
     steps_per_epoch = (
         max(1, math.ceil(len(train) / cfg.batch_size))
@@ -211,7 +230,7 @@ def fit(
         gen.train()
         sums: dict[str, float] = {}
         n_batches = 0
-        order = rng.permutation(len(x_train)) if x_train is not None else None
+        order = epoch_order(rng, len(x_train), p_train) if x_train is not None else None
         for b in range(steps_per_epoch):
             if order is not None:
                 idx = torch.as_tensor(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
@@ -244,7 +263,11 @@ def fit(
         history["train_loss"].append(means.pop("loss"))
         for k, v in means.items():
             history.setdefault(f"train_{k}", []).append(v)
-        metric = validation_nll(gen, x_val) if x_val is not None else history["train_loss"][-1]
+        metric = (
+            validation_nll(gen, x_val, weights=w_val)
+            if x_val is not None
+            else history["train_loss"][-1]
+        )
         history["val_nll"].append(metric if x_val is not None else math.nan)
         history["lr"].append(opt.param_groups[0]["lr"])
         history["time"].append(time.perf_counter() - t0)
