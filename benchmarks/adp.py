@@ -25,34 +25,29 @@ def run(args, flow: str, solvent: str) -> dict:
 
     # several files (e.g. REMD + plain MD at the same temperature) are joined into one set
     md = bg.concatenate_md([bg.load_md(path) for path in args.data])
-    train_md = md
-    if args.proposal_data:
-        # frames of another ensemble (e.g. vacuum REMD for an OBC target) that only shape the
-        # proposal: they widen its support where the target's own data are thin; the importance
-        # weights exp(-u_target) / q remove their bias from every estimate
-        extra = []
-        for path in args.proposal_data:
-            other = bg.load_md(path)
-            other.system_spec = md.system_spec
-            other.metadata = {**other.metadata, "temperature_K": md.metadata.get("temperature_K")}
-            extra.append(other)
-        train_md = bg.concatenate_md([md, *extra])
+    # frames of another ensemble (e.g. vacuum REMD for an OBC target) only shape the proposal:
+    # they widen its support where the target's own data are thin; the importance weights
+    # exp(-u_target) / q remove their bias from every estimate
+    train_data = bg.TrainingData.join(
+        [bg.TrainingData(md.trajectory.xyz, md.forces)]
+        + [bg.TrainingData(bg.load_md(path).trajectory.xyz) for path in args.proposal_data or ()]
+    )
     data_system = md.system()
     system = bg.System.from_spec({**data_system.to_spec(), "solvent": solvent})
-    weights = None
-    if args.phi_positive_share:
-        # plain MD adds frames only to phi < 0, so phi > 0 ends up with far less than its
-        # equilibrium share; give it a fixed share of the minibatch draws (importance weights
-        # remove the bias from every estimate)
-        phi = bg.cv.dihedral(data_system, "phi")(train_md.trajectory.xyz)
-        weights = bg.state_weights(phi, [(0.0, math.pi)], [args.phi_positive_share])
-    train_data = bg.TrainingData(train_md.trajectory.xyz, train_md.forces, weights)
+    # plain MD adds frames only to phi < 0, so phi > 0 ends up with far less than its
+    # equilibrium share; --phi-positive-share gives it a fixed share of the minibatch draws
+    balance = (
+        {"cv": "phi", "states": [(0.0, math.pi)], "shares": [args.phi_positive_share]}
+        if args.phi_positive_share
+        else None
+    )
     out = f"{args.out}/{solvent}-{flow}"
     t0 = time.perf_counter()
     gen, ts = train_model(
         system,
         train_data,
         out,
+        balance=balance,
         architecture={
             "flow": flow,
             "n_layers": args.layers,

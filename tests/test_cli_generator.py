@@ -95,3 +95,13 @@ def test_train_reports_bad_data_cleanly(tmp_path):
     res = runner.invoke(app, ["train", str(bad), "--out", str(tmp_path / "m")])
     assert res.exit_code == 2
     assert "does not exist" in res.output
+
+
+def test_train_balance_state_without_frames_is_a_clean_error(tyr_md, tmp_path):
+    args = ["train", str(tyr_md), "--out", str(tmp_path / "m"), "--epochs", "1"]
+    balance = ["--balance-cv", "phi", "--balance-state", "3.0,3.05", "--balance-share", "0.1"]
+    res = runner.invoke(app, [*args, *balance])
+    assert res.exit_code != 0
+    assert "no frame lies in state" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, [*args, "--balance-cv", "chi9", *balance[2:]])
+    assert res.exit_code != 0 and "chi9" in res.output

@@ -215,3 +215,17 @@ def test_weighted_fit_and_weighted_validation(adp, md_data):
     nll = -gen.log_prob(xt).detach().double().numpy()
     assert np.isclose(validation_nll(gen, xt, weights=w), nll[: len(x) // 2].mean())
     assert np.isclose(validation_nll(gen, xt), nll.mean())
+
+
+def test_training_data_join_keeps_forces_only_when_all_have_them():
+    rng = np.random.default_rng(1)
+    a = bg.TrainingData(rng.normal(size=(4, 3, 3)), rng.normal(size=(4, 3, 3)))
+    b = bg.TrainingData(rng.normal(size=(3, 3, 3)), weights=np.full(3, 2.0))
+    both = bg.TrainingData.join([a, a])
+    assert len(both) == 8 and both.forces is not None and both.weights is None
+    mixed = bg.TrainingData.join([a, b])
+    assert mixed.forces is None
+    np.testing.assert_array_equal(mixed.weights, [1, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(mixed.positions[4:], b.positions)
+    with pytest.raises(bg.ShapeError, match="atom counts"):
+        bg.TrainingData.join([a, bg.TrainingData(rng.normal(size=(3, 5, 3)))])

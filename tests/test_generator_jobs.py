@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 
 import mdtraj
+import numpy as np
 
 import boltzgen as bg
 from boltzgen.jobs import run_job_dir
@@ -64,3 +66,34 @@ def test_train_without_data_is_a_clear_non_retryable_error(tmp_path):
     out = run_job_dir(d)
     assert out["status"] == "failed" and out["retryable"] is False
     assert "needs training data" in out["error"]["message"]
+
+
+def test_train_job_balances_a_cv_state(tmp_path):
+    system = bg.System.alanine_dipeptide()
+    md = tmp_path / "md.h5"
+    bg.simulate(system, n_steps=1000, timestep=0.001, report_interval=10, out=md, seed=0)
+    phi = bg.cv.dihedral(system, "phi")(bg.load_md(md).trajectory)
+    cut = float(np.median(phi))  # both sides of the cut hold frames
+    params = {
+        "system": system.to_spec(),
+        "data": str(md),
+        "epochs": 1,
+        "n_layers": 1,
+        "hidden": [8],
+        "n_components": 2,
+        "balance": {"cv": "phi", "states": [[cut, math.pi]], "shares": [0.2]},
+    }
+    _, res = _run(tmp_path, "train", "train", params)
+    assert res["balance"]["shares"] == [0.2] and res["epochs_run"] == 1
+    # an empty state, or shares that do not match the states, fail cleanly and for good
+    for name, balance, message in [
+        ("empty", {"states": [[3.0, 3.1]], "shares": [0.1]}, "no frame lies in state"),
+        ("mismatch", {"states": [[0.0, 1.0]], "shares": [0.1, 0.2]}, "1 states but 2 shares"),
+    ]:
+        d = tmp_path / name
+        d.mkdir()
+        job = {"kind": "train", "params": {**params, "balance": {"cv": "phi", **balance}}}
+        (d / "job.json").write_text(json.dumps(job))
+        out = run_job_dir(d)
+        assert out["status"] == "failed" and out["retryable"] is False
+        assert message in out["error"]["message"], out

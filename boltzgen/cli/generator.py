@@ -54,8 +54,21 @@ def train_cmd(
     time_limit: Annotated[float | None, typer.Option(help="Stop after this many s.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights and data split.")] = 0,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+    balance_cv: Annotated[
+        str | None, typer.Option(help="Weight frames by states of this CV (e.g. phi).")
+    ] = None,
+    balance_state: Annotated[
+        list[str] | None, typer.Option(help="State 'lo,hi' rad of --balance-cv (repeatable).")
+    ] = None,
+    balance_share: Annotated[
+        list[float] | None, typer.Option(help="Share of the frames' weight per state.")
+    ] = None,
 ) -> None:
-    """Train a Boltzmann generator on MD data (the system is read from the data file)."""
+    """Train a Boltzmann generator on MD data (the system is read from the data file).
+
+    With --balance-cv phi --balance-state 0,3.1416 --balance-share 0.05, frames with phi > 0
+    carry 5 % of the weight, whatever their share in the data (proposal shaping; importance
+    weights remove the bias)."""
     import torch
 
     from boltzgen.errors import BoltzgenError
@@ -64,6 +77,15 @@ def train_cmd(
 
     torch.set_num_threads(threads)
     try:
+        balance = (
+            {
+                "cv": balance_cv,
+                "states": [_interval(s) for s in balance_state or ()],
+                "shares": list(balance_share or ()),
+            }
+            if balance_cv
+            else None
+        )
         md = load_md(data)
         with _progress_bar("train") as bar:
             task = bar.add_task("", total=1.0)
@@ -91,6 +113,7 @@ def train_cmd(
                 },
                 checkpoint=Path(out) / "checkpoint.pt",
                 progress=lambda f, msg: bar.update(task, completed=f, description=msg),
+                balance=balance,
             )
     except BoltzgenError as exc:
         raise _fail(exc) from exc

@@ -84,6 +84,27 @@ class TrainingData:
             for p in parts
         )  # type: ignore[return-value]
 
+    @classmethod
+    def join(cls, parts: list[TrainingData]) -> TrainingData:
+        """Frames of several sets in order. Forces are kept only if every part has them; a part
+        without weights counts as weight 1 per frame (if any part has weights)."""
+        if not parts:
+            raise InputError("join needs at least one training set")
+        atoms = {p.positions.shape[1] for p in parts}
+        if len(atoms) > 1:
+            raise ShapeError(f"training sets have different atom counts: {sorted(atoms)}")
+        forces = (
+            np.concatenate([p.forces for p in parts])
+            if all(p.forces is not None for p in parts)
+            else None
+        )
+        weights = (
+            np.concatenate([p.weights if p.weights is not None else np.ones(len(p)) for p in parts])
+            if any(p.weights is not None for p in parts)
+            else None
+        )
+        return cls(np.concatenate([p.positions for p in parts]), forces, weights)
+
     def probabilities(self) -> np.ndarray | None:
         """Frame weights normalised to sum 1 (None for unweighted data)."""
         return None if self.weights is None else self.weights / self.weights.sum()
@@ -134,6 +155,8 @@ def state_weights(
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
         raise ShapeError(f"CV values must be (N,), got shape {v.shape}")
+    if not states:
+        raise InputError("state_weights needs at least one state")
     if len(states) != len(shares):
         raise InputError(f"{len(states)} states but {len(shares)} shares")
     shares_arr = np.asarray(shares, dtype=np.float64)

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from boltzgen.generator.pipeline import json_safe
 from boltzgen.jobs import (
@@ -21,6 +21,32 @@ from boltzgen.jobs import (
     SystemParams,
     job_kind,
 )
+
+
+class BalanceParams(BaseModel):
+    """Weight the training frames so each state of a CV gets a fixed share of the draws."""
+
+    cv: str = Field("phi", description="named dihedral: phi, psi, omega, chi1..chi4")
+    states: list[tuple[float, float]] = Field(
+        default_factory=lambda: [(0.0, math.pi)],
+        min_length=1,
+        max_length=16,
+        description="[lo, hi) in rad (lo > hi wraps around +-pi)",
+    )
+    shares: list[float] = Field(
+        default_factory=lambda: [0.05],
+        min_length=1,
+        max_length=16,
+        description="weight share of each state; the frames in no state share the rest",
+    )
+
+    @model_validator(mode="after")
+    def _same_length(self) -> BalanceParams:
+        if len(self.states) != len(self.shares):
+            raise ValueError(f"{len(self.states)} states but {len(self.shares)} shares")
+        if any(s <= 0 for s in self.shares) or sum(self.shares) >= 1:
+            raise ValueError("shares must be > 0 and sum to < 1")
+        return self
 
 
 class TrainParams(SystemParams):
@@ -50,6 +76,9 @@ class TrainParams(SystemParams):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     time_limit: float | None = Field(None, gt=0, description="seconds of training")
     seed: int = Field(0, ge=0)
+    balance: BalanceParams | None = Field(
+        None, description="give a rare CV state a fixed share of the frames (proposal shaping)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainParams:
@@ -96,6 +125,7 @@ def train(
         },
         checkpoint=checkpoint_dir / "train.pt",
         progress=progress,
+        balance=params.balance.model_dump() if params.balance else None,
     )
     summary[RESULT_MODEL_FILE] = summary.pop("model_file")
     return json_safe(summary)

@@ -62,10 +62,17 @@ def train_model(
     train: dict[str, Any] | None = None,
     checkpoint: str | Path | None = None,
     progress: ProgressFn = _noop,
+    balance: dict[str, Any] | None = None,
 ):
     """Build and train a generator on ``data``; writes ``model.pt``, ``history.json`` and
-    ``training.png`` into ``outdir``. Returns (generator, summary)."""
-    from boltzgen.generator.data import as_training_data
+    ``training.png`` into ``outdir``. Returns (generator, summary).
+
+    balance: ``{"cv": "phi", "states": [(lo, hi), ...], "shares": [...]}`` weights the frames
+    so each state of the named CV gets its share of the minibatch draws
+    (:func:`~boltzgen.generator.data.state_weights`): a proposal that covers a basin the MD data
+    under-sample. The importance weights remove the bias.
+    """
+    from boltzgen.generator.data import TrainingData, as_training_data, state_weights
     from boltzgen.generator.model import BoltzmannGenerator
 
     outdir = Path(outdir)
@@ -73,6 +80,14 @@ def train_model(
     arch = architecture_kwargs(**(architecture or {}))
     train = dict(train or {})
     td = as_training_data(data, system.n_atoms) if data is not None else None
+    if balance:
+        if td is None:
+            raise InputError("balance weights frames: it needs training data")
+        from boltzgen import cv
+
+        values = cv.dihedral(system, balance["cv"])(td.positions)
+        weights = state_weights(values, balance["states"], balance["shares"])
+        td = TrainingData(td.positions, td.forces, weights)
     gen = BoltzmannGenerator.build(system, data=td, **arch)
     t0 = time.perf_counter()
 
@@ -95,6 +110,7 @@ def train_model(
         "flow": arch["flow"],
         "n_parameters": int(sum(p.numel() for p in gen.parameters())),
         "n_frames": len(td) if td is not None else 0,
+        "balance": balance or None,
         "epochs_run": len(history["train_loss"]),
         "stop_reason": history["stop_reason"][0],
         "best_val_nll": min(val) if val else None,
