@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 
 import torch
@@ -71,6 +70,7 @@ def train(args) -> str:
 
 def main() -> None:
     import boltzgen as bg
+    from boltzgen.errors import FlowMDError
     from boltzgen.generator.potential import flow_md
 
     p = argparse.ArgumentParser(description=__doc__)
@@ -106,13 +106,8 @@ def main() -> None:
                     seed=args.seed + start,
                 )
                 res = {**traj.energy_drift(), "completed": True, "steps_done": args.steps}
-            except bg.InputError as exc:
-                hit = re.search(r"at step (\d+)", str(exc))
-                res = {
-                    "completed": False,
-                    "steps_done": int(hit.group(1)) if hit else None,
-                    "error": str(exc),
-                }
+            except FlowMDError as exc:
+                res = {"completed": False, "steps_done": exc.step, "error": str(exc)}
             row = {
                 "benchmark": "flow_md_nve",
                 "date": time.strftime("%Y-%m-%d"),

@@ -18,6 +18,7 @@ from boltzgen.energy import EnergyModel, select_platform
 from boltzgen.errors import (
     BoltzgenError,
     EnergyWorkerError,
+    FlowMDError,
     InputError,
     MalformedPDBError,
     MissingHydrogensError,
@@ -44,6 +45,7 @@ __all__ = [
     "InternalCoordinates",
     "dihedral_indices",
     "EnergyWorkerError",
+    "FlowMDError",
     "InputError",
     "MalformedPDBError",
     "MissingHydrogensError",

@@ -51,6 +51,14 @@ class TrainingError(BoltzgenError, RuntimeError):
     """Training diverged (non-finite loss) or cannot continue."""
 
 
+class FlowMDError(BoltzgenError, RuntimeError):
+    """Flow-driven MD left the model's support (infinite potential); ``step`` is the step."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
 class JobParamsError(InputError):
     """A job names an unknown kind or its parameters do not validate."""
 

@@ -229,3 +229,14 @@ def test_training_data_join_keeps_forces_only_when_all_have_them():
     np.testing.assert_array_equal(mixed.positions[4:], b.positions)
     with pytest.raises(bg.ShapeError, match="atom counts"):
         bg.TrainingData.join([a, bg.TrainingData(rng.normal(size=(3, 5, 3)))])
+
+
+def test_flow_md_reports_where_it_leaves_the_support(adp, md_data):
+    gen = bg.BoltzmannGenerator.build(adp, data=md_data, n_layers=1, hidden=(8,), n_components=2)
+    x0 = md_data.trajectory.xyz[0]
+    with pytest.raises(bg.InputError, match="start configuration"):
+        flow_md(gen, x0 * 1.5, n_steps=10, timestep=0.001)
+    # hard bounds and a 20 fs step at 3000 K: the run leaves the support within a few steps
+    with pytest.raises(bg.FlowMDError) as info:
+        flow_md(gen, x0, n_steps=1000, timestep=0.02, temperature=3000.0)
+    assert 1 <= info.value.step < 1000 and f"step {info.value.step}" in str(info.value)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from boltzgen.errors import InputError
+from boltzgen.errors import FlowMDError, InputError
 
 BOLTZMANN_KJ_PER_MOL_K = 0.00831446261815324
 
@@ -89,6 +89,8 @@ def flow_md(
         return float(-kT_flow * lq[0].detach()), kT_flow * g
 
     pot, f = potential_and_force(x)
+    if not np.isfinite(pot):
+        raise InputError("the start configuration lies outside the model's support")
     frames: dict[str, list] = {k: [] for k in ("x", "v", "pot", "kin", "t")}
 
     def report(step):
@@ -112,7 +114,7 @@ def flow_md(
             x = x + 0.5 * dt * v
         pot, f = potential_and_force(x)
         if not np.isfinite(pot):
-            raise InputError(f"flow MD left the model's support at step {step}")
+            raise FlowMDError(f"flow MD left the model's support at step {step}", step)
         v = v + 0.5 * dt * f / m
         if step % report_interval == 0:
             report(step)
