@@ -427,3 +427,16 @@ def test_event_stream_delivers_a_final_status_committed_between_its_reads(env):
         app.dependency_overrides.pop(get_store)
     statuses = [line for line in r.text.splitlines() if line.startswith("data:")]
     assert '"status": "queued"' in statuses[0] and '"status": "cancelled"' in statuses[-1]
+
+
+def test_train_balance_is_validated_at_submit(env):
+    c, a, sid = env["client"], env["a"], env["system"]["id"]
+    balance = {"cv": "phi", "states": [[0.0, 3.14]], "shares": [0.05, 0.1]}
+    body = {"kind": "train", "system_id": sid, "params": {"loss": "kl", "balance": balance}}
+    r = c.post("/v1/jobs", json=body, headers=auth(a))
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
+    assert "1 states but 2 shares" in r.json()["detail"]
+    body["params"]["balance"]["shares"] = [0.05]
+    r = c.post("/v1/jobs", json=body, headers=auth(a))
+    assert r.status_code == 422 and "needs 'data'" in r.json()["detail"]
+    cancel_all(c, a)

@@ -84,6 +84,8 @@ class TrainParams(SystemParams):
     def _check(self) -> TrainParams:
         if self.data is None and self.loss != "kl":
             raise ValueError(f"loss {self.loss!r} needs training data (field 'data')")
+        if self.data is None and self.balance is not None:
+            raise ValueError("'balance' weights training frames: it needs 'data'")
         if any(h < 1 or h > 4096 for h in self.hidden):
             raise ValueError("hidden widths must be in [1, 4096]")
         return self
