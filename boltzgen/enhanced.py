@@ -40,7 +40,7 @@ from boltzgen.cv import Dihedral
 from boltzgen.energy import fastest_platform
 from boltzgen.errors import InputError
 from boltzgen.md import _seed
-from boltzgen.systems import System
+from boltzgen.systems import GAS_CONSTANT, System
 
 __all__ = [
     "REMDResult",
@@ -263,8 +263,7 @@ def umbrella_sampling(
         raise InputError("need n_steps_per_window >= report_interval >= 1")
     _check_md_args(timestep, friction)
     temperature = float(system.temperature if temperature is None else temperature)
-    kT = float(unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin))
-    kT *= temperature
+    kT = GAS_CONSTANT * temperature
     platform_name = fastest_platform(system, platform)
 
     omm_system = openmm.XmlSerializer.deserialize(system.serialize_openmm())
@@ -460,8 +459,7 @@ def replica_exchange(
     _check_md_args(timestep, friction)
     platform_name = fastest_platform(system, platform)
     rng = np.random.default_rng(seed)
-    r_kj = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
-    beta = 1.0 / (r_kj * temps)
+    beta = 1.0 / (GAS_CONSTANT * temps)
 
     xml = system.serialize_openmm()
     reps = []

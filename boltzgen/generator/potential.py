@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from boltzgen.errors import FlowMDError, InputError
-
-BOLTZMANN_KJ_PER_MOL_K = 0.00831446261815324
+from boltzgen.systems import GAS_CONSTANT
 
 
 @dataclass
@@ -73,7 +72,7 @@ def flow_md(
     system = gen.system
     kT_flow = system.kT  # the flow's density is exp(-E/kT_system)
     temp = system.temperature if temperature is None else float(temperature)
-    kT = BOLTZMANN_KJ_PER_MOL_K * temp
+    kT = GAS_CONSTANT * temp
     dtype = torch.float64
     m = torch.as_tensor(masses(system), dtype=dtype)[:, None]
     if bool((m <= 0).any()):
