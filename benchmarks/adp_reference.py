@@ -112,10 +112,30 @@ def run_remd(args) -> None:
     emit(**row)
 
 
+def block_bootstrap_df(phi: np.ndarray, log_weights: np.ndarray | None = None) -> dict:
+    """dF(phi) with moving-block bootstrap errors at block sizes 1, 200 and 1000 frames
+    (correlated MD frames: the error grows with the block until the blocks are independent)."""
+    from boltzgen.analysis import free_energy_difference
+
+    row = {}
+    for block in (1, 200, 1000):
+        df, err = free_energy_difference(
+            phi,
+            cv=phi,
+            state_a=STATE_A,
+            state_b=STATE_B,
+            block_size=block,
+            n_bootstrap=500,
+            log_weights=log_weights,
+        )
+        row[f"df_kT_block{block}"] = round(df, 4)
+        row[f"err_kT_block{block}"] = round(err, 4)
+    return row
+
+
 def remd_stats(system, xyz) -> dict:
     """phi statistics and block-bootstrap dF of the target-temperature replica's frames."""
     import boltzgen as bg
-    from boltzgen.analysis import free_energy_difference
 
     v = bg.cv.dihedral(system, "phi")(xyz)
     row = {
@@ -128,13 +148,7 @@ def remd_stats(system, xyz) -> dict:
         "fraction_phi_positive": round(float(np.mean(v > 0)), 5),
         "transitions_phi_sign": int(np.sum((v[1:] > 0) != (v[:-1] > 0))),
     }
-    for block in (1, 200, 1000):
-        df, err = free_energy_difference(
-            v, cv=v, state_a=STATE_A, state_b=STATE_B, block_size=block, n_bootstrap=500
-        )
-        row[f"df_kT_block{block}"] = round(df, 4)
-        row[f"err_kT_block{block}"] = round(err, 4)
-    return row
+    return {**row, **block_bootstrap_df(v)}
 
 
 def analyse_remd_file(path: str) -> None:
@@ -150,7 +164,7 @@ def reweight_remd_files(args) -> None:
     reweighted to OBC2): log w = -(u_target - u_data) per frame, in kT at 300 K, then the same
     block bootstrap. An independent estimate when the overlap (ESS) is large enough."""
     import boltzgen as bg
-    from boltzgen.analysis import free_energy_difference, kish_ess
+    from boltzgen.analysis import kish_ess
 
     mds = [bg.load_md(path) for path in args.remd_in]
     md = bg.concatenate_md(mds)
@@ -158,9 +172,7 @@ def reweight_remd_files(args) -> None:
     target = bg.System.from_spec({**data_system.to_spec(), "solvent": args.solvent})
     xyz = md.trajectory.xyz
     with bg.EnergyModel(target, platform=args.platform) as em:
-        e_target = np.concatenate(
-            [em.energies_kj(xyz[i : i + 4096]) for i in range(0, len(xyz), 4096)]
-        )
+        e_target = em.energies_kj(xyz)
     # the data energies were computed with the data's own force field, so log w is exact
     log_w = -(e_target - md.potential_energy) / target.kT
     phi = bg.cv.dihedral(target, "phi")(xyz)
@@ -176,19 +188,7 @@ def reweight_remd_files(args) -> None:
         "n_phi_positive": int((phi > 0).sum()),
         "literature_kT": LITERATURE.get(args.solvent),
     }
-    for block in (1, 200, 1000):
-        df, err = free_energy_difference(
-            phi,
-            cv=phi,
-            state_a=STATE_A,
-            state_b=STATE_B,
-            block_size=block,
-            n_bootstrap=500,
-            log_weights=log_w,
-        )
-        row[f"df_kT_block{block}"] = round(df, 4)
-        row[f"err_kT_block{block}"] = round(err, 4)
-    emit(**row)
+    emit(**row, **block_bootstrap_df(phi, log_w))
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch
 from boltzgen.analysis import in_state
 from boltzgen.errors import InputError, ShapeError
 
-__all__ = ["TrainingData", "as_training_data", "state_weights"]
+__all__ = ["TrainingData", "as_training_data", "check_state_shares", "state_weights"]
 
 
 @dataclass
@@ -137,6 +137,17 @@ def as_training_data(data: Any, n_atoms: int | None = None) -> TrainingData:
     return out
 
 
+def check_state_shares(states: list[Any], shares: list[float]) -> None:
+    """Raise :class:`InputError` unless there is one share per state, each > 0, summing to < 1
+    (the frames in no state keep the rest)."""
+    if not states:
+        raise InputError("state_weights needs at least one state")
+    if len(states) != len(shares):
+        raise InputError(f"{len(states)} states but {len(shares)} shares")
+    if any(s <= 0 for s in shares) or sum(shares) >= 1:
+        raise InputError(f"shares must be > 0 and sum to < 1, got {list(shares)}")
+
+
 def state_weights(
     values: np.ndarray, states: list[tuple[float, float]], shares: list[float]
 ) -> np.ndarray:
@@ -155,13 +166,8 @@ def state_weights(
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
         raise ShapeError(f"CV values must be (N,), got shape {v.shape}")
-    if not states:
-        raise InputError("state_weights needs at least one state")
-    if len(states) != len(shares):
-        raise InputError(f"{len(states)} states but {len(shares)} shares")
+    check_state_shares(states, shares)
     shares_arr = np.asarray(shares, dtype=np.float64)
-    if (shares_arr <= 0).any() or shares_arr.sum() >= 1:
-        raise InputError(f"shares must be > 0 and sum to < 1, got {list(shares)}")
     w = np.zeros_like(v)
     taken = np.zeros(v.shape, dtype=bool)
     for state, share in zip(states, shares_arr, strict=True):

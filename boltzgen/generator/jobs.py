@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from boltzgen.generator.data import check_state_shares
 from boltzgen.generator.pipeline import json_safe
 from boltzgen.jobs import (
     RESULT_MODEL_FILE,
@@ -41,11 +42,9 @@ class BalanceParams(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _same_length(self) -> BalanceParams:
-        if len(self.states) != len(self.shares):
-            raise ValueError(f"{len(self.states)} states but {len(self.shares)} shares")
-        if any(s <= 0 for s in self.shares) or sum(self.shares) >= 1:
-            raise ValueError("shares must be > 0 and sum to < 1")
+    def _shares_fit_states(self) -> BalanceParams:
+        # the library's own check, so a bad request is a 422 at submit, not a failed job
+        check_state_shares(self.states, self.shares)
         return self
 
 
