@@ -53,7 +53,7 @@ def bench_inversion(repeats: int, dtype: torch.dtype) -> None:
     d, batch = 60, 1024
     circ = torch.zeros(d, dtype=torch.bool)
     circ[::3] = True
-    ib, cb = make_bijections("smooth", n_components=8, cheap="sample")  # forward explicit
+    ib, cb = make_bijections("smooth", n_components=8, cheap="density")  # forward explicit
     layer = CouplingLayer(torch.arange(d) % 2 == 0, circ, ib, cb, hidden=(64, 64)).to(dtype)
     with torch.no_grad():  # a non-trivial map (zero-initialised heads would be too easy)
         for p in layer.parameters():

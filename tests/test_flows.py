@@ -457,3 +457,27 @@ def test_reverse_kl_training_through_root_finding() -> None:
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < sum(losses[:5]) / 5 - 1.0
+
+
+def test_direction_convention(monkeypatch: pytest.MonkeyPatch) -> None:
+    """forward = data -> base everywhere: with cheap="density" the density direction
+    (Flow.forward, log_prob) never root-finds and sampling (Flow.inverse) does."""
+    import boltzgen.flows.smooth as smooth
+
+    calls = []
+    real = smooth.implicit_inverse
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(smooth, "implicit_inverse", counting)
+    torch.manual_seed(0)
+    f = build_flow(3, [True, False, False], kind="smooth", n_layers=2, hidden=(4,))
+    y = torch.rand(5, 3, dtype=torch.float32)
+    u, ld = f.forward(y)
+    f.log_prob(y)
+    assert not calls
+    y2, ld2 = f.inverse(u)
+    assert calls
+    assert torch.allclose(y2, y, atol=1e-4) and torch.allclose(ld2, -ld, atol=1e-4)

@@ -6,7 +6,11 @@ Conventions (all flows in ``boltzgen.flows``):
   mask ``(d,)`` are periodic ``[0, 1)``;
 * ``Transform.forward(x) -> (y, logdet)`` and ``Transform.inverse(y) -> (x, logdet)`` with
   ``x, y`` of shape ``(B, d)`` and ``logdet = log|det dy/dx|`` (resp. ``dx/dy``) of shape ``(B,)``;
-* ``Flow.forward`` goes base -> data, ``Flow.inverse`` data -> base.
+* one direction convention for the whole library, as in nflows and zuko: **forward goes from
+  the data (physical) side toward the base (latent) side**. ``Flow.forward`` is data -> base
+  (the density direction), ``Flow.inverse`` base -> data (the sampling direction); likewise
+  ``InternalCoordinates.forward`` is Cartesian -> internal and ``ICNormalizer.forward`` is
+  Cartesian -> unit box, so positions x -> z -> u -> base noise is "forward" all the way.
 """
 
 from __future__ import annotations
@@ -235,11 +239,11 @@ def check_points(y: Tensor, dim: int, circular: Tensor, name: str = "y") -> Tens
 
 
 class Flow(nn.Module):
-    """Normalizing flow on ``[0, 1]^d``: a base distribution and a transform base -> data.
+    """Normalizing flow on ``[0, 1]^d``: a base distribution and a transform data -> base.
 
     Args:
         base: base distribution with ``sample(n) -> (n, d)`` and ``log_prob(u) -> (n,)``.
-        transform: :class:`Transform`, forward = base -> data.
+        transform: :class:`Transform`, forward = data -> base (the library's convention).
         circular: ``(d,)`` bool mask of periodic dims of the *data* space.
     """
 
@@ -251,18 +255,18 @@ class Flow(nn.Module):
         self.register_buffer("circular", circ)
         self.dim = int(circ.numel())
 
-    def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Base -> data: ``u (B, d) -> (y (B, d), log|det dy/du| (B,))``."""
-        return self.transform(u)
-
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Data -> base: ``y (B, d) -> (u (B, d), log|det du/dy| (B,))``."""
-        return self.transform.inverse(y)
+        return self.transform(y)
+
+    def inverse(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Base -> data: ``u (B, d) -> (y (B, d), log|det dy/du| (B,))``."""
+        return self.transform.inverse(u)
 
     def log_prob(self, y: Tensor) -> Tensor:
         """``log q(y)`` (B,) of data points ``y (B, d)`` in ``[0, 1]^d`` (circular dims wrapped)."""
         y = check_points(y, self.dim, self.circular)
-        u, logdet = self.transform.inverse(y)
+        u, logdet = self.transform(y)
         return self.base.log_prob(u) + logdet
 
     def sample(self, n: int) -> tuple[Tensor, Tensor]:
@@ -270,7 +274,7 @@ class Flow(nn.Module):
         if int(n) < 1:
             raise InputError(f"number of samples must be >= 1, got {n}")
         u = self.base.sample(int(n))
-        y, logdet = self.transform(u)
+        y, logdet = self.transform.inverse(u)
         return y, self.base.log_prob(u) - logdet
 
     def force(self, y: Tensor, create_graph: bool = True) -> tuple[Tensor, Tensor]:

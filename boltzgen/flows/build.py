@@ -37,9 +37,9 @@ def make_bijections(
 ) -> tuple[Bijection, Bijection]:
     """``(interval, circular)`` elementwise bijections of a flow ``kind``.
 
-    For ``kind="smooth"`` the explicit smooth map goes data -> base when ``cheap="density"``
-    (log_prob and forces without root finding; sampling root-finds) and base -> data when
-    ``cheap="sample"``.
+    For ``kind="smooth"`` the explicit smooth map is the forward (data -> base) direction when
+    ``cheap="density"`` (log_prob and forces without root finding; sampling root-finds) and the
+    inverse (base -> data) direction when ``cheap="sample"``.
     """
     if kind == "smooth":
         pair = (
@@ -47,9 +47,9 @@ def make_bijections(
             SmoothMixture(n_components, circular=True, **kwargs),
         )
         if cheap == "density":
-            return InvertedBijection(pair[0]), InvertedBijection(pair[1])
-        if cheap == "sample":
             return pair
+        if cheap == "sample":
+            return InvertedBijection(pair[0]), InvertedBijection(pair[1])
         raise InputError(f"cheap must be 'density' or 'sample', got {cheap!r}")
     if kind == "spline":
         return RQSpline(n_bins, circular=False, **kwargs), RQSpline(n_bins, circular=True, **kwargs)
