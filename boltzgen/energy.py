@@ -18,16 +18,20 @@ import logging
 import multiprocessing as mp
 import time
 import warnings
-from collections.abc import Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
-import openmm
 import torch
 
-from boltzgen import _energy_worker as _w
-from boltzgen.errors import EnergyWorkerError, InputError, PlatformError, ShapeError
+from boltzgen import energy_worker
+from boltzgen.errors import EnergyWorkerError, InputError, ShapeError
+from boltzgen.openmm_context import (  # platform choice, re-exported here (public API)
+    PLATFORM_PREFERENCE,
+    available_platforms,
+    fastest_platform,
+    select_platform,
+)
 from boltzgen.systems import System
 
 __all__ = [
@@ -41,54 +45,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Order in which ``platform="auto"`` picks a platform.
-PLATFORM_PREFERENCE: tuple[str, ...] = ("CUDA", "CPU", "Reference")
-
 
 class InvalidConfigurationWarning(UserWarning):
     """Some configurations were invalid and got u = +inf (see ``EnergyModel.n_invalid``)."""
-
-
-def available_platforms() -> list[str]:
-    """Names of the OpenMM platforms this installation can use."""
-    return [
-        openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())
-    ]
-
-
-def select_platform(name: str = "auto", available: Sequence[str] | None = None) -> str:
-    """Choose an OpenMM platform name.
-
-    ``"auto"`` takes the first of :data:`PLATFORM_PREFERENCE` (CUDA > CPU > Reference) that is in
-    ``available`` (default: the installed platforms). An explicit name (case-insensitive) is
-    honoured if available, else :class:`PlatformError` names the choices.
-    """
-    avail = list(available_platforms() if available is None else available)
-    if name is None or name.lower() == "auto":
-        for candidate in PLATFORM_PREFERENCE:
-            if candidate in avail:
-                return candidate
-        raise PlatformError(
-            f"none of the preferred OpenMM platforms {list(PLATFORM_PREFERENCE)} is available "
-            f"(available: {avail})"
-        )
-    for candidate in avail:
-        if candidate.lower() == name.lower():
-            return candidate
-    raise PlatformError(
-        f"OpenMM platform {name!r} is not available; choose one of {avail} or 'auto'"
-    )
-
-
-def fastest_platform(system: System, platform: str = "auto") -> str:
-    """Resolve ``platform``. ``"auto"`` picks the platform measured fastest here for the
-    system's kind: Reference for small vacuum systems (< 200 atoms; ~100k steps/s for ADP vs
-    5-11k on the CPU platform, whose per-step overhead dominates), else
-    :func:`boltzgen.energy.select_platform` (CUDA > CPU > Reference; CPU ~5k steps/s for ADP
-    with OBC against 0.9k on Reference)."""
-    if platform.lower() == "auto" and system.solvent == "vacuum" and system.n_atoms < 200:
-        return "Reference"
-    return select_platform(platform)
 
 
 class _EnergyFunction(torch.autograd.Function):
@@ -151,7 +110,7 @@ class EnergyModel:
         self.n_invalid = 0
         self.invalid_counts = {"nonfinite_input": 0, "overlap": 0, "nonfinite_energy": 0}
         self._xml = system.serialize_openmm()
-        self._evaluator: _w.Evaluator | None = None
+        self._evaluator: energy_worker.Evaluator | None = None
         self._workers: list[tuple[Any, Any]] = []  # (process, connection)
         self._calls = itertools.count()
 
@@ -251,7 +210,9 @@ class EnergyModel:
             return np.zeros(0), (np.zeros_like(x) if forces else None)
         if self.n_workers == 1:
             if self._evaluator is None:
-                self._evaluator = _w.Evaluator(self._xml, self.platform, self.platform_properties)
+                self._evaluator = energy_worker.Evaluator(
+                    self._xml, self.platform, self.platform_properties
+                )
             status, energy, force = self._evaluator(x, forces)
         else:
             status, energy, force = self._evaluate_parallel(x, forces)
@@ -263,9 +224,9 @@ class EnergyModel:
         if len(bad) == 0:
             return
         counts = {
-            "nonfinite_input": int(np.sum(status == _w.NONFINITE_INPUT)),
-            "overlap": int(np.sum(status == _w.OVERLAP)),
-            "nonfinite_energy": int(np.sum(status == _w.NONFINITE_ENERGY)),
+            "nonfinite_input": int(np.sum(status == energy_worker.NONFINITE_INPUT)),
+            "overlap": int(np.sum(status == energy_worker.OVERLAP)),
+            "nonfinite_energy": int(np.sum(status == energy_worker.NONFINITE_ENERGY)),
         }
         for key, value in counts.items():
             self.invalid_counts[key] += value
@@ -286,7 +247,7 @@ class EnergyModel:
             for _ in range(self.n_workers - 1):  # the calling process is the last evaluator
                 parent, child = ctx.Pipe(duplex=True)
                 proc = ctx.Process(
-                    target=_w.worker_main,
+                    target=energy_worker.worker_main,
                     args=(child, self._xml, self.platform, self.platform_properties),
                     daemon=True,
                 )
@@ -410,7 +371,9 @@ class EnergyModel:
         """Evaluate frames a:b in this process, in slices, checking between slices that no
         pending worker has died silently and that the deadline has not passed."""
         if self._evaluator is None:
-            self._evaluator = _w.Evaluator(self._xml, self.platform, self.platform_properties)
+            self._evaluator = energy_worker.Evaluator(
+                self._xml, self.platform, self.platform_properties
+            )
         for s in range(a, b, 256):
             e = min(b, s + 256)
             status[s:e], energy[s:e], f = self._evaluator(x[s:e], forces)

@@ -37,9 +37,15 @@ import openmm.unit as unit
 
 from boltzgen.analysis import in_state
 from boltzgen.cv import Dihedral
-from boltzgen.energy import fastest_platform
 from boltzgen.errors import InputError
-from boltzgen.md import _seed
+from boltzgen.md import TrajectoryWriter
+from boltzgen.openmm_context import (
+    check_langevin_settings,
+    fastest_platform,
+    langevin_integrator,
+    make_context,
+    openmm_seed,
+)
 from boltzgen.systems import GAS_CONSTANT, System
 
 __all__ = [
@@ -54,39 +60,6 @@ ProgressFn = Callable[[int, int], None]
 logging.getLogger("pymbar").setLevel(logging.ERROR)  # its import banners are not our warnings
 _TWO_PI = 2.0 * math.pi
 _UNBIASED = (1 << 31) - 1  # force groups 0..30: everything but the umbrella bias (group 31)
-
-
-def _platform_properties(name: str, threads: int | None) -> dict[str, str]:
-    if name == "CPU" and threads:
-        return {"Threads": str(int(threads))}
-    return {}
-
-
-def _make_context(
-    omm_system: openmm.System,
-    temperature: float,
-    timestep: float,
-    friction: float,
-    seed: int,
-    platform: str,
-    threads: int | None,
-) -> tuple[openmm.Context, openmm.Integrator]:
-    integrator = openmm.LangevinMiddleIntegrator(
-        temperature * unit.kelvin, friction / unit.picosecond, timestep * unit.picosecond
-    )
-    integrator.setRandomNumberSeed(_seed(seed))
-    context = openmm.Context(
-        omm_system,
-        integrator,
-        openmm.Platform.getPlatformByName(platform),
-        _platform_properties(platform, threads),
-    )
-    return context, integrator
-
-
-def _check_md_args(timestep: float, friction: float) -> None:
-    if not timestep > 0 or not friction >= 0:
-        raise InputError("timestep (ps) must be > 0 and friction (1/ps) >= 0")
 
 
 def _start_positions(system: System, positions: Any) -> np.ndarray:
@@ -261,7 +234,7 @@ def umbrella_sampling(
     n_steps_per_window, report_interval = int(n_steps_per_window), int(report_interval)
     if report_interval < 1 or n_steps_per_window < report_interval:
         raise InputError("need n_steps_per_window >= report_interval >= 1")
-    _check_md_args(timestep, friction)
+    check_langevin_settings(timestep, friction)
     temperature = float(system.temperature if temperature is None else temperature)
     kT = GAS_CONSTANT * temperature
     platform_name = fastest_platform(system, platform)
@@ -275,14 +248,13 @@ def umbrella_sampling(
     bias.addTorsion(*atoms, [])
     bias.setForceGroup(31)
     omm_system.addForce(bias)
-    context, integrator = _make_context(
-        omm_system, temperature, timestep, friction, seed, platform_name, threads
-    )
+    integrator = langevin_integrator(temperature, friction, timestep, seed)
+    context = make_context(omm_system, integrator, platform_name, threads=threads)
     cv = Dihedral(atoms)
     context.setPositions(_start_positions(system, positions))
     context.setParameter("k_umb", 0.0)
     openmm.LocalEnergyMinimizer.minimize(context)
-    context.setVelocitiesToTemperature(temperature * unit.kelvin, _seed(seed))
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
     integrator.step(int(n_minimum_search))
     state = context.getState(getPositions=True)
     start_cv = float(cv(state.getPositions(asNumpy=True)._value)[0])
@@ -298,7 +270,7 @@ def umbrella_sampling(
             context.setState(last_state[pred])
         context.setParameter("theta0", float(c[w]))
         context.setParameter("k_umb", float(k))
-        integrator.setRandomNumberSeed(_seed(seed * 1000 + w + 1))
+        integrator.setRandomNumberSeed(openmm_seed(seed * 1000 + w + 1))
         integrator.step(int(n_equilibration))
         vals, ener = np.empty(n_rec), np.empty(n_rec)
         for j in range(n_rec):
@@ -435,8 +407,6 @@ def replica_exchange(
 
     Returns: :class:`REMDResult`.
     """
-    from boltzgen.md import _Writer
-
     t0 = time.perf_counter()
     temps = np.asarray(temperatures, dtype=np.float64)
     if temps.ndim != 1 or len(temps) < 2:
@@ -456,24 +426,15 @@ def replica_exchange(
         raise InputError("report_interval must be a multiple of exchange_interval")
     if n_steps < report_interval or n_equilibration < 0:
         raise InputError("need n_steps >= report_interval and n_equilibration >= 0")
-    _check_md_args(timestep, friction)
+    check_langevin_settings(timestep, friction)
     platform_name = fastest_platform(system, platform)
     rng = np.random.default_rng(seed)
     beta = 1.0 / (GAS_CONSTANT * temps)
 
-    xml = system.serialize_openmm()
-    reps = []
+    reps = []  # (context, integrator) per temperature
     for r, t in enumerate(temps):
-        ctx, integ = _make_context(
-            openmm.XmlSerializer.deserialize(xml),
-            float(t),
-            timestep,
-            friction,
-            seed * 1000 + r,
-            platform_name,
-            threads,
-        )
-        reps.append((ctx, integ))
+        integ = langevin_integrator(float(t), friction, timestep, seed * 1000 + r)
+        reps.append((make_context(system, integ, platform_name, threads=threads), integ))
     start = _start_positions(system, positions)
     ctx0 = reps[0][0]
     ctx0.setPositions(start)
@@ -481,7 +442,7 @@ def replica_exchange(
     start = ctx0.getState(getPositions=True).getPositions(asNumpy=True)._value
     for r, (ctx, _) in enumerate(reps):
         ctx.setPositions(start)
-        ctx.setVelocitiesToTemperature(float(temps[r]) * unit.kelvin, _seed(seed * 1000 + r))
+        ctx.setVelocitiesToTemperature(float(temps[r]) * unit.kelvin, openmm_seed(seed * 1000 + r))
     label = np.arange(len(temps))  # which walker sits at temperature r
     n_pairs = len(temps) - 1
     accepted = np.zeros(n_pairs, dtype=np.int64)
@@ -508,7 +469,7 @@ def replica_exchange(
         "integrator": "LangevinMiddleIntegrator",
         "openmm_version": openmm.__version__,
     }
-    writer = _Writer(out, system, metadata) if out is not None else None
+    writer = TrajectoryWriter(out, system, metadata) if out is not None else None
     xyz = np.empty((n_frames, system.n_atoms, 3), dtype=np.float32)
     forces = np.empty((n_frames, system.n_atoms, 3), dtype=np.float32)
     energy = np.empty(n_frames)

@@ -21,6 +21,12 @@ import openmm
 import openmm.unit as unit
 
 from boltzgen.errors import InputError, StructureError
+from boltzgen.openmm_context import (
+    check_langevin_settings,
+    langevin_integrator,
+    make_context,
+    openmm_seed,
+)
 from boltzgen.systems import System
 
 __all__ = ["MDData", "TrajectoryWriter", "concatenate_md", "load_md", "simulate"]
@@ -52,11 +58,6 @@ class MDData:
         return System.from_spec(self.system_spec)
 
 
-def _seed(seed: int) -> int:
-    # OpenMM treats seed 0 as "pick a random seed"; map every int to a fixed non-zero seed.
-    return int(seed) % 2_147_483_646 + 1
-
-
 def simulate(
     system: System,
     n_steps: int,
@@ -83,6 +84,10 @@ def simulate(
         out: HDF5 path (``.h5``); None keeps the trajectory in memory only.
         seed: seeds both the initial velocities and the integrator's random stream.
         minimize: minimise the energy before starting.
+        platform: OpenMM platform name or ``"auto"``: the platform measured fastest for the
+            system (:func:`boltzgen.openmm_context.fastest_platform`, as the generator's
+            energy model uses), e.g. Reference for small vacuum molecules, else
+            CUDA > CPU > Reference. platform_properties: OpenMM platform properties.
         positions: start (n_atoms, 3) nm (default: ``system.positions``).
         progress: optional callback ``progress(steps_done, n_steps)``.
         center: store each frame with its centroid at the origin (the molecule diffuses under
@@ -91,35 +96,23 @@ def simulate(
 
     Returns: mdtraj.Trajectory of the recorded frames (float32 positions, time in ps).
     """
-    from boltzgen.energy import select_platform
-
     n_steps, report_interval = int(n_steps), int(report_interval)
     if n_steps < 0 or report_interval < 1:
         raise InputError("n_steps must be >= 0 and report_interval >= 1")
-    if not timestep > 0 or not friction >= 0:
-        raise InputError("timestep (ps) must be > 0 and friction (1/ps) >= 0")
+    check_langevin_settings(timestep, friction)
     temperature = float(system.temperature if temperature is None else temperature)
     start = system.positions if positions is None else np.asarray(positions, dtype=np.float64)
     if start.shape != (system.n_atoms, 3):
         raise InputError(f"positions must be ({system.n_atoms}, 3) nm, got {start.shape}")
 
-    platform_name = select_platform(platform)
-    integrator = openmm.LangevinMiddleIntegrator(
-        temperature * unit.kelvin, friction / unit.picosecond, timestep * unit.picosecond
-    )
-    integrator.setRandomNumberSeed(_seed(seed))
-    omm_system = openmm.XmlSerializer.deserialize(system.serialize_openmm())
-    context = openmm.Context(
-        omm_system,
-        integrator,
-        openmm.Platform.getPlatformByName(platform_name),
-        dict(platform_properties or {}),
-    )
-    center = bool(center) and not omm_system.usesPeriodicBoundaryConditions()
+    integrator = langevin_integrator(temperature, friction, timestep, seed)
+    context = make_context(system, integrator, platform, platform_properties)
+    platform_name = context.getPlatform().getName()
+    center = bool(center) and not context.getSystem().usesPeriodicBoundaryConditions()
     context.setPositions(start)
     if minimize:
         openmm.LocalEnergyMinimizer.minimize(context)
-    context.setVelocitiesToTemperature(temperature * unit.kelvin, _seed(seed))
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
 
     n_frames = n_steps // report_interval
     metadata = {
@@ -217,7 +210,8 @@ class TrajectoryWriter:
         self.file.close()
 
 
-_Writer = TrajectoryWriter  # used by boltzgen.jobs / boltzgen.enhanced
+# Deprecated private alias, kept until boltzgen.jobs imports TrajectoryWriter; do not use.
+_Writer = TrajectoryWriter
 
 
 def load_md(path: str | os.PathLike[str]) -> MDData:

@@ -244,7 +244,7 @@ def test_batch_timeout_raises_and_pool_recovers(vac):
 
 
 def test_fast_swig_loop_equals_public_api_loop(vac):
-    from boltzgen import _energy_worker as w
+    from boltzgen import energy_worker as w
 
     ev = w.Evaluator(vac.serialize_openmm(), "Reference", {})
     assert ev.raw  # this OpenMM exposes the SWIG calls and they agree with the public API
@@ -273,3 +273,35 @@ def test_fastest_platform_prefers_reference_for_small_vacuum_systems():
     assert fastest_platform(vac, "CPU") == "CPU"  # an explicit choice is honoured
     obc = System.alanine_dipeptide(solvent="obc2")
     assert fastest_platform(obc) == select_platform("auto")
+
+
+def test_make_context_platform_choice_threads_and_seed(vac):
+    from boltzgen.openmm_context import (
+        available_platforms,
+        fastest_platform,
+        langevin_integrator,
+        make_context,
+        openmm_seed,
+    )
+
+    # a boltzgen System: "auto" is the generator's choice; the Context owns a copy of the system
+    ctx = make_context(vac)
+    assert ctx.getPlatform().getName() == fastest_platform(vac) == "Reference"
+    assert ctx.getSystem() is not vac.openmm_system
+    assert isinstance(ctx.getIntegrator(), openmm.VerletIntegrator)
+    # a bare OpenMM system or its XML carries no solvent label: CUDA > CPU > Reference
+    for raw in (vac.openmm_system, vac.serialize_openmm()):
+        assert make_context(raw).getPlatform().getName() == select_platform("auto")
+    if "CPU" in available_platforms():
+        cpu = make_context(vac, platform="cpu", threads=2)
+        assert cpu.getPlatform().getPropertyValue(cpu, "Threads") == "2"
+        given = make_context(vac, platform="CPU", properties={"Threads": "1"}, threads=3)
+        assert given.getPlatform().getPropertyValue(given, "Threads") == "1"
+    with pytest.raises(InputError, match="make_context needs"):
+        make_context(42)
+    # OpenMM's seed 0 means "random": every int maps to a fixed non-zero seed
+    assert openmm_seed(0) != 0 and openmm_seed(0) == openmm_seed(0)
+    integ = langevin_integrator(300.0, 1.0, 0.001, seed=5)
+    assert integ.getRandomNumberSeed() == openmm_seed(5)
+    with pytest.raises(InputError, match="timestep"):
+        langevin_integrator(300.0, 1.0, 0.0, seed=0)

@@ -125,3 +125,15 @@ def test_concatenate_md_joins_sets_of_one_system_and_refuses_mixtures():
         concatenate_md([remd, other])
     with pytest.raises(InputError):
         concatenate_md([])
+
+
+@pytest.mark.parametrize("solvent", ["vacuum", "obc2"])
+def test_simulate_auto_platform_is_the_generators_fastest_platform(tmp_path, solvent):
+    from boltzgen.openmm_context import fastest_platform
+
+    system = System.alanine_dipeptide(solvent=solvent)
+    out = tmp_path / "auto.h5"
+    simulate(system, 20, timestep=0.001, report_interval=10, out=out, minimize=False)
+    assert load_md(out).metadata["platform"] == fastest_platform(system)
+    if solvent == "vacuum":
+        assert load_md(out).metadata["platform"] == "Reference"  # ~3x faster than CPU here

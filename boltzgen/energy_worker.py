@@ -1,6 +1,8 @@
-"""OpenMM evaluation loop shared by the in-process evaluator and the worker processes.
+"""Energy-evaluation workers: the OpenMM loop shared by :class:`boltzgen.energy.EnergyModel`'s
+in-process evaluator and its worker processes (:func:`worker_main`).
 
-Kept free of torch so that a spawned worker process stays light; only numpy + openmm.
+Kept free of torch so that a spawned worker process stays light; only numpy + openmm. The
+Context comes from :func:`boltzgen.openmm_context.make_context`.
 """
 
 from __future__ import annotations
@@ -11,20 +13,13 @@ from typing import Any
 import numpy as np
 import openmm
 
+from boltzgen.openmm_context import make_context
+
 #: Two atoms closer than this (nm) make a configuration invalid (energy +inf).
 OVERLAP_NM = 0.01
 
 # Status codes per frame.
 OK, NONFINITE_INPUT, OVERLAP, NONFINITE_ENERGY = 0, 1, 2, 3
-
-
-def make_context(system_xml: str, platform: str, properties: dict[str, str]) -> openmm.Context:
-    """An OpenMM Context for energy evaluation (the integrator is never stepped)."""
-    system = openmm.XmlSerializer.deserialize(system_xml)
-    integrator = openmm.VerletIntegrator(0.001)
-    return openmm.Context(
-        system, integrator, openmm.Platform.getPlatformByName(platform), dict(properties)
-    )
 
 
 def screen(x: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
@@ -118,7 +113,7 @@ class Evaluator:
     """
 
     def __init__(self, system_xml: str, platform: str, properties: dict[str, str]) -> None:
-        self.context = make_context(system_xml, platform, properties)
+        self.context = make_context(system_xml, platform=platform, properties=properties)
         self.pairs = overlap_pairs(self.context.getSystem().getNumParticles())
         self.raw = raw_api_ok(self.context)
 
