@@ -30,7 +30,7 @@ from boltzgen.errors import (
 )
 from boltzgen.paths import data_file
 
-__all__ = ["SOLVENTS", "CONSTRAINTS", "System", "SPEC_FORMAT"]
+__all__ = ["CONSTRAINTS", "GAS_CONSTANT", "SOLVENTS", "SPEC_FORMAT", "System"]
 
 #: Molar gas constant in kJ/(mol K); kT = R T.
 GAS_CONSTANT = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
@@ -99,9 +99,14 @@ def _residue_label(res: app.Residue) -> str:
 
 
 def _diagnose_template_failure(
-    ff: app.ForceField, topology: app.Topology, positions: Any, exc: Exception
+    ff: app.ForceField,
+    files: tuple[str, ...],
+    topology: app.Topology,
+    positions: Any,
+    exc: Exception,
 ) -> Exception:
-    """Turn a createSystem template failure into MissingHydrogensError or MissingTemplateError.
+    """Turn a createSystem template failure into MissingHydrogensError or MissingTemplateError
+    (``files``: the force-field files ``ff`` was built from, named in the message).
 
     A residue lacks hydrogens if Modeller.addHydrogens (hydrogens.xml + force-field templates)
     adds atoms to it and the force field then matches it.
@@ -130,14 +135,9 @@ def _diagnose_template_failure(
                 "openmm.app.Modeller(top, pos).addHydrogens(forcefield) or pdbfixer"
             )
     return MissingTemplateError(
-        f"no force-field template for residue(s) {labels} in {list(ff_files_of(ff))}; "
+        f"no force-field template for residue(s) {labels} in {list(files)}; "
         "check the residue names or add a force-field file that defines them"
     )
-
-
-def ff_files_of(ff: app.ForceField) -> list[str]:
-    """Best-effort list of the files a ForceField was built from (for messages)."""
-    return list(getattr(ff, "_boltzgen_files", ()))
 
 
 class System:
@@ -187,7 +187,6 @@ class System:
         pdb = _parse_pdb(pdb_text)
         files = self.forcefield + ((SOLVENTS[solvent],) if SOLVENTS[solvent] else ())
         ff = _load_forcefield(files)
-        ff._boltzgen_files = files  # type: ignore[attr-defined]
         try:
             omm_system = ff.createSystem(
                 pdb.topology,
@@ -197,7 +196,7 @@ class System:
                 removeCMMotion=False,
             )
         except ValueError as exc:
-            raise _diagnose_template_failure(ff, pdb.topology, pdb.positions, exc) from exc
+            raise _diagnose_template_failure(ff, files, pdb.topology, pdb.positions, exc) from exc
         self.openmm_topology: app.Topology = pdb.topology
         self.openmm_system: openmm.System = omm_system
         self.topology: mdtraj.Topology = mdtraj.Topology.from_openmm(pdb.topology)

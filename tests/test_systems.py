@@ -92,8 +92,11 @@ def test_malformed_pdb():
 
 def test_unknown_residue_gives_missing_template():
     text = System.alanine_dipeptide().pdb_text.replace(" ALA A", " XYZ A")
-    with pytest.raises(MissingTemplateError, match="XYZ2"):
+    with pytest.raises(MissingTemplateError, match=r"XYZ2.*\['amber99sbildn.xml'\]"):
         System.from_pdb(text)
+    # the message names every force-field file, the solvent file included
+    with pytest.raises(MissingTemplateError, match=r"implicit/obc2.xml"):
+        System.from_pdb(text, solvent="obc2")
 
 
 def test_stripped_hydrogens_named():
