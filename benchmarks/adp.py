@@ -18,10 +18,16 @@ import warnings
 
 import torch
 
+from boltzgen.generator.config import FlowConfig, TrainConfig
+
+# argument defaults are the library's (written once, in boltzgen.generator.config)
+FLOW = FlowConfig().model_dump()
+TRAIN = TrainConfig().model_dump()
+
 
 def run(args, flow: str, solvent: str) -> dict:
     import boltzgen as bg
-    from boltzgen.generator.pipeline import train_model
+    from boltzgen.generator.workflow import train_model
 
     # several files (e.g. REMD + plain MD at the same temperature) are joined into one set
     md = bg.concatenate_md([bg.load_md(path) for path in args.data])
@@ -80,7 +86,7 @@ def run(args, flow: str, solvent: str) -> dict:
 
 
 def _evaluate(args, gen, system, md, out, flow, solvent, ts, t0, t_train) -> dict:
-    from boltzgen.generator.pipeline import free_energy_report, sample_to_files
+    from boltzgen.generator.workflow import free_energy_report, sample_to_files
 
     samples, ss = sample_to_files(
         gen, args.samples, out, seed=args.seed, reference=md.trajectory.xyz
@@ -112,7 +118,7 @@ def _evaluate(args, gen, system, md, out, flow, solvent, ts, t0, t_train) -> dic
 
 
 def main() -> None:
-    from boltzgen.generator.pipeline import json_safe
+    from boltzgen.generator.workflow import json_safe
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
@@ -125,11 +131,11 @@ def main() -> None:
     p.add_argument("--flow", action="append", default=None)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--samples", type=int, default=20_000)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
-    p.add_argument("--components", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--layers", type=int, default=FLOW["n_layers"])
+    p.add_argument("--hidden", type=int, nargs="+", default=list(FLOW["hidden"]))
+    p.add_argument("--components", type=int, default=FLOW["n_components"])
+    p.add_argument("--batch-size", type=int, default=TRAIN["batch_size"])
+    p.add_argument("--lr", type=float, default=TRAIN["lr"])
     p.add_argument("--patience", type=int, default=30)
     p.add_argument(
         "--proposal-data",
@@ -143,8 +149,10 @@ def main() -> None:
         default=None,
         help="weight the training frames so phi > 0 gets this share (e.g. 0.05)",
     )
-    p.add_argument("--tails", default="none", help="none or logistic (soft bounds)")
-    p.add_argument("--margin", type=float, default=0.1, help="bounds margin (fraction of range)")
+    p.add_argument("--tails", default=FLOW["tails"], help="none or logistic (soft bounds)")
+    p.add_argument(
+        "--margin", type=float, default=FLOW["margin"], help="bounds margin (fraction of range)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/adp")

@@ -22,7 +22,7 @@ import torch
 
 def main() -> None:
     import boltzgen as bg
-    from boltzgen.generator.pipeline import free_energy_report, json_safe, sample_to_files
+    from boltzgen.generator.workflow import free_energy_report, json_safe, sample_to_files
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("model")

@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from boltzgen.generator.config import FlowConfig
+
 
 def train(args) -> str:
     """Train the model the NVE test runs on; returns its path."""
@@ -71,7 +73,7 @@ def train(args) -> str:
 def main() -> None:
     import boltzgen as bg
     from boltzgen.errors import FlowMDError
-    from boltzgen.generator.potential import flow_md
+    from boltzgen.generator.flow_md import flow_md
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("models", nargs="*")
@@ -83,7 +85,7 @@ def main() -> None:
     p.add_argument("--starts", type=int, nargs="+", default=[0], help="start frames of --data")
     p.add_argument("--tails", default="logistic", help="when training: none or logistic")
     p.add_argument("--margin", type=float, default=0.1, help="when training: bounds margin")
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--layers", type=int, default=FlowConfig().n_layers)
     p.add_argument("--nll-minutes", type=float, default=6.0)
     p.add_argument("--force-minutes", type=float, default=4.0)
     p.add_argument("--force-weight", type=float, default=1e-4)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import boltzgen as bg
-from boltzgen.generator.potential import flow_md
+from boltzgen.generator.flow_md import flow_md
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from boltzgen.generator.config import FlowConfig, TrainConfig
+
 
 def _fail(exc: Exception) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
@@ -33,24 +35,43 @@ def _progress_bar(label: str):
     )
 
 
+def _default(cls, name: str):
+    """A config field's default, so each CLI default is the one written in the config."""
+    return cls.model_fields[name].get_default(call_default_factory=True)
+
+
 def train_cmd(
     data: Annotated[Path, typer.Argument(help="MD HDF5 file written by `boltzgen simulate`.")],
     out: Annotated[Path, typer.Option(help="Output directory (model.pt, plots).")] = Path(
         "bg-model"
     ),
-    flow: Annotated[str, typer.Option(help="smooth or spline.")] = "smooth",
-    loss: Annotated[str, typer.Option(help="nll, kl, mixed or force.")] = "nll",
-    epochs: Annotated[int, typer.Option(help="Maximum number of epochs.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Frames per step.")] = 256,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    layers: Annotated[int, typer.Option(help="Coupling layers.")] = 4,
-    hidden: Annotated[str, typer.Option(help="Conditioner widths, e.g. 64,64.")] = "64,64",
-    components: Annotated[int, typer.Option(help="Smooth-mixture components.")] = 8,
-    bins: Annotated[int, typer.Option(help="Spline bins.")] = 8,
+    flow: Annotated[str, typer.Option(help="smooth or spline.")] = _default(FlowConfig, "flow"),
+    loss: Annotated[str, typer.Option(help="nll, kl, mixed or force.")] = _default(
+        TrainConfig, "loss"
+    ),
+    epochs: Annotated[int, typer.Option(help="Maximum number of epochs.")] = _default(
+        TrainConfig, "epochs"
+    ),
+    batch_size: Annotated[int, typer.Option(help="Frames per step.")] = _default(
+        TrainConfig, "batch_size"
+    ),
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _default(TrainConfig, "lr"),
+    layers: Annotated[int, typer.Option(help="Coupling layers.")] = _default(
+        FlowConfig, "n_layers"
+    ),
+    hidden: Annotated[str, typer.Option(help="Conditioner widths, e.g. 64,64.")] = ",".join(
+        str(h) for h in _default(FlowConfig, "hidden")
+    ),
+    components: Annotated[int, typer.Option(help="Smooth-mixture components.")] = _default(
+        FlowConfig, "n_components"
+    ),
+    bins: Annotated[int, typer.Option(help="Spline bins.")] = _default(FlowConfig, "n_bins"),
     tails: Annotated[
         str, typer.Option(help="none or logistic (soft bounds; for flow-driven MD).")
-    ] = "none",
-    margin: Annotated[float, typer.Option(help="Bounds margin, fraction of data range.")] = 0.1,
+    ] = _default(FlowConfig, "tails"),
+    margin: Annotated[float, typer.Option(help="Bounds margin, fraction of data range.")] = (
+        _default(FlowConfig, "margin")
+    ),
     time_limit: Annotated[float | None, typer.Option(help="Stop after this many s.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights and data split.")] = 0,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
@@ -72,17 +93,39 @@ def train_cmd(
     import torch
 
     from boltzgen.errors import BoltzgenError
-    from boltzgen.generator.pipeline import train_model
+    from boltzgen.generator.config import BalanceConfig, make_config
+    from boltzgen.generator.workflow import train_model
     from boltzgen.md import load_md
 
     torch.set_num_threads(threads)
     try:
+        architecture = make_config(
+            FlowConfig,
+            flow=flow,
+            n_layers=layers,
+            hidden=_widths(hidden),
+            n_components=components,
+            n_bins=bins,
+            seed=seed,
+            tails=tails,
+            margin=margin,
+        )
+        train = make_config(
+            TrainConfig,
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            time_limit=time_limit,
+            seed=seed,
+        )
         balance = (
-            {
-                "cv": balance_cv,
-                "states": [_interval(s) for s in balance_state or ()],
-                "shares": list(balance_share or ()),
-            }
+            make_config(
+                BalanceConfig,
+                cv=balance_cv,
+                states=[_interval(s) for s in balance_state or ()],
+                shares=list(balance_share or ()),
+            )
             if balance_cv
             else None
         )
@@ -93,24 +136,8 @@ def train_cmd(
                 md.system(),
                 md,
                 out,
-                architecture={
-                    "flow": flow,
-                    "n_layers": layers,
-                    "hidden": tuple(int(h) for h in hidden.split(",")),
-                    "n_components": components,
-                    "n_bins": bins,
-                    "seed": seed,
-                    "tails": tails,
-                    "margin": margin,
-                },
-                train={
-                    "loss": loss,
-                    "epochs": epochs,
-                    "batch_size": batch_size,
-                    "lr": lr,
-                    "time_limit": time_limit,
-                    "seed": seed,
-                },
+                architecture=architecture,
+                train=train,
                 checkpoint=Path(out) / "checkpoint.pt",
                 progress=lambda f, msg: bar.update(task, completed=f, description=msg),
                 balance=balance,
@@ -124,6 +151,13 @@ def train_cmd(
     )
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(h) for h in text.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected widths like '64,64', got {text!r}") from exc
+
+
 def sample_cmd(
     model: Annotated[Path, typer.Argument(help="model.pt written by `boltzgen train`.")],
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 10_000,
@@ -133,7 +167,7 @@ def sample_cmd(
     """Draw weighted samples (samples.h5 opens with mdtraj) and print the ESS."""
     from boltzgen.errors import BoltzgenError
     from boltzgen.generator.model import BoltzmannGenerator
-    from boltzgen.generator.pipeline import sample_to_files
+    from boltzgen.generator.workflow import sample_to_files
 
     try:
         gen = BoltzmannGenerator.load(model)
@@ -173,7 +207,7 @@ def free_energy_cmd(
     """dF = F(A) - F(B) in kT with a bootstrap error, from reweighted flow samples."""
     from boltzgen.errors import BoltzgenError
     from boltzgen.generator.model import BoltzmannGenerator
-    from boltzgen.generator.pipeline import free_energy_report, sample_to_files
+    from boltzgen.generator.workflow import free_energy_report, sample_to_files
     from boltzgen.samples import Samples
 
     try:
@@ -217,7 +251,7 @@ def demo_cmd(
     """Small end-to-end run on alanine dipeptide: train, sample, free energies, plots."""
     import torch
 
-    from boltzgen.generator.pipeline import free_energy_report, sample_to_files, train_model
+    from boltzgen.generator.workflow import free_energy_report, sample_to_files, train_model
     from boltzgen.md import load_md
     from boltzgen.paths import data_file
 
@@ -232,7 +266,7 @@ def demo_cmd(
             system,
             md,
             out,
-            architecture={"flow": flow, "n_layers": 4, "hidden": (64, 64), "seed": seed},
+            architecture={"flow": flow, "seed": seed},
             train={"epochs": 200, "time_limit": 60 * minutes, "seed": seed, "patience": 20},
             progress=lambda f, msg: bar.update(task, completed=f, description=msg),
         )

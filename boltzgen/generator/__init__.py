@@ -1,14 +1,27 @@
-"""Boltzmann generators: model, training, flow-driven MD."""
+"""Boltzmann generators: configuration (``config``), model (``model``), training data
+(``data``) and training (``training``), flow-driven MD (``flow_md``), and the end-to-end
+workflow steps every front end shares (``workflow``). Names load on first use, so importing
+``boltzgen.generator.config`` does not pull in torch."""
 
-from boltzgen.generator.data import TrainingData, as_training_data, state_weights
-from boltzgen.generator.model import BoltzmannGenerator
-from boltzgen.generator.training import TrainConfig, fit
+from __future__ import annotations
 
-__all__ = [
-    "BoltzmannGenerator",
-    "TrainConfig",
-    "TrainingData",
-    "as_training_data",
-    "fit",
-    "state_weights",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BalanceConfig": "boltzgen.generator.config",
+    "FlowConfig": "boltzgen.generator.config",
+    "TrainConfig": "boltzgen.generator.config",
+    "TrainingData": "boltzgen.generator.data",
+    "as_training_data": "boltzgen.generator.data",
+    "state_weights": "boltzgen.generator.data",
+    "BoltzmannGenerator": "boltzgen.generator.model",
+    "fit": "boltzgen.generator.training",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'boltzgen.generator' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

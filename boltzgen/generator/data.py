@@ -21,6 +21,7 @@ import torch
 
 from boltzgen.analysis import in_state
 from boltzgen.errors import InputError, ShapeError
+from boltzgen.generator.config import check_state_shares
 
 __all__ = ["TrainingData", "as_training_data", "check_state_shares", "state_weights"]
 
@@ -135,17 +136,6 @@ def as_training_data(data: Any, n_atoms: int | None = None) -> TrainingData:
             f"training data have {out.positions.shape[1]} atoms, the system has {n_atoms}"
         )
     return out
-
-
-def check_state_shares(states: list[Any], shares: list[float]) -> None:
-    """Raise :class:`InputError` unless there is one share per state, each > 0, summing to < 1
-    (the frames in no state keep the rest)."""
-    if not states:
-        raise InputError("state_weights needs at least one state")
-    if len(states) != len(shares):
-        raise InputError(f"{len(states)} states but {len(shares)} shares")
-    if any(s <= 0 for s in shares) or sum(shares) >= 1:
-        raise InputError(f"shares must be > 0 and sum to < 1, got {list(shares)}")
 
 
 def state_weights(

@@ -23,9 +23,9 @@ from torch import nn
 from boltzgen.coordinates import ICNormalizer
 from boltzgen.errors import InputError
 from boltzgen.flows import Flow, build_flow
+from boltzgen.generator.config import FlowConfig, make_config
 from boltzgen.generator.data import as_training_data
 
-FLOW_KINDS = ("smooth", "spline")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -51,23 +51,14 @@ class BoltzmannGenerator(nn.Module):
     def build(
         cls,
         system,
-        flow: str = "smooth",
+        flow: str | None = None,
         data: Any = None,
         *,
-        n_layers: int = 4,
-        hidden: tuple[int, ...] = (64, 64),
-        n_components: int = 8,
-        n_bins: int = 8,
-        base: str = "truncnormal",
-        rigid: str = "remove",
-        bounds: str | None = None,
-        margin: float = 0.1,
-        k_sigma: float = 6.0,
-        tails: str = "none",
-        dtype: str = "float32",
-        seed: int = 0,
+        config: FlowConfig | dict[str, Any] | None = None,
+        **options: Any,
     ) -> BoltzmannGenerator:
-        """Generator for ``system`` with a ``flow`` of kind "smooth" or "spline".
+        """Generator for ``system``; the architecture is a :class:`FlowConfig` (``config``, a
+        dict of its fields, and/or its fields as keywords, e.g. ``flow="spline", n_layers=8``).
 
         Bond/angle bounds of the unit box come from ``data`` (min/max plus ``margin`` of the
         range) when ``bounds="data"`` (default when data are given) or from the force field's
@@ -76,50 +67,42 @@ class BoltzmannGenerator(nn.Module):
         those bounds soft (:mod:`boltzgen.coordinates.normalize`): the density then decays
         smoothly past them instead of stopping at a wall, which flow-driven MD needs.
         """
-        if flow not in FLOW_KINDS:
-            raise InputError(f"unknown flow kind {flow!r}; expected one of {FLOW_KINDS}")
-        if dtype not in _DTYPES:
-            raise InputError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
-        bounds = bounds or ("data" if data is not None else "forcefield")
-        if bounds not in ("data", "forcefield"):
-            raise InputError(f"bounds must be 'data' or 'forcefield', got {bounds!r}")
-        config = {
-            "flow": flow,
-            "n_layers": int(n_layers),
-            "hidden": [int(h) for h in hidden],
-            "n_components": int(n_components),
-            "n_bins": int(n_bins),
-            "base": base,
-            "rigid": rigid,
-            "bounds": bounds,
-            "tails": tails,
-            "dtype": dtype,
-            "seed": int(seed),
-        }
-        torch.manual_seed(seed)
-        coords = ICNormalizer.from_topology(system.topology, rigid=rigid, tails=tails)
-        if bounds == "data":
+        if flow is not None:
+            options["flow"] = flow
+        cfg = make_config(FlowConfig, config, **options)
+        if cfg.bounds is None:
+            cfg.bounds = "data" if data is not None else "forcefield"
+        torch.manual_seed(cfg.seed)
+        coords = ICNormalizer.from_topology(system.topology, rigid=cfg.rigid, tails=cfg.tails)
+        if cfg.bounds == "data":
             if data is None:
                 raise InputError("bounds='data' needs training data")
             td = as_training_data(data, system.n_atoms)
-            coords.fit_bounds(td.positions, margin=margin)
+            coords.fit_bounds(td.positions, margin=cfg.margin)
         else:
-            coords.fit_bounds_from_forcefield(system.openmm_system, system.temperature, k_sigma)
-        gen = cls(system, coords, cls._make_flow(coords, config), config)
-        return gen.to(_DTYPES[dtype])
+            coords.fit_bounds_from_forcefield(system.openmm_system, system.temperature, cfg.k_sigma)
+        config_dict = cfg.model_dump(mode="json")
+        gen = cls(system, coords, cls._make_flow(coords, config_dict), config_dict)
+        return gen.to(_DTYPES[cfg.dtype])
 
     @staticmethod
     def _make_flow(coords: ICNormalizer, config: dict[str, Any]) -> Flow:
+        cfg = FlowConfig.model_validate(config)
         return build_flow(
             coords.dim,
             coords.circular,
-            kind=config["flow"],
-            n_layers=config["n_layers"],
-            hidden=tuple(config["hidden"]),
-            n_components=config["n_components"],
-            n_bins=config["n_bins"],
-            base=config["base"],
+            kind=cfg.flow,
+            n_layers=cfg.n_layers,
+            hidden=cfg.hidden,
+            n_components=cfg.n_components,
+            n_bins=cfg.n_bins,
+            base=cfg.base,
         )
+
+    @property
+    def flow_config(self) -> FlowConfig:
+        """The architecture as a :class:`FlowConfig`."""
+        return FlowConfig.model_validate(self.config)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -221,8 +204,9 @@ class BoltzmannGenerator(nn.Module):
         )
 
     # ------------------------------------------------------------------ training
-    def fit(self, data: Any = None, loss: str = "nll", **kwargs):
-        """Train; see :func:`boltzgen.generator.training.fit` for the options."""
+    def fit(self, data: Any = None, loss: str | None = None, **kwargs):
+        """Train; ``loss`` and ``**kwargs`` are :class:`TrainConfig` fields (or pass
+        ``config=``); see :func:`boltzgen.generator.training.fit`."""
         from boltzgen.generator.training import fit
 
         return fit(self, data, loss=loss, **kwargs)

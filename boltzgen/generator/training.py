@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,48 +27,12 @@ import numpy as np
 import torch
 
 from boltzgen.errors import InputError, TrainingError
+from boltzgen.generator.config import LOSSES, TrainConfig, make_config
 from boltzgen.generator.data import as_training_data
 
-LOSSES = ("nll", "kl", "mixed", "force")
+__all__ = ["LOSSES", "TrainConfig", "fit", "validation_nll", "epoch_order"]
+
 Callback = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class TrainConfig:
-    """Options of :func:`fit` (all JSON-able, stored in checkpoints)."""
-
-    loss: str = "nll"
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    val_fraction: float = 0.1
-    patience: int = 8
-    lr_schedule: str = "plateau"  # "plateau" | "cosine" | "none"
-    lr_factor: float = 0.5
-    clip_grad: float = 100.0
-    weights: dict[str, float] = field(default_factory=lambda: {"nll": 1.0, "kl": 0.1})
-    kl_batch_size: int = 128
-    kl_steps_per_epoch: int = 50  # an "epoch" of data-free (pure reverse-KL) training
-    energy_cutoff: float = 1e3
-    max_steps: int | None = None
-    time_limit: float | None = None  # seconds of wall time
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise InputError(f"unknown loss {self.loss!r}; expected one of {LOSSES}")
-        if self.lr_schedule not in ("plateau", "cosine", "none"):
-            raise InputError(f"unknown lr_schedule {self.lr_schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise InputError("epochs and batch_size must be >= 1")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-
-    def loss_weights(self) -> dict[str, float]:
-        if self.loss == "mixed":
-            return {k: float(self.weights.get(k, 0.0)) for k in ("nll", "kl", "force")}
-        return {self.loss: 1.0}
 
 
 def _soft_cap(u: torch.Tensor, cut: float) -> torch.Tensor:
@@ -160,8 +123,9 @@ def _make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
 def fit(
     gen,
     data: Any = None,
-    loss: str = "nll",
+    loss: str | None = None,
     *,
+    config: TrainConfig | dict[str, Any] | None = None,
     callbacks: list[Callback] | tuple[Callback, ...] = (),
     checkpoint: str | Path | None = None,
     resume: bool = True,
@@ -172,14 +136,19 @@ def fit(
     Args:
         data: training frames (see :func:`~boltzgen.generator.data.as_training_data`); needed
             for "nll", "force" and "mixed" with a data term; "kl" may train from scratch.
-        loss: "nll" | "kl" | "mixed" | "force".
+        loss: "nll" | "kl" | "mixed" | "force" (default: ``config``'s, else "nll").
+        config: a :class:`~boltzgen.generator.config.TrainConfig` (or dict of its fields);
+            ``loss`` and ``**options`` override its fields.
         callbacks: called with a dict per epoch (``epoch``, ``progress`` in [0, 1], losses,
             ``val_nll``, ``lr``) and once with ``event="done"``.
         checkpoint: file written after every epoch (atomically); with ``resume`` an existing
             file is loaded first and training continues from its epoch.
         **options: fields of :class:`TrainConfig`.
     """
-    cfg = TrainConfig(loss=loss, **options)
+    if loss is not None:
+        options["loss"] = loss
+    cfg = make_config(TrainConfig, config, **options)
+    loss = cfg.loss
     weights = cfg.loss_weights()
     needs_data = bool(weights.get("nll") or weights.get("force"))
     torch.manual_seed(cfg.seed)
@@ -303,7 +272,7 @@ def fit(
                     "bad_epochs": bad_epochs,
                     "step": step,
                     "best_state": best_state,
-                    "config": asdict(cfg),
+                    "config": cfg.model_dump(mode="json"),
                 },
                 tmp,
             )

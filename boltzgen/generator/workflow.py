@@ -18,6 +18,7 @@ import numpy as np
 
 from boltzgen import plots
 from boltzgen.errors import InputError
+from boltzgen.generator.config import BalanceConfig, FlowConfig, TrainConfig, make_config
 
 ProgressFn = Callable[[float, str], None]
 
@@ -31,64 +32,44 @@ def _noop(fraction: float, message: str) -> None:  # pragma: no cover - default 
     pass
 
 
-def architecture_kwargs(
-    flow: str = "smooth",
-    n_layers: int = 4,
-    hidden: tuple[int, ...] = (64, 64),
-    n_components: int = 8,
-    n_bins: int = 8,
-    seed: int = 0,
-    tails: str = "none",
-    margin: float = 0.1,
-) -> dict[str, Any]:
-    return {
-        "flow": flow,
-        "n_layers": n_layers,
-        "hidden": tuple(hidden),
-        "n_components": n_components,
-        "n_bins": n_bins,
-        "seed": seed,
-        "tails": tails,
-        "margin": margin,
-    }
-
-
 def train_model(
     system,
     data,
     outdir: str | Path,
     *,
-    architecture: dict[str, Any] | None = None,
-    train: dict[str, Any] | None = None,
+    architecture: FlowConfig | dict[str, Any] | None = None,
+    train: TrainConfig | dict[str, Any] | None = None,
     checkpoint: str | Path | None = None,
     progress: ProgressFn = _noop,
-    balance: dict[str, Any] | None = None,
+    balance: BalanceConfig | dict[str, Any] | None = None,
 ):
     """Build and train a generator on ``data``; writes ``model.pt``, ``history.json`` and
     ``training.png`` into ``outdir``. Returns (generator, summary).
 
-    balance: ``{"cv": "phi", "states": [(lo, hi), ...], "shares": [...]}`` weights the frames
-    so each state of the named CV gets its share of the minibatch draws
-    (:func:`~boltzgen.generator.data.state_weights`): a proposal that covers a basin the MD data
-    under-sample. The importance weights remove the bias.
+    architecture, train: :class:`FlowConfig` and :class:`TrainConfig` (or dicts of their
+    fields). balance: a :class:`BalanceConfig` (e.g. ``{"cv": "phi", "states": [(0, pi)],
+    "shares": [0.05]}``) weights the frames so each state of the named CV gets its share of
+    the minibatch draws (:func:`~boltzgen.generator.data.state_weights`): a proposal that
+    covers a basin the MD data under-sample. The importance weights remove the bias.
     """
     from boltzgen.generator.data import TrainingData, as_training_data, state_weights
     from boltzgen.generator.model import BoltzmannGenerator
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    arch = architecture_kwargs(**(architecture or {}))
-    train = dict(train or {})
+    arch = make_config(FlowConfig, architecture)
+    train_cfg = make_config(TrainConfig, train)
+    bal = make_config(BalanceConfig, balance) if balance else None
     td = as_training_data(data, system.n_atoms) if data is not None else None
-    if balance:
+    if bal is not None:
         if td is None:
             raise InputError("balance weights frames: it needs training data")
         from boltzgen import cv
 
-        values = cv.dihedral(system, balance["cv"])(td.positions)
-        weights = state_weights(values, balance["states"], balance["shares"])
+        values = cv.dihedral(system, bal.cv)(td.positions)
+        weights = state_weights(values, bal.states, bal.shares)
         td = TrainingData(td.positions, td.forces, weights)
-    gen = BoltzmannGenerator.build(system, data=td, **arch)
+    gen = BoltzmannGenerator.build(system, data=td, config=arch)
     t0 = time.perf_counter()
 
     def on_event(event: dict[str, Any]) -> None:
@@ -99,7 +80,7 @@ def train_model(
                 + (f" val_nll {event['val_nll']:.3f}" if math.isfinite(event["val_nll"]) else ""),
             )
 
-    history = gen.fit(td, callbacks=[on_event], checkpoint=checkpoint, **train)
+    history = gen.fit(td, config=train_cfg, callbacks=[on_event], checkpoint=checkpoint)
     gen.save(outdir / "model.pt")
     (outdir / "history.json").write_text(json.dumps(history))
     curves = {k: v for k, v in history.items() if k in ("train_loss", "val_nll")}
@@ -107,10 +88,10 @@ def train_model(
     val = [v for v in history["val_nll"] if math.isfinite(v)]
     summary = {
         "model_file": "model.pt",
-        "flow": arch["flow"],
+        "flow": arch.flow,
         "n_parameters": int(sum(p.numel() for p in gen.parameters())),
         "n_frames": len(td) if td is not None else 0,
-        "balance": balance or None,
+        "balance": bal.model_dump(mode="json") if bal is not None else None,
         "epochs_run": len(history["train_loss"]),
         "stop_reason": history["stop_reason"][0],
         "best_val_nll": min(val) if val else None,

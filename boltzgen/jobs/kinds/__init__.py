@@ -1,0 +1,2 @@
+"""The built-in job kinds, one module each; the registry imports every module here, so adding
+a kind is adding a module (no other file changes)."""

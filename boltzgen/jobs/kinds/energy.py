@@ -1,0 +1,55 @@
+"""Job kind ``energy``: reduced energies and forces of given frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from boltzgen.jobs.params import SystemParams
+from boltzgen.jobs.registry import ProgressFn, job_kind
+
+
+class EnergyParams(SystemParams):
+    """Reduced energies and forces of given frames (default: the system's own positions)."""
+
+    positions: list[list[list[float]]] | None = Field(
+        None, description="frames (B, n_atoms, 3) in nm; default: the uploaded structure"
+    )
+    platform: str = Field("auto", description="OpenMM platform name or 'auto'")
+
+
+@job_kind("energy", EnergyParams)
+def energy(
+    params: EnergyParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """Evaluate energies.npz: reduced energies (kT), potential energies (kJ/mol), forces."""
+    import numpy as np
+
+    from boltzgen.energy import EnergyModel
+    from boltzgen.errors import ShapeError
+
+    system = params.load_system()
+    x = system.positions[None] if params.positions is None else np.asarray(params.positions)
+    if x.ndim != 3 or x.shape[1:] != (system.n_atoms, 3):
+        raise ShapeError(f"positions must be (B, {system.n_atoms}, 3) nm, got {x.shape}")
+    progress(0.0, f"evaluating {len(x)} frame(s)")
+    with EnergyModel(system, platform=params.platform) as model:
+        u, forces = model.energy_and_forces(x.astype(np.float64))
+    np.savez(
+        workdir / "energies.npz",
+        reduced_energy=u,
+        potential_energy=u * system.kT,
+        forces=forces,
+        kT=system.kT,
+    )
+    progress(1.0, "done")
+    finite = np.isfinite(u)
+    return {
+        "n_frames": int(len(u)),
+        "n_invalid": int((~finite).sum()),
+        "min_reduced_energy": float(u[finite].min()) if finite.any() else None,
+        "mean_reduced_energy": float(u[finite].mean()) if finite.any() else None,
+        "kT_kj_mol": float(system.kT),
+    }

@@ -1,0 +1,84 @@
+"""Bases of job parameters: what every kind's pydantic parameter model inherits.
+
+Kinds that act on a molecule take :class:`SystemParams` (field ``system``: a
+``System.to_spec()`` dict); kinds that reuse a trained generator take :class:`ModelParams`
+(field ``model``: the path of a saved generator). The service fills both from ``system_id`` /
+``model_id``; a client never sends them (:data:`SERVICE_FIELDS`). A field typed
+:data:`ArtifactPath` takes an artifact id from the client (e.g. a simulate job's
+``trajectory.h5``) and holds that file's path inside the job.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "SERVICE_FIELDS",
+    "ArtifactPath",
+    "ArtifactRef",
+    "JobParams",
+    "ModelParams",
+    "SystemParams",
+    "artifact_fields",
+]
+
+#: Fields the service fills in (from ``system_id`` / ``model_id``); not part of a client's schema.
+SERVICE_FIELDS = ("system", "model")
+
+
+class ArtifactRef:
+    """Field marker: the client sends the id of one of its artifacts; the service checks
+    ownership and hands the job the file's path instead. Use through ``ArtifactPath``."""
+
+    def __repr__(self) -> str:
+        return "ArtifactRef()"
+
+
+#: A parameter holding an artifact id on the wire and a file path inside the job.
+ArtifactPath = Annotated[str, ArtifactRef()]
+
+
+def _refers_to_artifact(tp: Any) -> bool:
+    if get_origin(tp) is Annotated:
+        base, *meta = get_args(tp)
+        return any(isinstance(m, ArtifactRef) for m in meta) or _refers_to_artifact(base)
+    return any(_refers_to_artifact(a) for a in get_args(tp))
+
+
+def artifact_fields(params: type[BaseModel]) -> list[str]:
+    """Names of the ``ArtifactPath`` fields of a parameter model (``ArtifactPath | None`` too)."""
+    return [
+        name
+        for name, f in params.model_fields.items()
+        if any(isinstance(m, ArtifactRef) for m in f.metadata) or _refers_to_artifact(f.annotation)
+    ]
+
+
+class JobParams(BaseModel):
+    """Base of all job parameters: unknown fields are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SystemParams(JobParams):
+    """Parameters of a kind that acts on a molecular system."""
+
+    system: dict[str, Any] = Field(
+        description="System.to_spec() of the system; filled in by the service from system_id"
+    )
+
+    def load_system(self):
+        """The ``boltzgen.systems.System`` described by ``system``."""
+        from boltzgen.systems import System
+
+        return System.from_spec(self.system)
+
+
+class ModelParams(SystemParams):
+    """Parameters of a kind that reuses a trained Boltzmann generator."""
+
+    model: str = Field(
+        description="path of a saved generator (gen.save); filled in by the service from model_id"
+    )
