@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mdtraj
 import numpy as np
 import pytest
@@ -143,3 +145,24 @@ def test_cli_remd_writes_file(tmp_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert bg.load_md(out).trajectory.n_frames == 2
+
+
+def test_cli_umbrella_takes_residue_numbered_dihedrals():
+    from typer.testing import CliRunner
+
+    from boltzgen.cli import app
+
+    res = CliRunner().invoke(app, ["umbrella", "--dihedral", "phi:3"])
+    assert res.exit_code == 2
+    assert "residue NME3 (chain 0) has no phi dihedral; residues with phi" in res.output
+    res = CliRunner().invoke(app, ["umbrella", "--dihedral", "phi:x"])
+    assert res.exit_code == 2 and "integer PDB residue number" in res.output
+    res = CliRunner().invoke(
+        app,
+        ["umbrella", "--dihedral", "phi:2", "--windows", "4", "--steps", "400",
+         "--equilibration", "0", "--platform", "Reference"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["cv_atoms"] == list(
+        bg.cv.dihedral(bg.System.alanine_dipeptide(), "phi").atoms
+    )

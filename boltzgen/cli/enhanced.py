@@ -83,7 +83,13 @@ def umbrella_cmd(
     forcefield: ForceFieldOption = DEFAULT_FORCEFIELD,  # noqa: B006
     solvent: SolventOption = "vacuum",
     temperature: Annotated[float, typer.Option(help="Temperature, K.")] = 300.0,
-    dihedral: Annotated[str, typer.Option(help="phi, psi, omega, chi1, ... or 'i,j,k,l'.")] = "phi",
+    dihedral: Annotated[
+        str,
+        typer.Option(
+            help="phi, psi, omega, chi1, ... (first residue that has it), with a PDB residue "
+            "number such as 'phi:2', or atom indices 'i,j,k,l'."
+        ),
+    ] = "phi",
     windows: Annotated[int, typer.Option(help="Windows evenly spaced over the circle.")] = 36,
     k: Annotated[float, typer.Option(help="Spring constant, kJ/mol/rad^2.")] = 200.0,
     steps: Annotated[int, typer.Option(help="Production steps per window.")] = 200_000,

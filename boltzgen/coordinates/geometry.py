@@ -59,7 +59,10 @@ def dihedral(
 ) -> torch.Tensor:
     """Dihedral angle a-p-q-r in [-pi, pi] (rad), IUPAC sign convention (same as mdtraj).
 
-    Symmetric under reversal: dihedral(a, p, q, r) == dihedral(r, q, p, a).
+    Symmetric under reversal: dihedral(a, p, q, r) == dihedral(r, q, p, a). This is the
+    package's one dihedral formula: internal coordinates and the CVs of :mod:`boltzgen.cv`
+    (NumPy input included) use it; ``boltzgen.coordinates.reference`` keeps an independent
+    NumPy formula on purpose, to test this one.
     """
     b0 = xa - xp
     b1 = xq - xp

@@ -1,7 +1,10 @@
 """Plain NumPy reference implementation (one Python iteration per atom), for tests and benchmarks.
 
-Independent formulas from the torch code: arccos for angles, the classic two-normal dihedral,
-Gram-Schmidt frames for placement. Canonical frame as in ``InternalCoordinates`` (rigid="remove").
+Deliberately independent formulas from the torch code, so that tests can check the fast path
+(:mod:`boltzgen.coordinates.transform`, :func:`boltzgen.coordinates.geometry.dihedral`) against
+them: arccos for angles, the classic two-normal dihedral (arctan2), Gram-Schmidt frames for
+placement. Not used by the package itself; do not replace these copies with calls to the code
+they test. Canonical frame as in ``InternalCoordinates`` (rigid="remove").
 """
 
 from __future__ import annotations
