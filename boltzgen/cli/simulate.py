@@ -28,7 +28,13 @@ def simulate_cmd(
         "md.h5"
     ),
     seed: Annotated[int, typer.Option(help="Seed for velocities and the Langevin noise.")] = 0,
-    platform: Annotated[str, typer.Option(help="OpenMM platform name or 'auto'.")] = "auto",
+    platform: Annotated[
+        str,
+        typer.Option(
+            help="OpenMM platform name or 'auto' (the fastest for the system, as the generator "
+            "picks it: Reference for small vacuum molecules, else CUDA > CPU > Reference)."
+        ),
+    ] = "auto",
     friction: Annotated[float, typer.Option(help="Langevin friction in 1/ps.")] = 1.0,
     constraints: Annotated[
         str | None, typer.Option(help="None (default), hbonds, allbonds or hangles.")
