@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from boltzgen.jobs.params import SystemParams
 from boltzgen.jobs.registry import ProgressFn, job_kind
@@ -18,6 +19,21 @@ class EnergyParams(SystemParams):
         None, description="frames (B, n_atoms, 3) in nm; default: the uploaded structure"
     )
     platform: str = Field("auto", description="OpenMM platform name or 'auto'")
+
+    @field_validator("positions")
+    @classmethod
+    def _check_positions(cls, v: list | None, info: ValidationInfo) -> list | None:
+        # checked at submit (a 422 naming the field), not only when the worker runs the job
+        if v is None:
+            return v
+        pdb = str((info.data.get("system") or {}).get("pdb", ""))
+        n_atoms = sum(line.startswith(("ATOM", "HETATM")) for line in pdb.splitlines())
+        shapes = {(len(frame), *{len(atom) for atom in frame}) for frame in v}
+        if not v or shapes != {(n_atoms, 3)}:
+            raise ValueError(f"must be (B, {n_atoms}, 3) nm for this system")
+        if not all(math.isfinite(c) for frame in v for atom in frame for c in atom):
+            raise ValueError("contains NaN or inf")
+        return v
 
 
 @job_kind("energy", EnergyParams)

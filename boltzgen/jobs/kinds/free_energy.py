@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from boltzgen.generator.workflow import json_safe
 from boltzgen.jobs.kinds.sample import SampleParams, draw
@@ -20,6 +20,15 @@ class FreeEnergyParams(SampleParams):
     state_a: tuple[float, float] = Field((0.0, math.pi), description="[lo, hi) in rad")
     state_b: tuple[float, float] = Field((-math.pi, 0.0), description="[lo, hi) in rad")
     n_bootstrap: int = Field(200, ge=0, le=10_000)
+
+    @field_validator("state_a", "state_b")
+    @classmethod
+    def _finite_interval(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(math.isfinite(b) and abs(b) <= 2 * math.pi for b in v):
+            raise ValueError("state bounds must be finite angles in [-2 pi, 2 pi] rad")
+        if v[0] == v[1]:
+            raise ValueError("a state must be an interval with lo != hi")
+        return v
 
 
 @job_kind("free_energy", FreeEnergyParams)
