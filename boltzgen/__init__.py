@@ -18,7 +18,11 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "System": "boltzgen.systems",
     "EnergyModel": "boltzgen.energy",
-    "select_platform": "boltzgen.energy",
+    "select_platform": "boltzgen.openmm_context",
+    "fastest_platform": "boltzgen.openmm_context",
+    "make_context": "boltzgen.openmm_context",
+    "GAS_CONSTANT": "boltzgen.constants",
+    "TrajectoryWriter": "boltzgen.md",
     "MDData": "boltzgen.md",
     "concatenate_md": "boltzgen.md",
     "load_md": "boltzgen.md",
@@ -53,9 +57,61 @@ _EXPORTS: dict[str, str] = {
     "StructureError": "boltzgen.errors",
 }
 # public submodules reachable as attributes (bg.cv.dihedral, ...)
-_SUBMODULES = ("cv", "analysis", "plots", "jobs", "client", "schemas", "coordinates", "flows")
+_SUBMODULES = (
+    "cv",
+    "analysis",
+    "plots",
+    "jobs",
+    "client",
+    "schemas",
+    "coordinates",
+    "flows",
+    "openmm_context",
+)
 
-__all__ = sorted([*_EXPORTS, "cv", "__version__"])
+__all__ = [
+    "BalanceConfig",
+    "BoltzgenError",
+    "BoltzmannGenerator",
+    "BoxNormalizer",
+    "EnergyModel",
+    "EnergyWorkerError",
+    "Flow",
+    "FlowConfig",
+    "FlowMDError",
+    "GAS_CONSTANT",
+    "ICNormalizer",
+    "InputError",
+    "InternalCoordinates",
+    "MDData",
+    "MalformedPDBError",
+    "MissingHydrogensError",
+    "MissingTemplateError",
+    "RQSpline",
+    "Samples",
+    "ShapeError",
+    "SmoothMixture",
+    "StructureError",
+    "System",
+    "TrainConfig",
+    "TrainingData",
+    "TrajectoryWriter",
+    "Transform",
+    "__version__",
+    "build_flow",
+    "clip_log_weights",
+    "concatenate_md",
+    "cv",
+    "dihedral_indices",
+    "fastest_platform",
+    "free_energy_difference",
+    "free_energy_surface",
+    "load_md",
+    "make_context",
+    "select_platform",
+    "simulate",
+    "state_weights",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -76,13 +132,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from boltzgen import cv
     from boltzgen.analysis import free_energy_difference, free_energy_surface
+    from boltzgen.constants import GAS_CONSTANT
     from boltzgen.coordinates import (
         BoxNormalizer,
         ICNormalizer,
         InternalCoordinates,
         dihedral_indices,
     )
-    from boltzgen.energy import EnergyModel, select_platform
+    from boltzgen.energy import EnergyModel
     from boltzgen.errors import (
         BoltzgenError,
         EnergyWorkerError,
@@ -98,6 +155,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from boltzgen.generator.config import BalanceConfig, FlowConfig, TrainConfig
     from boltzgen.generator.data import TrainingData, state_weights
     from boltzgen.generator.model import BoltzmannGenerator
-    from boltzgen.md import MDData, concatenate_md, load_md, simulate
+    from boltzgen.md import MDData, TrajectoryWriter, concatenate_md, load_md, simulate
+    from boltzgen.openmm_context import fastest_platform, make_context, select_platform
     from boltzgen.samples import Samples, clip_log_weights
     from boltzgen.systems import System

@@ -210,10 +210,6 @@ class TrajectoryWriter:
         self.file.close()
 
 
-# Deprecated private alias, kept until boltzgen.jobs imports TrajectoryWriter; do not use.
-_Writer = TrajectoryWriter
-
-
 def load_md(path: str | os.PathLike[str]) -> MDData:
     """Read a file written by :func:`simulate`: trajectory, energies (kJ/mol), forces."""
     import tables

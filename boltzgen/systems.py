@@ -21,6 +21,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
+from boltzgen.constants import GAS_CONSTANT
 from boltzgen.errors import (
     ForceFieldError,
     MalformedPDBError,
@@ -32,8 +33,6 @@ from boltzgen.paths import data_file
 
 __all__ = ["CONSTRAINTS", "GAS_CONSTANT", "SOLVENTS", "SPEC_FORMAT", "System"]
 
-#: Molar gas constant in kJ/(mol K); kT = R T.
-GAS_CONSTANT = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
 #: Solvent name -> extra OpenMM force-field file (``None`` for vacuum). The ``implicit/*.xml``
 #: files ship with OpenMM and add a GB force matching the Amber force fields' atom types.

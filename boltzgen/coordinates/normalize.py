@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from boltzgen.constants import GAS_CONSTANT
 from boltzgen.coordinates.transform import InternalCoordinates
 from boltzgen.errors import InputError, ShapeError, TopologyError
 
@@ -280,7 +281,7 @@ class ICNormalizer(nn.Module):
         """
         import openmm
 
-        kt = 0.0083144626 * temperature  # kJ/mol
+        kt = GAS_CONSTANT * temperature  # kJ/mol
         bonds: dict[frozenset, tuple[float, float]] = {}
         angles: dict[tuple[int, int, int], tuple[float, float]] = {}
         for force in openmm_system.getForces():

@@ -214,7 +214,9 @@ def free_energy_report(
         ref = Samples.from_trajectory(reference) if hasattr(reference, "xyz") else reference
         rc, rf, _ = free_energy_surface(ref, cvs=fn(ref.positions), bins=bins, range=rng)
         curves["MD data"] = (rc, rf, None)
-    plots.free_energy_profile(curves, outdir / f"fes_{cv}.png", xlabel=f"{cv} / rad")
+    plots.free_energy_profile(
+        curves, outdir / f"fes_{cv.replace(':', '_')}.png", xlabel=f"{cv} / rad"
+    )
     summary = {
         "cv": cv,
         "state_a": list(state_a),
