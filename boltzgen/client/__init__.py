@@ -26,7 +26,8 @@ from typing import Any
 
 import httpx
 
-from boltzgen.client.models import (
+from boltzgen.errors import BoltzgenError
+from boltzgen.schemas import (
     ArtifactInfo,
     ArtifactList,
     JobInfo,
@@ -38,7 +39,6 @@ from boltzgen.client.models import (
     SystemInfo,
     SystemPage,
 )
-from boltzgen.errors import BoltzgenError
 
 __all__ = [
     "ApiError",

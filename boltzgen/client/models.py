@@ -1,154 +1,54 @@
-"""Wire models of the boltzgen REST API (pydantic), shared by the SDK and the server."""
+"""Deprecated alias of ``boltzgen.schemas`` (the wire schemas moved there); kept for one
+release so ``from boltzgen.client.models import JobInfo`` keeps working."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import warnings
 
-from pydantic import BaseModel, ConfigDict, Field
+from boltzgen.schemas import (
+    TERMINAL_STATUSES,
+    ArtifactInfo,
+    ArtifactList,
+    JobCreate,
+    JobError,
+    JobInfo,
+    JobPage,
+    JobStatus,
+    KeyCreate,
+    KeyInfo,
+    KindInfo,
+    ModelInfo,
+    ModelPage,
+    Page,
+    Problem,
+    SystemCreate,
+    SystemInfo,
+    SystemPage,
+)
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ArtifactInfo",
+    "ArtifactList",
+    "JobCreate",
+    "JobError",
+    "JobInfo",
+    "JobPage",
+    "JobStatus",
+    "KeyCreate",
+    "KeyInfo",
+    "KindInfo",
+    "ModelInfo",
+    "ModelPage",
+    "Page",
+    "Problem",
+    "SystemCreate",
+    "SystemInfo",
+    "SystemPage",
+]
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class SystemCreate(BaseModel):
-    """A system from PDB text (JSON body; multipart upload with a ``pdb`` file also works)."""
-
-    model_config = ConfigDict(extra="forbid")
-    pdb: str = Field(description="PDB file contents")
-    name: str | None = None
-    forcefield: list[str] = Field(default_factory=lambda: ["amber99sbildn.xml"])
-    solvent: str = "vacuum"
-    temperature: float = Field(300.0, gt=0.0, description="K")
-    constraints: str | None = Field(None, description="None, 'hbonds', 'allbonds', 'hangles'")
-
-
-class SystemInfo(_Model):
-    id: str
-    name: str
-    n_atoms: int
-    solvent: str
-    temperature: float
-    forcefield: list[str]
-    created_at: datetime
-
-
-class JobCreate(BaseModel):
-    """Submit a job of a registered kind (see ``GET /v1/kinds`` for parameter schemas)."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    system_id: str | None = None
-    model_id: str | None = None
-    max_attempts: int | None = Field(None, ge=1, le=20)
-
-
-class JobError(_Model):
-    type: str
-    message: str
-
-
-class JobInfo(_Model):
-    id: str
-    kind: str
-    status: JobStatus
-    progress: float = Field(description="fraction done, 0..1")
-    message: str = ""
-    attempts: int
-    max_attempts: int
-    cancel_requested: bool = False
-    system_id: str | None = None
-    model_id: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    last_error: dict[str, Any] | None = None
-    links: dict[str, str] = Field(default_factory=dict)
-
-    @property
-    def done(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-
-class ArtifactInfo(_Model):
-    id: str
-    job_id: str
-    name: str
-    size: int
-    media_type: str
-    created_at: datetime
-    links: dict[str, str] = Field(default_factory=dict)
-
-
-class ModelInfo(_Model):
-    id: str
-    name: str
-    system_id: str | None = None
-    job_id: str | None = None
-    size: int
-    summary: dict[str, Any] | None = None
-    created_at: datetime
-    links: dict[str, str] = Field(default_factory=dict)
-
-
-class Page(_Model):
-    """One page of a list; pass ``next_cursor`` as ``cursor`` for the next page (None: last)."""
-
-    items: list[Any]
-    next_cursor: str | None = None
-
-
-class JobPage(Page):
-    items: list[JobInfo]
-
-
-class SystemPage(Page):
-    items: list[SystemInfo]
-
-
-class ModelPage(Page):
-    items: list[ModelInfo]
-
-
-class ArtifactList(_Model):
-    items: list[ArtifactInfo]
-
-
-class KindInfo(_Model):
-    name: str
-    description: str
-    gpu: bool
-    needs_system: bool
-    needs_model: bool
-    params_schema: dict[str, Any]
-
-
-class KeyCreate(BaseModel):
-    name: str = ""
-
-
-class KeyInfo(_Model):
-    id: str
-    name: str
-    created_at: datetime
-    revoked: bool = False
-    key: str | None = Field(None, description="the plaintext key; only in the creation response")
-
-
-class Problem(_Model):
-    """RFC 9457 problem details."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
+warnings.warn(
+    "boltzgen.client.models is deprecated; import from boltzgen.schemas",
+    DeprecationWarning,
+    stacklevel=2,
+)
