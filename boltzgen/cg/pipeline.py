@@ -1,0 +1,324 @@
+"""The whole coarse-graining pipeline in one call: map, teacher, forces, student, CG MD, scores.
+
+``run_pipeline(frames, mapping, out_dir, config, progress=...)`` with ``config.method``
+
+* ``"flow"`` (flow matching, Koehler et al. 2023): a smooth flow is fitted to the mapped
+  frames by maximum likelihood (no forces needed), its forces kT grad log q on
+  ``n_teacher_samples`` flow samples (outliers filtered) are the force-matching targets;
+* ``"forces"`` (classical force matching): the targets are the mapped all-atom forces of the
+  frames (the data must carry forces);
+
+then the CG force field is trained by :func:`~boltzgen.cg.forcefield.fit_forces`, simulated
+by batched Langevin MD and scored on the CG dihedrals against a reference. Files written to
+``out_dir``: ``forcefield.pt``, ``teacher.pt`` (flow method), ``cg_traj.h5`` (all walkers
+concatenated, mdtraj HDF5 with the bead topology), ``metrics.json``, ``fes.png``,
+``summary.json``. The returned summary is JSON-able: non-finite numbers (e.g. dF = inf when
+the model never visits phi > 0) become ``None``, in the files as well.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from boltzgen.cg.forcefield import CGForceField, fit_forces
+from boltzgen.cg.mapping import Mapping
+from boltzgen.cg.md import simulate_cg
+from boltzgen.cg.metrics import evaluate
+from boltzgen.cg.plots import fes_plot
+from boltzgen.cg.teacher import CGFlow, teacher_forces
+from boltzgen.errors import InputError, ShapeError
+
+__all__ = ["CGConfig", "load_frames", "run_pipeline"]
+
+METHODS = ("flow", "forces")
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class CGConfig:
+    """Options of :func:`run_pipeline` (JSON-able). Units: ps, 1/ps, (kJ/mol/nm)^2."""
+
+    method: str = "flow"
+    max_frames: int | None = None  # evenly strided subset of the frames
+    # teacher (flow method)
+    teacher_epochs: int = 30
+    teacher_batch_size: int = 256
+    teacher_lr: float = 1e-3
+    teacher_layers: int = 4
+    teacher_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    teacher_components: int = 8
+    teacher_tails: str = "none"
+    n_teacher_samples: int = 100_000
+    force_filter_factor: float | None = 50.0
+    max_msf: float | None = None
+    # student
+    hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
+    activation: str = "tanh"
+    repulsion: bool = False
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 3e-3
+    lr_final: float = 1e-5
+    val_fraction: float = 0.1
+    # CG MD
+    n_walkers: int = 100
+    n_steps: int = 20_000
+    timestep: float = 0.002
+    friction: float = 1.0
+    report_interval: int = 100
+    discard_frames: int = 0  # per walker, before scoring
+    seed: int = 0
+    bins: int = 60
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.n_walkers < 1 or self.n_steps < self.report_interval:
+            raise InputError("need n_walkers >= 1 and n_steps >= report_interval")
+        if self.discard_frames >= self.n_steps // self.report_interval:
+            raise InputError("discard_frames leaves no CG MD frames to score")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> CGConfig:
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"unknown CG config option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+def load_frames(frames: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """All-atom positions (N, n_atoms, 3) nm and forces (or None) from an array, an
+    mdtraj.Trajectory, an MD record (``boltzgen.load_md``) or an MD file path."""
+    if isinstance(frames, str | Path):
+        from boltzgen.md import load_md
+
+        frames = load_md(frames)
+    if hasattr(frames, "trajectory") and hasattr(frames, "forces"):
+        return np.asarray(frames.trajectory.xyz), np.asarray(frames.forces)
+    if hasattr(frames, "xyz"):
+        return np.asarray(frames.xyz), None
+    if torch.is_tensor(frames):
+        frames = frames.detach().cpu().numpy()
+    return np.asarray(frames), None
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, float | np.floating):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _reference_dihedrals(reference: Any, mapping: Mapping, cg) -> np.ndarray:
+    if isinstance(reference, np.ndarray) and reference.ndim == 2 and reference.shape[1] == 2:
+        return reference  # already (N, 2) dihedral values
+    x, _ = load_frames(reference)
+    return cg.dihedrals(mapping.map_positions(x))[:, :2]
+
+
+def run_pipeline(
+    frames: Any,
+    mapping: Mapping,
+    out_dir: str | Path,
+    config: CGConfig | dict[str, Any] | None = None,
+    *,
+    forces: Any = None,
+    reference: Any = None,
+    reference_weights: Any = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the CG pipeline (see the module docstring) and return a JSON-able summary.
+
+    Args:
+        frames: all-atom training frames: positions (N, n_atoms, 3) nm, mdtraj.Trajectory,
+            MD record or MD file (forces are read from records and files).
+        mapping: the :class:`~boltzgen.cg.mapping.Mapping`.
+        config: :class:`CGConfig` or a dict of its fields.
+        forces: all-atom forces (N, n_atoms, 3) kJ/mol/nm (method "forces" only; overrides
+            the forces read from ``frames``).
+        reference: frames (same kinds as ``frames``) or (N, 2) CG dihedral values (radians)
+            for the scores; default the training frames. ``reference_weights`` (N,) optional.
+        progress: ``progress(fraction, message)``.
+    """
+    cfg = config if isinstance(config, CGConfig) else CGConfig.from_dict(config)
+    report = progress or (lambda _f, _m: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    t_start = time.perf_counter()
+
+    x_aa, f_aa = load_frames(frames)
+    if forces is not None:
+        f_aa = np.asarray(forces)
+    if x_aa.ndim != 3 or x_aa.shape[1] != mapping.n_atoms:
+        raise ShapeError(f"frames must be (N, {mapping.n_atoms}, 3) nm, got {x_aa.shape}")
+    if cfg.max_frames is not None and len(x_aa) > cfg.max_frames:
+        sel = np.linspace(0, len(x_aa) - 1, int(cfg.max_frames)).round().astype(int)
+        x_aa = x_aa[sel]
+        f_aa = None if f_aa is None else f_aa[sel]
+    cg = mapping.cg_system()
+    x_cg = np.asarray(mapping.map_positions(x_aa), dtype=np.float32)
+    summary: dict[str, Any] = {
+        "method": cfg.method,
+        "config": asdict(cfg),
+        "n_frames": int(len(x_cg)),
+        "n_beads": cg.n_beads,
+        "bead_atoms": mapping.atoms.tolist(),
+        "temperature_K": cg.temperature,
+    }
+    files: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- targets
+    if cfg.method == "flow":
+        report(0.0, "training the teacher flow")
+        t0 = time.perf_counter()
+        teacher = CGFlow.build(
+            cg,
+            x_cg,
+            n_layers=cfg.teacher_layers,
+            hidden=tuple(cfg.teacher_hidden),
+            n_components=cfg.teacher_components,
+            tails=cfg.teacher_tails,
+            seed=cfg.seed,
+        )
+
+        def on_epoch(ev: dict) -> None:
+            if ev.get("event") == "epoch":
+                report(0.35 * ev["progress"], f"teacher epoch {ev['epoch']}/{ev['epochs']}")
+
+        hist = teacher.fit(
+            x_cg,
+            epochs=cfg.teacher_epochs,
+            batch_size=cfg.teacher_batch_size,
+            lr=cfg.teacher_lr,
+            seed=cfg.seed,
+            callbacks=[on_epoch],
+        )
+        files["teacher"] = str(teacher.save(out / "teacher.pt"))
+        report(0.35, "teacher forces on flow samples")
+        tf = teacher_forces(
+            teacher,
+            cfg.n_teacher_samples,
+            filter_factor=cfg.force_filter_factor,
+            max_msf=cfg.max_msf,
+            seed=cfg.seed,
+        )
+        finite_val = [v for v in hist["val_nll"] if math.isfinite(v)]
+        summary["teacher"] = {
+            "best_val_nll": min(finite_val) if finite_val else math.nan,
+            "epochs_run": len(hist["train_loss"]),
+            "time_s": time.perf_counter() - t0,
+            "forces": tf.summary(),
+        }
+        x_train, f_train = tf.positions, tf.forces
+    else:
+        if f_aa is None:
+            raise InputError("method 'forces' needs all-atom forces (an MD file or forces=)")
+        if f_aa.shape != x_aa.shape:
+            raise ShapeError(f"forces must have the shape of the frames {x_aa.shape}")
+        x_train = x_cg
+        f_train = np.asarray(mapping.map_forces(f_aa), dtype=np.float32)
+    summary["n_force_samples"] = int(len(x_train))
+
+    # ---------------------------------------------------------------- student
+    report(0.45, "training the CG force field")
+    ff = CGForceField.from_data(
+        x_cg,
+        cg.kT,
+        bonds=cg.bonds,
+        angles=cg.angles,
+        dihedrals=cg.dihedral_quads,
+        hidden=tuple(cfg.hidden),
+        activation=cfg.activation,
+        repulsion=cfg.repulsion,
+    )
+    sh = fit_forces(
+        ff,
+        x_train,
+        f_train,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_final=cfg.lr_final,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        progress=lambda f, m: report(0.45 + 0.3 * f, m),
+    )
+    summary["student"] = {
+        "best_val_mse": sh["best_val_mse"],
+        "epochs_run": sh["epochs_run"],
+        "time_s": sh["time"],
+        "n_parameters": int(sum(p.numel() for p in ff.parameters())),
+    }
+    files["forcefield"] = str(
+        ff.save(out / "forcefield.pt", extra={"system": cg.to_spec(), "method": cfg.method})
+    )
+
+    # ---------------------------------------------------------------- CG MD
+    report(0.75, "CG Langevin MD")
+    rng = np.random.default_rng(cfg.seed)
+    starts = x_cg[rng.integers(0, len(x_cg), cfg.n_walkers)]
+    t0 = time.perf_counter()
+    traj = simulate_cg(
+        ff,
+        starts,
+        cfg.n_steps,
+        masses=cg.masses,
+        temperature=cg.temperature,
+        timestep=cfg.timestep,
+        friction=cfg.friction,
+        report_interval=cfg.report_interval,
+        seed=cfg.seed,
+        topology=cg.topology,
+        progress=lambda f, m: report(0.75 + 0.2 * f, m),
+    )
+    md_time = time.perf_counter() - t0
+    files["trajectory"] = str(traj.save(out / "cg_traj.h5")[0])
+    summary["md"] = {
+        "n_walkers": traj.n_walkers,
+        "n_frames_per_walker": int(traj.positions.shape[1]),
+        "n_steps": cfg.n_steps,
+        "timestep_ps": cfg.timestep,
+        "simulated_ns_total": traj.n_walkers * cfg.n_steps * cfg.timestep / 1000.0,
+        "time_s": md_time,
+    }
+
+    # ---------------------------------------------------------------- scores
+    report(0.95, "evaluation")
+    scored = traj.positions[:, cfg.discard_frames :].reshape(-1, cg.n_beads, 3)
+    model_d = cg.dihedrals(scored)[:, :2]
+    ref_d = _reference_dihedrals(x_aa if reference is None else reference, mapping, cg)
+    metrics = evaluate(
+        ref_d, model_d, cg.temperature, bins=cfg.bins, reference_weights=reference_weights
+    )
+    summary["metrics"] = metrics = _json_safe(metrics)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    files["metrics"] = str(out / "metrics.json")
+    files["fes_plot"] = str(
+        fes_plot(
+            {"reference": ref_d, f"CG ({cfg.method})": model_d}, out / "fes.png", cg.temperature
+        )
+    )
+    files["summary"] = str(out / "summary.json")
+    summary["files"] = files
+    summary["time_s"] = time.perf_counter() - t_start
+    summary = _json_safe(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    report(1.0, "done")
+    return summary
