@@ -1,4 +1,5 @@
-"""RFC 9457 problem+json errors: one exception type and the app's exception handlers."""
+"""RFC 9457 problem+json errors: one exception type, the app's exception handlers, and the
+error responses the routes declare in the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -37,6 +38,25 @@ class Problem(Exception):
         self.type = type_ if type_ == "about:blank" else f"urn:boltzgen:problem:{type_}"
         self.headers = headers or {}
         self.extra = extra
+
+
+# the error responses every resource route may give, for the OpenAPI document
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"content": {PROBLEM_JSON: {}}, "description": desc}
+    for code, desc in {
+        401: "missing or invalid API key",
+        404: "not found (or owned by another key)",
+        409: "conflict",
+        413: "body too large",
+        422: "invalid input",
+        429: "too many active jobs",
+    }.items()
+}
+
+
+def not_found(what: str, ident: str) -> Problem:
+    """404 for a resource that is absent or owned by another key (indistinguishable)."""
+    return Problem(404, "Not Found", f"no {what} {ident!r}")
 
 
 def problem_response(

@@ -1,5 +1,5 @@
-"""The worker pool: claims jobs from the store, runs each through an executor, heartbeats the
-leases, relays progress, kills cancelled jobs, and records the outcome.
+"""The worker pool: claims jobs from the queue (``server.queue``), runs each through an
+executor, heartbeats the leases, relays progress, kills cancelled jobs, and records the outcome.
 
 Directory layout under ``state_dir/jobs/<job id>/``: ``checkpoint/`` (kept across attempts, so a
 crashed job resumes) and ``attempt-<n>/`` (``job.json``, ``work/`` = the artifacts,
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import mimetypes
 import os
 import shutil
 import socket
@@ -22,36 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boltzgen.jobs import RESULT_MODEL_FILE, get_kind, job_dir_paths
+from boltzgen.jobs import RESULT_MODEL_FILE, get_kind, job_dir_paths, load_plugins
 from server.executors import Executor, Handle, make_executor
+from server.files import job_root, media_type, model_dir
+from server.queue import JobQueue
 from server.settings import Settings
 from server.store import Store
 
 log = logging.getLogger("boltzgen.worker")
-
-MEDIA_TYPES = {
-    ".h5": "application/x-hdf5",
-    ".hdf5": "application/x-hdf5",
-    ".npz": "application/octet-stream",
-    ".npy": "application/octet-stream",
-    ".pt": "application/octet-stream",
-    ".pdb": "chemical/x-pdb",
-    ".json": "application/json",
-    ".png": "image/png",
-    ".svg": "image/svg+xml",
-    ".csv": "text/csv",
-    ".txt": "text/plain",
-}
-
-
-def media_type(path: Path) -> str:
-    return MEDIA_TYPES.get(path.suffix.lower()) or (
-        mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    )
-
-
-def job_root(settings: Settings, job_id: str) -> Path:
-    return Path(settings.state_dir) / "jobs" / job_id
 
 
 @dataclass
@@ -86,6 +63,7 @@ class WorkerPool:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.queue = JobQueue(store)
         self.executor = executor or make_executor(settings)
         self.slots = settings.workers if slots is None else slots
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -127,9 +105,9 @@ class WorkerPool:
             run.killed_for = "shutdown"
             run.handle.kill()
             self._pump(run)
-            if not self.store.release(run.id, self.worker_id, run.attempt):
+            if not self.queue.release(run.id, self.worker_id, run.attempt):
                 # cancel was requested meanwhile: record it
-                self.store.finish_attempt(
+                self.queue.finish_attempt(
                     run.id,
                     self.worker_id,
                     run.attempt,
@@ -145,7 +123,7 @@ class WorkerPool:
         now = time.monotonic()
         if now - self._last_reap >= max(self.settings.poll_seconds, 0.5):
             self._last_reap = now
-            for job_id, status in self.store.reap_expired(
+            for job_id, status in self.queue.reap_expired(
                 self.settings.retry_backoff_seconds
             ).items():
                 log.warning("job %s: lease expired -> %s", job_id, status)
@@ -157,7 +135,7 @@ class WorkerPool:
                 self._finish(run, code)
         # cancellations
         if self.running:
-            for job_id in self.store.cancel_flags(list(self.running)):
+            for job_id in self.queue.cancel_flags(list(self.running)):
                 run = self.running.get(job_id)
                 if run is not None and run.killed_for is None:
                     log.info("job %s: cancel requested, killing", job_id)
@@ -166,7 +144,7 @@ class WorkerPool:
         # heartbeats
         if self.running and now - self._last_beat >= self.settings.heartbeat_interval:
             self._last_beat = now
-            held = self.store.heartbeat(
+            held = self.queue.heartbeat(
                 self.worker_id, list(self.running), self.settings.lease_seconds
             )
             for job_id in set(self.running) - held:
@@ -176,7 +154,7 @@ class WorkerPool:
                 run.handle.kill()
         # claims
         while len(self.running) < self.slots and not self._stop.is_set():
-            job = self.store.claim(self.worker_id, self.settings.lease_seconds)
+            job = self.queue.claim(self.worker_id, self.settings.lease_seconds)
             if job is None:
                 break
             self._launch(job)
@@ -194,7 +172,7 @@ class WorkerPool:
             handle = self.executor.launch(jobdir, ckpt, kind)
         except Exception as exc:
             log.exception("job %s: launch failed", job["id"])
-            self.store.finish_attempt(
+            self.queue.finish_attempt(
                 job["id"],
                 self.worker_id,
                 job["attempts"],
@@ -225,7 +203,7 @@ class WorkerPool:
                 updates.append((float(rec["progress"]), str(rec.get("message", ""))))
             except (ValueError, KeyError, TypeError):
                 continue
-        self.store.record_progress(run.id, self.worker_id, run.attempt, updates)
+        self.queue.record_progress(run.id, self.worker_id, run.attempt, updates)
 
     def _finish(self, run: _Run, code: int) -> None:
         self.running.pop(run.id, None)
@@ -240,7 +218,7 @@ class WorkerPool:
         if outcome is not None and outcome.get("status") == "succeeded" and run.killed_for is None:
             result = outcome.get("result") or {}
             files, model = self._collect(run, result)
-            ok = self.store.complete(run.id, self.worker_id, run.attempt, result, files, model)
+            ok = self.queue.complete(run.id, self.worker_id, run.attempt, result, files, model)
             log.info("job %s: succeeded%s", run.id, "" if ok else " (but lease was lost)")
             return
         if outcome is not None and outcome.get("status") == "failed":
@@ -254,7 +232,7 @@ class WorkerPool:
                 "message": f"the job process exited with code {code} without a result",
             }
             retryable = True
-        status = self.store.finish_attempt(
+        status = self.queue.finish_attempt(
             run.id, self.worker_id, run.attempt, error, retryable=retryable, backoff=backoff
         )
         log.info("job %s: attempt %d ended (%s) -> %s", run.id, run.attempt, error["type"], status)
@@ -279,7 +257,7 @@ class WorkerPool:
         if name:
             src = work / name
             if src.is_file():
-                dst = Path(self.settings.state_dir) / "models" / run.id / src.name
+                dst = model_dir(self.settings, run.id) / src.name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
                 summary = {k: v for k, v in result.items() if k != RESULT_MODEL_FILE}
@@ -294,12 +272,15 @@ class WorkerPool:
         return files, model
 
 
-def main() -> None:
-    """``python -m server.worker``: a standalone worker pool using ``BOLTZGEN_*`` settings."""
+def main(settings: Settings | None = None) -> None:
+    """A standalone worker pool until SIGTERM/SIGINT: ``python -m server.worker`` (settings
+    from ``BOLTZGEN_*``) or ``boltzgen worker`` (which passes its own)."""
     import signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = Settings()
+    settings = settings or Settings()
+    if settings.job_modules:
+        load_plugins(settings.job_modules)  # the kinds must be known here to launch their jobs
     store = Store(settings.sqlalchemy_url)
     store.create_all()
     pool = WorkerPool(settings, store, slots=max(settings.workers, 1))

@@ -6,9 +6,9 @@ import pytest
 from _server_fixtures import ADMIN, ADP, settings_for
 from fastapi.testclient import TestClient
 
-from server.api import get_principal
 from server.app import create_app
 from server.auth import Principal
+from server.deps import get_principal
 
 PROBLEM = "application/problem+json"
 
@@ -309,7 +309,7 @@ def _finish_with_outcome(app, tmp_path, files: dict[str, bytes], outcome: dict) 
 
     store, settings = app.state.store, app.state.settings
     pool = WorkerPool(settings, store, executor=LocalExecutor(settings), slots=0)
-    claimed = store.claim(pool.worker_id, 30)
+    claimed = pool.queue.claim(pool.worker_id, 30)
     assert claimed is not None
     jobdir = tmp_path / "attempt-1"
     (jobdir / "work").mkdir(parents=True)
@@ -405,7 +405,7 @@ def test_auth_disabled_for_local_use(tmp_path):
 def test_event_stream_delivers_a_final_status_committed_between_its_reads(env):
     """The job ends after the stream found no new events but before it read the job's status:
     the final status event must still reach the client."""
-    from server.api import get_store
+    from server.deps import get_store
 
     client, app = env["client"], env["app"]
     job_id = submit(client, env["a"], env["system"]["id"]).json()["id"]

@@ -1,0 +1,57 @@
+"""``/v1/models``: trained models (registered when a job's result names a model file), to
+reuse by id in later jobs (``model_id``) or download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
+
+from boltzgen.schemas import ModelInfo, ModelPage
+from server.convert import model_info
+from server.deps import SettingsDep, StoreDep, Who
+from server.files import file_response
+from server.pagination import Limit, decode_cursor, encode_cursor
+from server.problems import PROBLEM_RESPONSES, not_found
+from server.routes import V1
+
+router = APIRouter(prefix=V1, tags=["models"])
+
+
+@router.get("/models", response_model=ModelPage, responses=PROBLEM_RESPONSES)
+def list_models(
+    store: StoreDep,
+    who: Who,
+    settings: SettingsDep,
+    cursor: str | None = None,
+    limit: Limit = 50,
+) -> ModelPage:
+    limit = min(limit, settings.page_size_max)
+    items, nxt = store.list_models(who.scope, decode_cursor(cursor), limit)
+    return ModelPage(items=[model_info(m) for m in items], next_cursor=encode_cursor(nxt))
+
+
+@router.get("/models/{model_id}", response_model=ModelInfo, responses=PROBLEM_RESPONSES)
+def get_model(model_id: str, store: StoreDep, who: Who) -> ModelInfo:
+    m = store.get_model(model_id, who.scope)
+    if m is None:
+        raise not_found("model", model_id)
+    return model_info(m)
+
+
+@router.get("/models/{model_id}/content", response_class=FileResponse, responses=PROBLEM_RESPONSES)
+def download_model(model_id: str, store: StoreDep, who: Who) -> FileResponse:
+    m = store.get_model(model_id, who.scope)
+    if m is None:
+        raise not_found("model", model_id)
+    return file_response(m["path"], "application/octet-stream", Path(m["path"]).name)
+
+
+@router.delete("/models/{model_id}", status_code=204, responses=PROBLEM_RESPONSES)
+def delete_model(model_id: str, store: StoreDep, who: Who) -> Response:
+    path = store.delete_model(model_id, who.scope)
+    if path is None:
+        raise not_found("model", model_id)
+    Path(path).unlink(missing_ok=True)
+    return Response(status_code=204)
