@@ -279,6 +279,7 @@ def main(settings: Settings | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = settings or Settings()
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     if settings.job_modules:
         load_plugins(settings.job_modules)  # the kinds must be known here to launch their jobs
     store = Store(settings.sqlalchemy_url)

@@ -12,9 +12,9 @@ import torch
 
 import boltzgen as bg
 from boltzgen import cg
+from boltzgen.constants import GAS_CONSTANT
 from boltzgen.errors import BoltzgenError, InputError
 from boltzgen.paths import data_file
-from boltzgen.systems import GAS_CONSTANT
 
 torch.set_num_threads(1)
 
@@ -186,6 +186,19 @@ def test_forcefield_forces_are_minus_the_energy_gradient(adp_cg_frames, tmp_path
     torch.testing.assert_close(cg.CGForceField.load(path).energy(x), e)
     with pytest.raises(InputError):
         cg.CGForceField.load(tmp_path / "missing.pt")
+
+
+def test_fit_forces_learns_a_target_force_field_and_keeps_the_priors(adp_cg_frames):
+    target = _random_ff(adp_cg_frames)
+    x = adp_cg_frames[:1500]
+    _, f = target.forces(torch.as_tensor(x, dtype=torch.float64))
+    student = cg.CGForceField.from_data(x, KT, hidden=(32, 32))
+    k_before = student.bond_k.clone()
+    _, f0 = student.forces(torch.as_tensor(x, dtype=torch.float64))
+    start = float(((f0 - f) ** 2).mean())
+    hist = cg.fit_forces(student, x, f.numpy(), epochs=15, batch_size=128, lr=3e-3)
+    assert hist["best_val_mse"] < 0.5 * start
+    assert student.bond_k.dtype == torch.float64 and torch.equal(student.bond_k, k_before)
 
 
 def test_teacher_forces_are_kT_grad_log_q(adp_mapping, adp_cg_frames, tmp_path):

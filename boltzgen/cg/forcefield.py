@@ -354,6 +354,7 @@ def fit_forces(
     perm = torch.randperm(n, generator=gen)
     n_val = round(val_fraction * n) if n > 10 else 0
     val, train = perm[:n_val], perm[n_val:]
+    buffers = {k: v.detach().clone() for k, v in ff.named_buffers()}  # keep float64 priors
     ff.to(dtype)
     opt = torch.optim.Adam(ff.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train) / batch_size))
@@ -413,6 +414,8 @@ def fit_forces(
     if best_state is not None:
         ff.load_state_dict(best_state)
     ff.to(torch.float64)
+    for k, v in buffers.items():
+        ff.get_buffer(k).copy_(v)
     history.update(
         best_val_mse=best,
         epochs_run=len(history["train_mse"]),

@@ -172,7 +172,7 @@ class Mapping:
     # ------------------------------------------------------------------ properties
     @property
     def kT(self) -> float:
-        from boltzgen.systems import GAS_CONSTANT
+        from boltzgen.constants import GAS_CONSTANT
 
         return GAS_CONSTANT * self.temperature
 

@@ -122,7 +122,7 @@ def simulate_cg(
     Raises:
         CGMDError: a walker blew up (``.step``, ``.walkers``).
     """
-    from boltzgen.systems import GAS_CONSTANT
+    from boltzgen.constants import GAS_CONSTANT
 
     x = torch.as_tensor(np.asarray(x0) if not torch.is_tensor(x0) else x0).to(dtype)
     if x.ndim == 2:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from boltzgen.constants import KJ_PER_KCAL
 from boltzgen.errors import InputError, ShapeError
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 BINS = 60
-KCAL = 4.184  # kJ per kcal
+KCAL = KJ_PER_KCAL  # kJ per kcal
 
 
 def _angles(a: Any) -> np.ndarray:
@@ -67,7 +68,7 @@ def kl_divergence(p_ref: np.ndarray, p_model: np.ndarray) -> float:
 
 def pmf_mse(p_ref: np.ndarray, p_model: np.ndarray, temperature: float = 300.0) -> float:
     """Mean over bins populated in both of (kT ln p_ref - kT ln p_model)^2, (kcal/mol)^2."""
-    from boltzgen.systems import GAS_CONSTANT
+    from boltzgen.constants import GAS_CONSTANT
 
     p, q = np.asarray(p_ref, float), np.asarray(p_model, float)
     both = (p > 0) & (q > 0)

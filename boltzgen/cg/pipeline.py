@@ -50,7 +50,8 @@ class CGConfig:
     method: str = "flow"
     max_frames: int | None = None  # evenly strided subset of the frames
     # teacher (flow method)
-    teacher_epochs: int = 30
+    teacher_epochs: int = 100
+    teacher_steps: int | None = None  # if set: epochs = ceil(steps / batches per epoch)
     teacher_batch_size: int = 256
     teacher_lr: float = 1e-3
     teacher_layers: int = 4
@@ -65,6 +66,7 @@ class CGConfig:
     activation: str = "tanh"
     repulsion: bool = False
     epochs: int = 50
+    steps: int | None = None  # if set: epochs = ceil(steps / batches per epoch)
     batch_size: int = 256
     lr: float = 3e-3
     lr_final: float = 1e-5
@@ -95,6 +97,13 @@ class CGConfig:
         if unknown:
             raise InputError(f"unknown CG config option(s): {', '.join(unknown)}")
         return cls(**d)
+
+
+def _epochs(epochs: int, steps: int | None, n: int, batch: int, val_fraction: float) -> int:
+    if steps is None:
+        return int(epochs)
+    per_epoch = max(1, math.ceil((n - round(val_fraction * n)) / batch))
+    return max(1, math.ceil(int(steps) / per_epoch))
 
 
 def load_frames(frames: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -204,7 +213,9 @@ def run_pipeline(
 
         hist = teacher.fit(
             x_cg,
-            epochs=cfg.teacher_epochs,
+            epochs=_epochs(
+                cfg.teacher_epochs, cfg.teacher_steps, len(x_cg), cfg.teacher_batch_size, 0.1
+            ),
             batch_size=cfg.teacher_batch_size,
             lr=cfg.teacher_lr,
             seed=cfg.seed,
@@ -252,7 +263,7 @@ def run_pipeline(
         ff,
         x_train,
         f_train,
-        epochs=cfg.epochs,
+        epochs=_epochs(cfg.epochs, cfg.steps, len(x_train), cfg.batch_size, cfg.val_fraction),
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         lr_final=cfg.lr_final,

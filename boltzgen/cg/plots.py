@@ -29,7 +29,7 @@ def fes_plot(
     """One panel per entry of ``panels`` (title -> (N, 2) dihedral values in radians):
     F = -kT ln p in kcal/mol on the 60 x 60 grid, shifted to a minimum of 0, same colour
     scale (0..``vmax``) in every panel; bins never visited are blank."""
-    from boltzgen.systems import GAS_CONSTANT
+    from boltzgen.constants import GAS_CONSTANT
 
     kt = GAS_CONSTANT * float(temperature) / KCAL
     edges = np.linspace(-np.pi, np.pi, int(bins) + 1)

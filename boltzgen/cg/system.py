@@ -80,7 +80,7 @@ class CGSystem:
 
     @property
     def kT(self) -> float:
-        from boltzgen.systems import GAS_CONSTANT
+        from boltzgen.constants import GAS_CONSTANT
 
         return GAS_CONSTANT * self.temperature
 

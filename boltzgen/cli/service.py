@@ -1,15 +1,16 @@
 """Service commands: ``serve`` and ``worker`` (need the ``server`` extra) and the client side
 ``submit``, ``status``, ``wait``, ``download`` (the SDK, ``boltzgen.client``).
 
-The library never imports ``server``: ``serve`` hands uvicorn an import string and ``worker``
-imports ``server.worker`` by name at run time, with a clear message if it is not installed.
+The library never imports ``server`` statically: ``serve`` and ``worker`` import it by name at
+run time, with a clear message if it is not installed. Both build the server's ``Settings``
+once (``BOLTZGEN_*`` environment, overridden by the command-line options) and pass that object
+to the app or the worker pool, instead of writing options back into the environment.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
 import secrets
 import sys
 import time
@@ -50,19 +51,25 @@ def serve(
     ] = False,
 ) -> None:
     """Run the REST API (uvicorn) with an embedded worker pool and a SQLite store."""
-    _server_module("server.app")
+    from functools import partial
+
+    from pydantic import SecretStr
+
+    app_module = _server_module("server.app")
     import uvicorn
 
-    os.environ["BOLTZGEN_WORKERS"] = str(workers)
+    overrides: dict = {"workers": workers}
     if state_dir is not None:
-        os.environ["BOLTZGEN_STATE_DIR"] = str(state_dir)
+        overrides["state_dir"] = state_dir
     if no_auth:
-        os.environ["BOLTZGEN_AUTH"] = "false"
-    elif not os.environ.get("BOLTZGEN_ADMIN_KEY"):
+        overrides["auth"] = False
+    settings = _server_module("server.settings").Settings(**overrides)
+    if settings.auth and not (settings.admin_key and settings.admin_key.get_secret_value()):
         key = "bgk_admin_" + secrets.token_urlsafe(24)
-        os.environ["BOLTZGEN_ADMIN_KEY"] = key
+        settings = settings.model_copy(update={"admin_key": SecretStr(key)})
         typer.echo(f"BOLTZGEN_ADMIN_KEY not set; admin key for this run: {key}", err=True)
-    uvicorn.run("server.app:app_from_env", factory=True, host=host, port=port, log_level="info")
+    factory = partial(app_module.server_app, settings)
+    uvicorn.run(factory, factory=True, host=host, port=port, log_level="info")
 
 
 def worker(
@@ -72,9 +79,9 @@ def worker(
     ] = "local",
 ) -> None:
     """Run a standalone worker pool against the store in BOLTZGEN_DATABASE_URL/STATE_DIR."""
-    os.environ["BOLTZGEN_WORKERS"] = str(slots)
-    os.environ["BOLTZGEN_EXECUTOR"] = executor
-    _server_module("server.worker").main()
+    worker_module = _server_module("server.worker")
+    settings = _server_module("server.settings").Settings(workers=slots, executor=executor)
+    worker_module.main(settings)
 
 
 def _friendly(fn):
