@@ -168,17 +168,36 @@ class BoltzmannGenerator(nn.Module):
         return x, log_q_u - logdet_inv
 
     @torch.no_grad()
-    def sample(self, n: int, batch_size: int = 4096, energies: bool = True):
+    def sample(
+        self,
+        n: int,
+        batch_size: int = 4096,
+        energies: bool = True,
+        refine: bool | dict[str, Any] | None = None,
+    ):
         """Draw ``n`` samples with log q, reduced energies (kT) and log importance weights.
+
+        Args:
+            refine: ``True`` or a dict of :func:`boltzgen.refine` options: move the draws
+                toward the Boltzmann distribution by annealed SMC with OpenMM forces.
 
         Returns:
             :class:`boltzgen.samples.Samples`; configurations with non-finite energy get
-            log-weight -inf (counted by the energy model, never dropped silently).
+            log-weight -inf (counted by the energy model, never dropped silently). With
+            ``refine``: :class:`boltzgen.refinement.RefinedSamples` (also a ``Samples``) with
+            ``log_z``, ``n_energy_evals`` and the SMC ``history``.
         """
         from boltzgen.samples import Samples
 
         if int(n) < 1:
             raise InputError(f"number of samples must be >= 1, got {n}")
+        if refine:
+            from boltzgen.refinement import refine as _refine
+
+            if not isinstance(refine, (bool, dict)):
+                raise InputError(f"refine must be a bool or a dict of options, got {refine!r}")
+            opts = {} if refine is True else dict(refine)
+            return _refine(self.sample(n, batch_size, energies=False), self, **opts)
         xs, lqs, us = [], [], []
         for start in range(0, int(n), int(batch_size)):
             m = min(int(batch_size), int(n) - start)
