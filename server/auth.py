@@ -2,14 +2,15 @@
 
 Keys are stored as sha256 hashes and compared with ``hmac.compare_digest``; the admin key comes
 from settings. Each key owns what it creates and sees nothing else (404); the admin sees all and
-manages keys. Successful lookups are cached for ``key_cache_seconds`` (a revoked key keeps
-working for at most that long).
+manages keys. Every request looks its key up in the store (one indexed SELECT, about 0.1 ms on
+SQLite and on a local PostgreSQL: see docs/RELIABILITY.md), so a revoked key is refused at
+once, by every server process sharing the store. There is no lookup cache to invalidate
+(``key_cache_seconds`` is no longer used).
 """
 
 from __future__ import annotations
 
 import hmac
-import time
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -48,7 +49,6 @@ class Authenticator:
         self._admin_digest = (
             hash_key(settings.admin_key.get_secret_value()) if settings.admin_key else None
         )
-        self._cache: dict[str, tuple[str, float]] = {}
 
     def __call__(self, request: Request) -> Principal:
         if not self.settings.auth:
@@ -64,10 +64,6 @@ class Authenticator:
         digest = hash_key(key)
         if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
             return Principal("admin", is_admin=True)
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and hit[1] > now:
-            return Principal(hit[0])
         owner = self.store.lookup_key(key)
         if owner is None:
             raise Problem(
@@ -76,7 +72,4 @@ class Authenticator:
                 "unknown or revoked API key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (owner, now + self.settings.key_cache_seconds)
         return Principal(owner)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +28,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -41,7 +43,6 @@ from server.tables import (
     idempotency,
     job_events,
     jobs,
-    metadata,
     models,
     systems,
 )
@@ -50,6 +51,9 @@ from server.tables import (
 _INSERT_JOB = insert(jobs)
 _INSERT_EVENT = insert(job_events)
 _INSERT_IDEM = insert(idempotency)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+PRE_ALEMBIC_REVISION = "0001"  # the schema of stores created before Alembic was added
 
 
 def new_id(prefix: str) -> str:
@@ -102,12 +106,28 @@ class Store:
 
     # ------------------------------------------------------------ plumbing
     def create_all(self) -> None:
-        """Create missing tables. Several processes may start at once (server + workers):
-        on PostgreSQL an advisory lock serialises them, on SQLite BEGIN IMMEDIATE does."""
+        """Bring the schema to the newest revision: Alembic ``upgrade head``
+        (``server/migrations``), in one transaction. A store made before Alembic was added
+        (tables, no ``alembic_version``) is stamped with the initial revision first. Several
+        processes may start at once (server + workers): on PostgreSQL an advisory lock
+        serialises them, on SQLite BEGIN IMMEDIATE does."""
+        from alembic import command
+
         with self.transaction() as conn:
             if self.is_postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7262011)"))
-            metadata.create_all(conn)
+            cfg = _alembic_config(conn)
+            names = set(inspect(conn).get_table_names())
+            if "alembic_version" not in names and "jobs" in names:
+                command.stamp(cfg, PRE_ALEMBIC_REVISION)
+            command.upgrade(cfg, "head")
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the store is at (None: not migrated)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.read() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -433,6 +453,17 @@ class Store:
                 "created_at": time.time(),
             },
         )
+
+
+def _alembic_config(conn: Connection):
+    """Alembic settings that run the migrations in ``conn`` (the caller's transaction)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
+    cfg.attributes["connection"] = conn
+    return cfg
 
 
 def _sqlite_setup(engine: Engine) -> None:

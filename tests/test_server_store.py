@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server.queue import JobQueue, claim_statement
@@ -27,12 +28,20 @@ def store(request, tmp_path):
             pytest.skip("set BOLTZGEN_TEST_POSTGRES_URL to test the PostgreSQL store")
         pytest.importorskip("psycopg")
         s = Store(PG_URL)
-        metadata.drop_all(s.engine)
+        drop_schema(s)
     s.create_all()
     yield s
     if request.param == "postgres":
-        metadata.drop_all(s.engine)
+        drop_schema(s)
     s.dispose()
+
+
+def drop_schema(store: Store) -> None:
+    """Drop every table, the Alembic version table included (else the next create_all,
+    which runs ``alembic upgrade head``, would find the store at head and create nothing)."""
+    metadata.drop_all(store.engine)
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
 
 @pytest.fixture
@@ -186,7 +195,7 @@ def test_release_on_shutdown_does_not_count_the_attempt(store, queue):
 
 def test_processes_starting_together_create_the_schema_once(store):
     """Server and workers call create_all at the same time on a fresh database."""
-    metadata.drop_all(store.engine)
+    drop_schema(store)
     errors = []
 
     def start() -> None:
