@@ -9,18 +9,24 @@
 
 Every POST carries an ``Idempotency-Key`` (a fresh UUID unless you pass one), so the client
 can retry safely: 429 and 503 are retried after the server's ``Retry-After``, connection
-errors with exponential backoff, up to ``max_retries`` times. Errors raise ``ApiError`` with the
-RFC 9457 problem document. ``AsyncClient`` has the same core methods as coroutines.
+errors with exponential backoff, up to ``max_retries`` times and at most ``max_wait`` seconds
+of waiting in all (each wait is logged as a warning on the ``boltzgen.client`` logger); past
+that a 429/503 raises ``RateLimitedError``. Errors raise ``ApiError`` with the RFC 9457 problem
+document. ``AsyncClient`` has the same methods as coroutines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
+import inspect
 import json
+import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +54,14 @@ __all__ = [
     "JobFailedError",
     "JobInfo",
     "ModelInfo",
+    "RateLimitedError",
     "SystemInfo",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = (429, 503)
+DEFAULT_MAX_WAIT = 30.0  # seconds a request may spend waiting on retries, in all
+log = logging.getLogger("boltzgen.client")
 
 
 class ApiError(BoltzgenError):
@@ -64,6 +73,23 @@ class ApiError(BoltzgenError):
         title = problem.get("title", "error")
         detail = problem.get("detail")
         super().__init__(f"HTTP {status} {title}" + (f": {detail}" if detail else ""))
+
+
+class RateLimitedError(ApiError):
+    """A 429 (or 503) that the client stopped retrying: waiting as the server asks
+    (``retry_after`` s more) would pass ``max_wait`` in all, or ``max_retries`` was used up.
+    ``waited`` is how long this request already waited."""
+
+    def __init__(
+        self, status: int, problem: dict[str, Any], *, waited: float, retry_after: float
+    ) -> None:
+        super().__init__(status, problem)
+        self.waited = waited
+        self.retry_after = retry_after
+        self.args = (
+            f"{self.args[0]} (gave up after waiting {waited:.1f} s; the server asks for "
+            f"{retry_after:.0f} s more; raise max_wait/max_retries to wait longer)",
+        )
 
 
 class JobFailedError(BoltzgenError):
@@ -78,16 +104,20 @@ class JobFailedError(BoltzgenError):
         )
 
 
-def _raise_for(resp: httpx.Response) -> None:
-    if resp.status_code < 400:
-        return
+def _problem(resp: httpx.Response) -> dict[str, Any]:
     try:
         problem = resp.json()
         if not isinstance(problem, dict):
             problem = {"title": str(problem)}
     except ValueError:
         problem = {"title": resp.reason_phrase, "detail": resp.text[:500]}
-    raise ApiError(resp.status_code, problem)
+    return problem
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    raise ApiError(resp.status_code, _problem(resp))
 
 
 def _retry_after(resp: httpx.Response | None, attempt: int) -> float:
@@ -114,10 +144,88 @@ def _next_delay(attempt: int, max_retries: int, resp: httpx.Response | None) -> 
     return _retry_after(resp, attempt) if resp.status_code in RETRY_STATUSES else None
 
 
+class _Retry:
+    """The retry policy of one request: 429/503 after ``Retry-After``, connection errors with
+    exponential backoff; at most ``max_retries`` retries and ``max_wait`` s of waiting."""
+
+    def __init__(self, max_retries: int, max_wait: float, method: str, path: str) -> None:
+        self.max_retries = max_retries
+        self.max_wait = max_wait
+        self.what = f"{method} {path}"
+        self.attempt = 0
+        self.waited = 0.0
+
+    def _allowed(self, delay: float) -> bool:
+        return self.attempt < self.max_retries and self.waited + delay <= self.max_wait
+
+    def _take(self, delay: float, why: str) -> float:
+        log.warning(
+            "%s: %s; retrying in %.1f s (waited %.1f s, max_wait %.0f s)",
+            self.what,
+            why,
+            delay,
+            self.waited,
+            self.max_wait,
+        )
+        self.attempt += 1
+        self.waited += delay
+        return delay
+
+    def after_error(self, exc: Exception) -> float:
+        """Seconds to wait after a connection error; re-raises it when out of budget."""
+        delay = _retry_after(None, self.attempt)
+        if not self._allowed(delay):
+            raise exc
+        return self._take(delay, f"{type(exc).__name__}: {exc}")
+
+    def after_response(self, resp: httpx.Response) -> float | None:
+        """Seconds to wait before retrying ``resp``; None: it is the answer (raises
+        ``ApiError`` for other 4xx/5xx, ``RateLimitedError`` for a 429/503 out of budget)."""
+        if resp.status_code not in RETRY_STATUSES:
+            _raise_for(resp)
+            return None
+        delay = _retry_after(resp, self.attempt)
+        if not self._allowed(delay):
+            raise RateLimitedError(
+                resp.status_code, _problem(resp), waited=self.waited, retry_after=delay
+            )
+        return self._take(delay, f"HTTP {resp.status_code}")
+
+
+def _looks_like_path(text: str) -> bool:
+    seps = [s for s in (os.sep, os.altsep, "/") if s]
+    return text.lower().endswith((".pdb", ".ent")) or any(s in text for s in seps)
+
+
 def _pdb_text(pdb: str | os.PathLike[str]) -> str:
-    if isinstance(pdb, os.PathLike) or ("\n" not in str(pdb) and Path(str(pdb)).is_file()):
+    """The PDB text to upload: a path (``os.PathLike``, or a one-line string naming a file) is
+    read; only multi-line text is PDB content. A string that looks like a path (ends in .pdb
+    or has a path separator) but names no file raises FileNotFoundError, instead of being
+    sent as PDB text."""
+    if isinstance(pdb, os.PathLike):
         return Path(pdb).read_text()
-    return str(pdb)
+    text = str(pdb)
+    if "\n" in text.strip():
+        return text
+    name = text.strip()
+    if name and Path(name).is_file():
+        return Path(name).read_text()
+    if _looks_like_path(name):
+        raise FileNotFoundError(errno.ENOENT, "no such PDB file", name)
+    raise ValueError(
+        f"{name[:80]!r} is neither an existing file nor PDB text (PDB text has several lines)"
+    )
+
+
+def _list_params(status, kind, cursor, limit) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": limit}
+    if status:
+        params["status"] = status if isinstance(status, str) else ",".join(status)
+    if kind:
+        params["kind"] = kind
+    if cursor:
+        params["cursor"] = cursor
+    return params
 
 
 def _system_body(
@@ -193,11 +301,13 @@ class Client:
         *,
         timeout: float = 30.0,
         max_retries: int = 5,
+        max_wait: float = DEFAULT_MAX_WAIT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = (base_url or os.environ.get("BOLTZGEN_URL") or DEFAULT_URL).rstrip("/")
         self.api_key = api_key or os.environ.get("BOLTZGEN_API_KEY")
         self.max_retries = max_retries
+        self.max_wait = max_wait
         self.http = httpx.Client(
             base_url=self.base_url,
             headers=_headers(self.api_key),
@@ -216,20 +326,19 @@ class Client:
 
     # ------------------------------------------------------------ plumbing
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One API call with retries (429/503 after Retry-After; connection errors)."""
-        attempt = 0
+        """One API call with retries (429/503 after Retry-After; connection errors), at most
+        ``max_retries`` of them and ``max_wait`` s of waiting; each wait is logged."""
+        retry = _Retry(self.max_retries, self.max_wait, method, path)
         while True:
             try:
                 resp = self.http.request(method, path, **kwargs)
-            except _TRANSIENT:
-                if (delay := _next_delay(attempt, self.max_retries, None)) is None:
-                    raise
+            except _TRANSIENT as exc:
+                delay = retry.after_error(exc)
             else:
-                if (delay := _next_delay(attempt, self.max_retries, resp)) is None:
-                    _raise_for(resp)
+                delay = retry.after_response(resp)
+                if delay is None:
                     return resp
             time.sleep(delay)
-            attempt += 1
 
     def _post(self, path: str, body: Any, idempotency_key: str | None) -> httpx.Response:
         key = idempotency_key or str(uuid.uuid4())
@@ -293,13 +402,7 @@ class Client:
         cursor: str | None = None,
         limit: int = 50,
     ) -> JobPage:
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = status if isinstance(status, str) else ",".join(status)
-        if kind:
-            params["kind"] = kind
-        if cursor:
-            params["cursor"] = cursor
+        params = _list_params(status, kind, cursor, limit)
         return JobPage.model_validate(self.request("GET", "/v1/jobs", params=params).json())
 
     def iter_jobs(self, status=None, kind=None, page_size: int = 100) -> Iterator[JobInfo]:
@@ -452,13 +555,27 @@ class Client:
         return dest
 
     # ------------------------------------------------------------ admin
+    def list_keys(self) -> list[KeyInfo]:
+        """Admin only: every API key (ids, names, revoked flags; never the plaintext)."""
+        return [KeyInfo.model_validate(k) for k in self.request("GET", "/v1/keys").json()]
+
+    def revoke_key(self, key_id: str) -> None:
+        """Admin only: revoke a key; it is refused from the next request on."""
+        self.request("DELETE", f"/v1/keys/{key_id}")
+
     def create_key(self, name: str = "") -> KeyInfo:
         """Admin only: a new API key (``.key`` holds the plaintext, shown once)."""
         return KeyInfo.model_validate(self._post("/v1/keys", {"name": name}, None).json())
 
 
 class AsyncClient:
-    """The core of ``Client`` as coroutines (httpx.AsyncClient)."""
+    """``Client``'s methods as coroutines (httpx.AsyncClient), with the same names and
+    parameters (``aclose`` for ``close``; ``async with``). The request plumbing, uploads,
+    submits, job reads, ``iter_jobs``/``events`` (async iterators) and ``wait`` are native
+    async. Every other public method of ``Client`` is mirrored at import time
+    (``_mirror_client``): it runs in a worker thread on a synchronous ``Client`` with the same
+    settings, so a method added to ``Client`` gets its async counterpart with no second copy
+    (``tests/test_client_parity.py`` fails if the two classes drift apart)."""
 
     def __init__(
         self,
@@ -467,12 +584,15 @@ class AsyncClient:
         *,
         timeout: float = 30.0,
         max_retries: int = 5,
+        max_wait: float = DEFAULT_MAX_WAIT,
         transport: httpx.AsyncBaseTransport | None = None,
         limits: httpx.Limits | None = None,
     ) -> None:
         self.base_url = (base_url or os.environ.get("BOLTZGEN_URL") or DEFAULT_URL).rstrip("/")
         self.api_key = api_key or os.environ.get("BOLTZGEN_API_KEY")
+        self.timeout = timeout
         self.max_retries = max_retries
+        self.max_wait = max_wait
         kwargs: dict[str, Any] = {"limits": limits} if limits is not None else {}
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -481,9 +601,26 @@ class AsyncClient:
             transport=transport,
             **kwargs,
         )
+        # the synchronous twin for mirrored methods (a MockTransport serves both)
+        self._sync_transport = transport if isinstance(transport, httpx.BaseTransport) else None
+        self._sync: Client | None = None
+
+    def _sync_client(self) -> Client:
+        if self._sync is None:
+            self._sync = Client(
+                self.base_url,
+                self.api_key,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                max_wait=self.max_wait,
+                transport=self._sync_transport,
+            )
+        return self._sync
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        if self._sync is not None:
+            self._sync.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -491,21 +628,26 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    # ------------------------------------------------------------ plumbing
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        attempt = 0
+        """One API call with retries (see ``Client.request``)."""
+        retry = _Retry(self.max_retries, self.max_wait, method, path)
         while True:
             try:
                 resp = await self.http.request(method, path, **kwargs)
-            except _TRANSIENT:
-                if (delay := _next_delay(attempt, self.max_retries, None)) is None:
-                    raise
+            except _TRANSIENT as exc:
+                delay = retry.after_error(exc)
             else:
-                if (delay := _next_delay(attempt, self.max_retries, resp)) is None:
-                    _raise_for(resp)
+                delay = retry.after_response(resp)
+                if delay is None:
                     return resp
             await asyncio.sleep(delay)
-            attempt += 1
 
+    async def _post(self, path: str, body: Any, idempotency_key: str | None) -> httpx.Response:
+        key = idempotency_key or str(uuid.uuid4())
+        return await self.request("POST", path, json=body, headers={"Idempotency-Key": key})
+
+    # ------------------------------------------------------------ systems and jobs
     async def upload_system(
         self,
         pdb: str | os.PathLike[str],
@@ -518,8 +660,7 @@ class AsyncClient:
         idempotency_key: str | None = None,
     ) -> SystemInfo:
         body = _system_body(pdb, name, forcefield, solvent, temperature, constraints)
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        resp = await self.request("POST", "/v1/systems", json=body, headers=headers)
+        resp = await self._post("/v1/systems", body, idempotency_key)
         return SystemInfo.model_validate(resp.json())
 
     async def submit(
@@ -533,29 +674,90 @@ class AsyncClient:
         idempotency_key: str | None = None,
     ) -> JobInfo:
         body = _job_body(kind, system_id, model_id, params, max_attempts)
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        resp = await self.request("POST", "/v1/jobs", json=body, headers=headers)
+        resp = await self._post("/v1/jobs", body, idempotency_key)
         return JobInfo.model_validate(resp.json())
 
     async def get_job(self, job_id: str) -> JobInfo:
         return JobInfo.model_validate((await self.request("GET", f"/v1/jobs/{job_id}")).json())
 
+    async def list_jobs(
+        self,
+        status: str | list[str] | None = None,
+        kind: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        params = _list_params(status, kind, cursor, limit)
+        return JobPage.model_validate((await self.request("GET", "/v1/jobs", params=params)).json())
+
+    async def iter_jobs(
+        self, status=None, kind=None, page_size: int = 100
+    ) -> AsyncIterator[JobInfo]:
+        """All jobs, newest first, following the cursor (``async for``)."""
+        cursor = None
+        while True:
+            page = await self.list_jobs(status, kind, cursor, page_size)
+            for job in page.items:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
     async def cancel(self, job_id: str) -> JobInfo:
         resp = await self.request("POST", f"/v1/jobs/{job_id}/cancel")
         return JobInfo.model_validate(resp.json())
 
+    async def events(
+        self, job_id: str, last_event_id: str | int | None = None
+    ) -> AsyncIterator[dict]:
+        """The job's server-sent events until it ends (``async for``)."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        async with self.http.stream(
+            "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None
+        ) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                _raise_for(resp)
+            lines = [line async for line in resp.aiter_lines()]
+        for event in parse_sse(iter(lines)):
+            yield event
+
     async def wait(
-        self, job_id: str, *, timeout: float | None = None, raise_on_failure: bool = True
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        progress: bool | Callable[[JobInfo], None] = False,
+        poll: float | None = None,
+        raise_on_failure: bool = True,
     ) -> JobInfo:
+        """Poll until the job ends (see ``Client.wait``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            resp = await self.request("GET", f"/v1/jobs/{job_id}")
-            job = JobInfo.model_validate(resp.json())
-            if job.done:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
-            await asyncio.sleep(min(_retry_after(resp, 0), 2.0))
+        bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=1.0, desc=job_id, unit="job", bar_format="{l_bar}{bar}| {postfix}")
+        try:
+            while True:
+                resp = await self.request("GET", f"/v1/jobs/{job_id}")
+                job = JobInfo.model_validate(resp.json())
+                if bar is not None:
+                    bar.n = job.progress
+                    bar.set_postfix_str(f"{job.status} {job.message}"[:60])
+                    bar.refresh()
+                elif callable(progress):
+                    progress(job)
+                if job.done:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
+                await asyncio.sleep(poll if poll is not None else min(_retry_after(resp, 0), 2.0))
+        finally:
+            if bar is not None:
+                bar.close()
         if raise_on_failure and job.status != "succeeded":
             raise JobFailedError(job)
         return job
@@ -563,3 +765,43 @@ class AsyncClient:
     async def artifacts(self, job_id: str) -> list[ArtifactInfo]:
         data = (await self.request("GET", f"/v1/jobs/{job_id}/artifacts")).json()
         return ArtifactList.model_validate(data).items
+
+
+# Client methods that AsyncClient has under another name or must not mirror.
+_NOT_MIRRORED = {"close"}
+
+
+def public_methods(cls: type) -> dict[str, Any]:
+    """The public methods of a client class (name -> function)."""
+    return {
+        name: fn
+        for name in dir(cls)
+        if not name.startswith("_") and inspect.isfunction(fn := getattr(cls, name))
+    }
+
+
+def _mirrored(name: str, sync_fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(sync_fn)
+    async def method(self: AsyncClient, *args: Any, **kwargs: Any) -> Any:
+        bound = getattr(self._sync_client(), name)
+        return await asyncio.to_thread(bound, *args, **kwargs)
+
+    method.__doc__ = (
+        f"``Client.{name}`` as a coroutine (runs in a worker thread).\n\n{sync_fn.__doc__ or ''}"
+    )
+    return method
+
+
+def _mirror_client(sync_cls: type = Client, async_cls: type = AsyncClient) -> list[str]:
+    """Give ``async_cls`` a coroutine for every public method of ``sync_cls`` it lacks;
+    returns their names. Generators are not mirrored (they need a native async iterator)."""
+    added = []
+    for name, fn in public_methods(sync_cls).items():
+        if name in _NOT_MIRRORED or name in vars(async_cls) or inspect.isgeneratorfunction(fn):
+            continue
+        setattr(async_cls, name, _mirrored(name, fn))
+        added.append(name)
+    return added
+
+
+_mirror_client()

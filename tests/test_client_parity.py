@@ -1,0 +1,189 @@
+"""The SDK: ``AsyncClient`` has every public method of ``Client`` with the same parameters
+(as coroutines / async iterators), PDB paths vs PDB text, and the capped, logged, typed
+429 handling. No server: httpx.MockTransport."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+
+import httpx
+import pytest
+from _server_fixtures import ADP
+
+from boltzgen.client import AsyncClient, Client, RateLimitedError, _mirror_client, public_methods
+
+RENAMED = {"close": "aclose"}  # sync name -> async name
+
+
+def _params(fn) -> list[tuple[str, object]]:
+    return [(p.name, p.kind) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_async_client_has_every_client_method_with_the_same_parameters():
+    sync, async_ = public_methods(Client), public_methods(AsyncClient)
+    expected = {RENAMED.get(name, name) for name in sync}
+    assert set(async_) == expected, (
+        f"only in Client: {sorted(expected - set(async_))}; "
+        f"only in AsyncClient: {sorted(set(async_) - expected)}"
+    )
+    for name, fn in sync.items():
+        afn = async_[RENAMED.get(name, name)]
+        if inspect.isgeneratorfunction(fn):
+            assert inspect.isasyncgenfunction(afn), f"AsyncClient.{name} must be async iterator"
+        else:
+            assert inspect.iscoroutinefunction(afn), f"AsyncClient.{name} is not a coroutine"
+        if name not in RENAMED:
+            assert _params(afn) == _params(fn), name
+
+
+def test_a_new_client_method_is_mirrored():
+    class Sync(Client):
+        def shout(self, word: str, *, times: int = 2) -> str:
+            return word * times
+
+    class Async(AsyncClient):
+        pass
+
+    assert "shout" in _mirror_client(Sync, Async)
+    assert inspect.iscoroutinefunction(Async.shout)
+    assert _params(Async.shout) == _params(Sync.shout)
+
+
+def _job(status="queued") -> dict:
+    return {
+        "id": "job_a",
+        "kind": "energy",
+        "status": status,
+        "progress": 0.0,
+        "attempts": 0,
+        "max_attempts": 3,
+        "created_at": "2026-11-23T00:00:00Z",
+        "updated_at": "2026-11-23T00:00:00Z",
+    }
+
+
+def test_mirrored_methods_run_against_the_same_transport():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, request.headers.get("authorization")))
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json={"status": "ok"})
+        if request.url.path == "/v1/keys":
+            return httpx.Response(
+                200,
+                json=[
+                    {
+                        "id": "key_1",
+                        "name": "a",
+                        "revoked": False,
+                        "created_at": "2026-11-23T00:00:00Z",
+                    }
+                ],
+            )
+        return httpx.Response(204)
+
+    async def run():
+        async with AsyncClient(
+            "http://test", api_key="k", transport=httpx.MockTransport(handler)
+        ) as c:
+            return await c.health(), await c.list_keys(), await c.revoke_key("key_1")
+
+    health, keys, revoked = asyncio.run(run())
+    assert health == {"status": "ok"} and keys[0].id == "key_1" and revoked is None
+    assert ("DELETE", "/v1/keys/key_1", "Bearer k") in seen
+
+
+def test_upload_system_path_or_text(tmp_path):
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        import json
+
+        bodies.append(json.loads(request.content)["pdb"])
+        return httpx.Response(
+            201,
+            json={
+                "id": "sys_1",
+                "name": "x",
+                "n_atoms": 22,
+                "solvent": "vacuum",
+                "temperature": 300.0,
+                "forcefield": [],
+                "created_at": "2026-11-23T00:00:00Z",
+            },
+        )
+
+    with Client("http://test", transport=httpx.MockTransport(handler)) as c:
+        for missing in ("typo.pdb", "TYPO.PDB", str(tmp_path / "nope"), "dir/file.txt"):
+            with pytest.raises(FileNotFoundError, match="no such PDB file"):
+                c.upload_system(missing)
+        with pytest.raises(FileNotFoundError):
+            c.upload_system(tmp_path / "missing.pdb")  # a Path
+        with pytest.raises(ValueError, match="neither an existing file nor PDB text"):
+            c.upload_system("ATOM      1  N   ALA A   1")  # one line is not a PDB
+        assert bodies == []  # nothing was sent
+        c.upload_system(str(ADP))
+        c.upload_system(ADP)
+        c.upload_system(ADP.read_text())
+    assert bodies == [ADP.read_text()] * 3
+
+
+def test_429_wait_is_capped_logged_and_typed(caplog):
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(429, json={"title": "Too many"}, headers={"Retry-After": "0.2"})
+
+    caplog.set_level(logging.WARNING, logger="boltzgen.client")
+    c = Client("http://test", transport=httpx.MockTransport(handler), max_wait=0.5)
+    with c, pytest.raises(RateLimitedError) as err:
+        c.submit("energy", system_id="s")
+    assert len(calls) == 3  # waited 0.2 + 0.2; a third wait would pass max_wait=0.5
+    assert err.value.status == 429 and err.value.retry_after == pytest.approx(0.2)
+    assert err.value.waited == pytest.approx(0.4)
+    assert "max_wait" in str(err.value)
+    waits = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(waits) == 2 and "HTTP 429" in waits[0].getMessage()
+    # a Retry-After longer than the whole budget fails at once, without sleeping
+    with Client("http://test", transport=httpx.MockTransport(handler), max_wait=0.1) as c:
+        calls.clear()
+        with pytest.raises(RateLimitedError):
+            c.get_job("job_a")
+    assert len(calls) == 1
+
+    async def run():
+        async with AsyncClient(
+            "http://test", transport=httpx.MockTransport(handler), max_wait=0.3
+        ) as c:
+            await c.submit("energy", system_id="s")
+
+    calls.clear()
+    with pytest.raises(RateLimitedError):
+        asyncio.run(run())
+    assert len(calls) == 2
+
+
+def test_async_iterators():
+    pages = {None: (["a", "b"], "c1"), "c1": (["c"], None)}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            body = 'id: 1\nevent: status\ndata: {"status": "succeeded"}\n\n'
+            return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+        ids, nxt = pages[request.url.params.get("cursor")]
+        items = [_job() | {"id": i} for i in ids]
+        return httpx.Response(200, json={"items": items, "next_cursor": nxt})
+
+    async def run():
+        async with AsyncClient("http://test", transport=httpx.MockTransport(handler)) as c:
+            jobs = [j.id async for j in c.iter_jobs(page_size=2)]
+            events = [e async for e in c.events("job_a")]
+            return jobs, events
+
+    jobs, events = asyncio.run(run())
+    assert jobs == ["a", "b", "c"]
+    assert events == [{"id": "1", "event": "status", "data": {"status": "succeeded"}}]
