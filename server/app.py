@@ -20,12 +20,14 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from boltzgen import __version__
-from boltzgen.jobs import load_plugins
+from boltzgen.jobs import job_kinds, load_plugins
 from server.api import api_router
 from server.auth import Authenticator
 from server.body_limit import BodyLimit
+from server.methods import AllowedMethods
 from server.metrics import Metrics, MetricsMiddleware
-from server.problems import install_handlers
+from server.openapi import install_openapi
+from server.problems import CatchAll, install_handlers
 from server.routes import health
 from server.settings import Settings
 from server.store import Store
@@ -75,8 +77,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     install_handlers(app)
     app.include_router(api_router)
     app.include_router(health.router)
+    # the job-submit schema: a union over the kinds registered now (built-ins and plugins)
+    install_openapi(app, job_kinds())
+    # outermost last: CatchAll > BodyLimit > metrics > methods > routes
+    app.add_middleware(AllowedMethods, router=app.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, limit=settings.max_body_bytes, max_json_depth=settings.max_json_depth
+    )
+    app.add_middleware(CatchAll)
     return app
 
 

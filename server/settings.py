@@ -33,11 +33,14 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = None
     key_cache_seconds: float = 5.0
 
-    # limits
+    # limits (job parameters are checked against these after validation, i.e. after "4e8" or
+    # 4e8 became the integer 400000000, wherever in the parameters the field sits)
     max_body_bytes: int = 10 * 1024 * 1024
+    max_json_depth: int = Field(64, ge=2, description="deepest nesting of a JSON body")
     max_atoms: int = 5000
     max_samples: int = 1_000_000
     max_md_steps: int = 50_000_000
+    max_temperature: float = Field(5000.0, gt=0, description="K, of an uploaded system")
     max_active_jobs_per_key: int = 16
     page_size_max: int = 200
 

@@ -62,9 +62,15 @@ class JobKind:
     def artifact_fields(self) -> list[str]:
         return artifact_fields(self.params)
 
-    def client_schema(self) -> dict[str, Any]:
-        """JSON schema of the parameters a client sends (without the service-filled fields)."""
-        schema = self.params.model_json_schema()
+    def client_schema(self, ref_template: str | None = None) -> dict[str, Any]:
+        """JSON schema of the parameters a client sends (without the service-filled fields);
+        ``ref_template`` (pydantic's, e.g. ``"#/components/schemas/{model}"``) places the
+        nested models' references (an OpenAPI document puts them in its components)."""
+        schema = (
+            self.params.model_json_schema()
+            if ref_template is None
+            else self.params.model_json_schema(ref_template=ref_template)
+        )
         props = dict(schema.get("properties", {}))
         required = [r for r in schema.get("required", []) if r not in SERVICE_FIELDS]
         for name in SERVICE_FIELDS:

@@ -28,7 +28,13 @@ from server.deps import MetricsDep, SettingsDep, StoreDep, Who
 from server.files import job_root
 from server.idempotency import Made, idempotent
 from server.pagination import Limit, decode_cursor, encode_cursor
-from server.problems import PROBLEM_RESPONSES, Problem, boltzgen_problem, not_found
+from server.problems import (
+    BODY_PROBLEMS,
+    Problem,
+    boltzgen_problem,
+    not_found,
+    problem_responses,
+)
 from server.routes import V1
 from server.settings import Settings
 from server.store import Store
@@ -117,7 +123,7 @@ def resolve_job(
     "/jobs",
     status_code=202,
     response_model=JobInfo,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*BODY_PROBLEMS, 429),
 )
 def submit_job(
     body: JobCreate,
@@ -155,7 +161,7 @@ def submit_job(
     return idempotent(store, who, idempotency_key, "/v1/jobs", body.model_dump(), make)
 
 
-@router.get("/jobs", response_model=JobPage, responses=PROBLEM_RESPONSES)
+@router.get("/jobs", response_model=JobPage, responses=problem_responses(422))
 def list_jobs(
     store: StoreDep,
     who: Who,
@@ -179,7 +185,7 @@ def list_jobs(
     return JobPage(items=[job_info(j) for j in items], next_cursor=encode_cursor(nxt))
 
 
-@router.get("/jobs/{job_id}", response_model=JobInfo, responses=PROBLEM_RESPONSES)
+@router.get("/jobs/{job_id}", response_model=JobInfo, responses=problem_responses(404))
 async def get_job(job_id: str, store: StoreDep, who: Who, settings: SettingsDep) -> JSONResponse:
     """One job. While it is active, ``Retry-After`` suggests when to poll again."""
     # the hot polling path: one indexed SQLite read, run inline (sub-millisecond)
@@ -193,7 +199,10 @@ async def get_job(job_id: str, store: StoreDep, who: Who, settings: SettingsDep)
 
 
 @router.post(
-    "/jobs/{job_id}/cancel", status_code=202, response_model=JobInfo, responses=PROBLEM_RESPONSES
+    "/jobs/{job_id}/cancel",
+    status_code=202,
+    response_model=JobInfo,
+    responses=problem_responses(404),
 )
 def cancel_job(job_id: str, store: StoreDep, who: Who) -> JobInfo:
     """Cancel: a queued job at once; a running one has its process killed by its worker
@@ -204,7 +213,7 @@ def cancel_job(job_id: str, store: StoreDep, who: Who) -> JobInfo:
     return job_info(job)
 
 
-@router.delete("/jobs/{job_id}", status_code=204, responses=PROBLEM_RESPONSES)
+@router.delete("/jobs/{job_id}", status_code=204, responses=problem_responses(404, 409))
 def delete_job(job_id: str, store: StoreDep, who: Who, settings: SettingsDep) -> Response:
     """Delete a finished job with its artifacts (409 while it is queued or running)."""
     try:
@@ -219,7 +228,7 @@ def delete_job(job_id: str, store: StoreDep, who: Who, settings: SettingsDep) ->
 
 @router.get(
     "/jobs/{job_id}/events",
-    responses={200: {"content": {"text/event-stream": {}}}, **PROBLEM_RESPONSES},
+    responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(404, 422)},
 )
 async def job_events(
     job_id: str,

@@ -11,7 +11,7 @@ from boltzgen.schemas import KeyCreate, KeyInfo
 from server.auth import Principal
 from server.convert import key_info
 from server.deps import StoreDep, Who
-from server.problems import PROBLEM_RESPONSES, Problem, not_found
+from server.problems import BODY_PROBLEMS, Problem, not_found, problem_responses
 from server.routes import V1
 
 router = APIRouter(prefix=V1, tags=["keys"])
@@ -22,7 +22,12 @@ def require_admin(who: Principal) -> None:
         raise Problem(403, "Forbidden", "only the admin key manages API keys")
 
 
-@router.post("/keys", status_code=201, response_model=KeyInfo, responses=PROBLEM_RESPONSES)
+@router.post(
+    "/keys",
+    status_code=201,
+    response_model=KeyInfo,
+    responses=problem_responses(403, *BODY_PROBLEMS),
+)
 def create_key(body: KeyCreate, store: StoreDep, who: Who) -> KeyInfo:
     """Admin: issue an API key. The plaintext key is in this response only."""
     require_admin(who)
@@ -30,13 +35,13 @@ def create_key(body: KeyCreate, store: StoreDep, who: Who) -> KeyInfo:
     return KeyInfo(id=key_id, name=body.name, created_at=datetime.now(UTC), key=key)
 
 
-@router.get("/keys", response_model=list[KeyInfo], responses=PROBLEM_RESPONSES)
+@router.get("/keys", response_model=list[KeyInfo], responses=problem_responses(403))
 def list_keys(store: StoreDep, who: Who) -> list[KeyInfo]:
     require_admin(who)
     return [key_info(k) for k in store.list_keys()]
 
 
-@router.delete("/keys/{key_id}", status_code=204, responses=PROBLEM_RESPONSES)
+@router.delete("/keys/{key_id}", status_code=204, responses=problem_responses(403, 404))
 def revoke_key(key_id: str, store: StoreDep, who: Who) -> Response:
     require_admin(who)
     if not store.revoke_key(key_id):

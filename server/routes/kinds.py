@@ -8,12 +8,13 @@ from fastapi import APIRouter
 from boltzgen.jobs import job_kinds
 from boltzgen.schemas import KindInfo
 from server.deps import Who
+from server.problems import problem_responses
 from server.routes import V1
 
 router = APIRouter(prefix=V1, tags=["kinds"])
 
 
-@router.get("/kinds", response_model=list[KindInfo])
+@router.get("/kinds", response_model=list[KindInfo], responses=problem_responses())
 def list_kinds(who: Who) -> list[KindInfo]:
     """Registered job kinds with the JSON schema of the parameters a client sends."""
     return [

@@ -23,7 +23,13 @@ from server.convert import system_info
 from server.deps import SettingsDep, StoreDep, Who
 from server.idempotency import Made, idempotent
 from server.pagination import Limit, decode_cursor, encode_cursor
-from server.problems import PROBLEM_RESPONSES, Problem, boltzgen_problem, not_found
+from server.problems import (
+    BODY_PROBLEMS,
+    Problem,
+    boltzgen_problem,
+    not_found,
+    problem_responses,
+)
 from server.routes import V1
 
 router = APIRouter(prefix=V1, tags=["systems"])
@@ -73,7 +79,7 @@ def count_atoms(pdb: str) -> int:
     "/systems",
     status_code=201,
     response_model=SystemInfo,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*BODY_PROBLEMS),
     openapi_extra={
         "requestBody": {
             "content": {
@@ -176,7 +182,7 @@ async def create_system(
     return await run_in_threadpool(run)
 
 
-@router.get("/systems", response_model=SystemPage, responses=PROBLEM_RESPONSES)
+@router.get("/systems", response_model=SystemPage, responses=problem_responses(422))
 def list_systems(
     store: StoreDep,
     who: Who,
@@ -189,7 +195,7 @@ def list_systems(
     return SystemPage(items=[system_info(s) for s in items], next_cursor=encode_cursor(nxt))
 
 
-@router.get("/systems/{system_id}", response_model=SystemInfo, responses=PROBLEM_RESPONSES)
+@router.get("/systems/{system_id}", response_model=SystemInfo, responses=problem_responses(404))
 def get_system(system_id: str, store: StoreDep, who: Who) -> SystemInfo:
     s = store.get_system(system_id, who.scope)
     if s is None:
@@ -197,7 +203,7 @@ def get_system(system_id: str, store: StoreDep, who: Who) -> SystemInfo:
     return system_info(s)
 
 
-@router.delete("/systems/{system_id}", status_code=204, responses=PROBLEM_RESPONSES)
+@router.delete("/systems/{system_id}", status_code=204, responses=problem_responses(404))
 def delete_system(system_id: str, store: StoreDep, who: Who) -> Response:
     if not store.delete_system(system_id, who.scope):
         raise not_found("system", system_id)
