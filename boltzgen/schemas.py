@@ -24,12 +24,16 @@ class _Model(BaseModel):
 class SystemCreate(BaseModel):
     """A system from PDB text (JSON body; multipart upload with a ``pdb`` file also works)."""
 
-    model_config = ConfigDict(extra="forbid")
-    pdb: str = Field(description="PDB file contents")
-    name: str | None = None
-    forcefield: list[str] = Field(default_factory=lambda: ["amber99sbildn.xml"])
-    solvent: str = "vacuum"
-    temperature: float = Field(300.0, gt=0.0, description="K")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    pdb: str = Field(min_length=1, description="PDB file contents")
+    name: str | None = Field(None, max_length=200)
+    forcefield: list[str] = Field(
+        default_factory=lambda: ["amber99sbildn.xml"], min_length=1, max_length=16
+    )
+    solvent: str = Field("vacuum", max_length=32)
+    temperature: float = Field(
+        300.0, gt=0.0, le=10_000.0, description="K (finite; a server may allow less)"
+    )
     constraints: str | None = Field(None, description="None, 'hbonds', 'allbonds', 'hangles'")
 
 
@@ -44,10 +48,14 @@ class SystemInfo(_Model):
 
 
 class JobCreate(BaseModel):
-    """Submit a job of a registered kind (see ``GET /v1/kinds`` for parameter schemas)."""
+    """Submit a job of a registered kind (see ``GET /v1/kinds`` for parameter schemas).
+
+    The server's OpenAPI document shows this as a union discriminated by ``kind``, one variant
+    per registered kind with that kind's parameter schema; ``params`` is validated against it
+    at submit (422 naming the field)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: str
+    kind: str = Field(max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
     system_id: str | None = None
     model_id: str | None = None
@@ -139,7 +147,8 @@ class KindInfo(_Model):
 
 
 class KeyCreate(BaseModel):
-    name: str = ""
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", max_length=200)
 
 
 class KeyInfo(_Model):

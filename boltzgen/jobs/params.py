@@ -10,9 +10,10 @@ Kinds that act on a molecule take :class:`SystemParams` (field ``system``: a
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "SERVICE_FIELDS",
@@ -22,6 +23,8 @@ __all__ = [
     "ModelParams",
     "SystemParams",
     "artifact_fields",
+    "check_platform_name",
+    "non_finite_field",
 ]
 
 #: Fields the service fills in (from ``system_id`` / ``model_id``); not part of a client's schema.
@@ -56,10 +59,55 @@ def artifact_fields(params: type[BaseModel]) -> list[str]:
     ]
 
 
-class JobParams(BaseModel):
-    """Base of all job parameters: unknown fields are an error, not silently ignored."""
+#: OpenMM platform names a job may ask for (case-insensitive), besides ``auto``; whether the
+#: worker's OpenMM has it is known only there.
+PLATFORM_NAMES = ("Reference", "CPU", "CUDA", "OpenCL", "HIP")
 
-    model_config = ConfigDict(extra="forbid")
+
+def check_platform_name(name: str) -> str:
+    """``name`` if it is ``auto`` or an OpenMM platform name; else ValueError naming them."""
+    if name.lower() != "auto" and name.lower() not in {p.lower() for p in PLATFORM_NAMES}:
+        raise ValueError(f"unknown OpenMM platform {name!r}; use 'auto' or one of {PLATFORM_NAMES}")
+    return name
+
+
+def non_finite_field(value: Any, path: str = "") -> tuple[str, float] | None:
+    """(dotted path, value) of the first NaN or infinite float in ``value`` (a model: its
+    explicitly set fields, nested models, lists, tuples and dicts), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, BaseModel):
+        items = ((name, getattr(value, name)) for name in sorted(value.model_fields_set))
+    elif isinstance(value, dict):
+        items = ((str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return None
+    for name, item in items:
+        if path == "" and name in SERVICE_FIELDS:
+            continue
+        found = non_finite_field(item, f"{path}.{name}" if path else name)
+        if found is not None:
+            return found
+    return None
+
+
+class JobParams(BaseModel):
+    """Base of all job parameters: unknown fields are an error, not silently ignored, and every
+    number is finite (a NaN or infinity is rejected naming its field, at submit, instead of
+    failing the job later or being echoed back as null)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _finite_everywhere(self):
+        # allow_inf_nan covers this model's own float fields; this also covers nested models
+        # with their own config and values typed Any
+        found = non_finite_field(self)
+        if found is not None:
+            raise ValueError(f"{found[0]} must be a finite number, got {found[1]}")
+        return self
 
 
 class SystemParams(JobParams):

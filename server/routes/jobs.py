@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 from sse_starlette import EventSourceResponse
 
@@ -43,23 +44,69 @@ from server.tables import STATUSES, TERMINAL
 router = APIRouter(prefix=V1, tags=["jobs"])
 
 
-def check_limits(settings: Settings, params: dict[str, Any]) -> None:
-    n = params.get("n_samples")
-    if isinstance(n, int) and n > settings.max_samples:
-        raise Problem(
-            422,
-            "Too many samples",
-            f"n_samples={n}; this server allows at most {settings.max_samples}",
-            type_="limit-samples",
-        )
-    n = params.get("n_steps")
-    if isinstance(n, int) and n > settings.max_md_steps:
-        raise Problem(
-            422,
-            "Too many MD steps",
-            f"n_steps={n}; this server allows at most {settings.max_md_steps}",
-            type_="limit-steps",
-        )
+# parameter name -> (settings field, problem title, problem type): checked wherever the name
+# occurs in a job's parameters (nested models too), on the validated values
+LIMITED = {
+    "n_samples": ("max_samples", "Too many samples", "limit-samples"),
+    "n_steps": ("max_md_steps", "Too many MD steps", "limit-steps"),
+}
+
+
+def _number(value: Any) -> float | None:
+    """What a lax validator would make of ``value`` as a number (4e8, "4e8", "400000000")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _limited(value: Any, path: str = "") -> list[tuple[str, str, Any]]:
+    """(path, name, value) of every LIMITED field in validated parameters."""
+    if isinstance(value, BaseModel):
+        items = [(n, getattr(value, n)) for n in type(value).model_fields]
+    elif isinstance(value, dict):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list | tuple):
+        items = [(str(i), v) for i, v in enumerate(value)]
+    else:
+        return []
+    out = []
+    for name, item in items:
+        where = f"{path}.{name}" if path else name
+        if name in LIMITED:
+            out.append((where, name, item))
+        else:
+            out += _limited(item, where)
+    return out
+
+
+def check_limits(settings: Settings, params: dict[str, Any] | BaseModel) -> None:
+    """422 naming the field when a limited parameter exceeds this server's limit: on the raw
+    parameters (any number a validator would accept, strings included) and, once validated,
+    on the coerced values anywhere in the parameters, so no spelling of a number slips by."""
+    found = (
+        _limited(params)
+        if isinstance(params, BaseModel)
+        else [(k, k, params[k]) for k in LIMITED if k in params]
+    )
+    for where, name, raw in found:
+        n = _number(raw)
+        setting, title, type_ = LIMITED[name]
+        limit = getattr(settings, setting)
+        if n is not None and n > limit:
+            shown = int(n) if isinstance(n, float) and n.is_integer() else n
+            raise Problem(
+                422,
+                title,
+                f"params.{where}={shown}; this server allows at most {limit} ({setting})",
+                type_=type_,
+            )
 
 
 def resolve_job(
@@ -106,13 +153,19 @@ def resolve_job(
             )
         params[name] = art["path"]
     try:
-        validate_params(kind, params)
+        validated = validate_params(kind, params)
     except BoltzgenError as exc:
         raise boltzgen_problem(exc) from None
+    check_limits(settings, validated)
+    # the client's view, with the values as validated ("4e8" -> 400000000), artifact ids kept
+    coerced = validated.model_dump(mode="json")
+    client_params = {
+        k: v if k in kind.artifact_fields else coerced.get(k, v) for k, v in body.params.items()
+    }
     return {
         "kind": kind.name,
         "params": params,
-        "client_params": dict(body.params),
+        "client_params": client_params,
         "system_id": system_id if kind.needs_system else None,
         "model_id": model_id if kind.needs_model else None,
         "max_attempts": body.max_attempts or settings.max_attempts,

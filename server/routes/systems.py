@@ -27,6 +27,7 @@ from server.problems import (
     BODY_PROBLEMS,
     Problem,
     boltzgen_problem,
+    is_json_type,
     not_found,
     problem_responses,
 )
@@ -40,7 +41,7 @@ FF_NAME = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*\.xml")
 async def read_system_request(request: Request) -> SystemCreate:
     """The upload from a JSON body or a multipart form (``pdb`` file + fields)."""
     ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
+    if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         form = await request.form()
         upload = form.get("pdb") or form.get("file")
         if upload is None or isinstance(upload, str):
@@ -57,13 +58,27 @@ async def read_system_request(request: Request) -> SystemCreate:
         for name in ("name", "solvent", "temperature", "constraints"):
             if form.get(name) not in (None, ""):
                 fields[name] = form.get(name)
-    else:
-        try:
+    elif not ctype or is_json_type(ctype):
+        try:  # BodyLimit has already refused deep nesting and NaN/Infinity literals
             fields = json.loads(await request.body())
         except ValueError as exc:
-            raise Problem(422, "Invalid JSON", str(exc)) from None
+            raise Problem(
+                400,
+                "Invalid JSON",
+                f"the request body is not valid JSON: {exc}",
+                type_="invalid-json",
+            ) from None
         if not isinstance(fields, dict):
-            raise Problem(422, "Invalid JSON", "the body must be a JSON object")
+            raise Problem(
+                422, "Invalid system", "the body must be a JSON object", type_="validation"
+            )
+    else:
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            f"send application/json or multipart/form-data, not {ctype.split(';')[0]!r}",
+            type_="media-type",
+        )
     try:
         return SystemCreate.model_validate(fields)
     except ValidationError as exc:
@@ -111,6 +126,14 @@ async def create_system(
     """Upload a PDB with force field, solvent and temperature; validated by building the
     OpenMM system (``boltzgen.systems.System.from_pdb``)."""
     req = await read_system_request(request)
+    if req.temperature > settings.max_temperature:
+        raise Problem(
+            422,
+            "Temperature out of range",
+            f"temperature={req.temperature} K; this server allows at most "
+            f"{settings.max_temperature} K",
+            type_="limit-temperature",
+        )
     n = count_atoms(req.pdb)
     if n > settings.max_atoms:
         raise Problem(

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from boltzgen.jobs.params import SystemParams
+from boltzgen.jobs.params import SystemParams, check_platform_name
 from boltzgen.jobs.registry import ProgressFn, job_kind
 
 
@@ -34,6 +34,8 @@ class EnergyParams(SystemParams):
         if not all(math.isfinite(c) for frame in v for atom in frame for c in atom):
             raise ValueError("contains NaN or inf")
         return v
+
+    _platform = field_validator("platform")(check_platform_name)
 
 
 @job_kind("energy", EnergyParams)

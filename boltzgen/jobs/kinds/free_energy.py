@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,30 @@ from boltzgen.generator.workflow import json_safe
 from boltzgen.jobs.kinds.sample import SampleParams, draw
 from boltzgen.jobs.registry import ProgressFn, job_kind
 
+CV_NAME = re.compile(r"\s*(phi|psi|omega|chi[1-4])\s*(:\s*[+-]?\d+\s*)?", re.IGNORECASE)
+
 
 class FreeEnergyParams(SampleParams):
     """Free-energy difference between two CV states from reweighted samples."""
 
-    cv: str = Field("phi", description="named dihedral: phi, psi, omega, chi1..chi4")
+    cv: str = Field(
+        "phi",
+        description="named dihedral: phi, psi, omega, chi1..chi4, optionally :<residue number>",
+    )
     state_a: tuple[float, float] = Field((0.0, math.pi), description="[lo, hi) in rad")
     state_b: tuple[float, float] = Field((-math.pi, 0.0), description="[lo, hi) in rad")
     n_bootstrap: int = Field(200, ge=0, le=10_000)
+
+    @field_validator("cv")
+    @classmethod
+    def _cv_name(cls, v: str) -> str:
+        # the name is checked at submit; whether that residue exists, when the job runs
+        if not CV_NAME.fullmatch(v):
+            raise ValueError(
+                f"unknown CV {v!r}; use phi, psi, omega or chi1..chi4, optionally with a PDB "
+                "residue number (e.g. 'phi:2')"
+            )
+        return v
 
     @field_validator("state_a", "state_b")
     @classmethod

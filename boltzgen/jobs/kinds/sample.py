@@ -15,7 +15,9 @@ from boltzgen.jobs.registry import ProgressFn, job_kind
 class SampleParams(ModelParams):
     """Draw weighted samples from a trained generator."""
 
-    n_samples: int = Field(10_000, ge=1)
+    n_samples: int = Field(
+        10_000, ge=1, le=100_000_000, description="a server may allow fewer (max_samples)"
+    )
     batch_size: int = Field(4096, ge=1, le=65_536)
     seed: int = Field(0, ge=0)
 

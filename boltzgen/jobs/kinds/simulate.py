@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from boltzgen.jobs.params import SystemParams
+from boltzgen.jobs.params import SystemParams, check_platform_name
 from boltzgen.jobs.protocol import write_json_atomic
 from boltzgen.jobs.registry import ProgressFn, job_kind
 
@@ -29,6 +29,8 @@ class SimulateParams(SystemParams):
         description="steps between checkpoints (rounded to a multiple of report_interval); "
         "default: n_steps / 10, at least 10000",
     )
+
+    _platform = field_validator("platform")(check_platform_name)
 
     @model_validator(mode="after")
     def _check(self) -> SimulateParams:
