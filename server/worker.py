@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from boltzgen.errors import BoltzgenError
 from boltzgen.jobs import RESULT_MODEL_FILE, get_kind, job_dir_paths, load_plugins
 from server.executors import Executor, Handle, make_executor
 from server.files import job_root, media_type, model_dir
@@ -177,7 +178,8 @@ class WorkerPool:
                 self.worker_id,
                 job["attempts"],
                 {"type": type(exc).__name__, "message": f"could not start the job: {exc}"},
-                retryable=True,
+                # bad input (e.g. a kind this worker does not know) is never retried
+                retryable=not isinstance(exc, BoltzgenError),
                 backoff=self.settings.retry_backoff_seconds,
             )
             return
@@ -231,7 +233,8 @@ class WorkerPool:
                 "type": "ProcessCrashed",
                 "message": f"the job process exited with code {code} without a result",
             }
-            retryable = True
+            # exit code 3 is the job protocol's "failed on bad input": never retried
+            retryable = code != 3
         status = self.queue.finish_attempt(
             run.id, self.worker_id, run.attempt, error, retryable=retryable, backoff=backoff
         )
