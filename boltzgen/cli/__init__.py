@@ -43,6 +43,10 @@ app.command("status")(_service.status)
 app.command("wait")(_service.wait_cmd)
 app.command("download")(_service.download)
 
+from boltzgen.cli import keys as _keys  # noqa: E402
+
+app.add_typer(_keys.app, name="keys")
+
 from boltzgen.cli import generator as _generator  # noqa: E402
 
 app.command("train")(_generator.train_cmd)

@@ -1,5 +1,7 @@
 """Service commands: ``serve`` and ``worker`` (need the ``server`` extra) and the client side
-``submit``, ``status``, ``wait``, ``download`` (the SDK, ``boltzgen.client``).
+``submit``, ``status``, ``wait``, ``download`` (the SDK, ``boltzgen.client``; ``keys`` is in
+``boltzgen.cli.keys``). A client command that fails prints one line (no traceback) and exits
+non-zero: 1 for an API error or an unreachable server, 2 for bad usage.
 
 The library never imports ``server`` statically: ``serve`` and ``worker`` import it by name at
 run time, with a clear message if it is not installed. Both build the server's ``Settings``
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import secrets
 import sys
 import time
@@ -23,6 +26,8 @@ URL = Annotated[
     str | None, typer.Option("--url", envvar="BOLTZGEN_URL", help="server URL (default local)")
 ]
 KEY = Annotated[str | None, typer.Option("--api-key", envvar="BOLTZGEN_API_KEY", help="API key")]
+ADMIN_KEY_FILE = "admin.key"  # in the state dir: the generated admin key, mode 0600
+CLIENT_RETRIES = 3  # connection errors: 0.25 + 0.5 + 1 s, then give up with one line
 
 
 def _server_module(name: str):
@@ -65,11 +70,41 @@ def serve(
         overrides["auth"] = False
     settings = _server_module("server.settings").Settings(**overrides)
     if settings.auth and not (settings.admin_key and settings.admin_key.get_secret_value()):
-        key = "bgk_admin_" + secrets.token_urlsafe(24)
+        key = _persistent_admin_key(Path(settings.state_dir))
         settings = settings.model_copy(update={"admin_key": SecretStr(key)})
-        typer.echo(f"BOLTZGEN_ADMIN_KEY not set; admin key for this run: {key}", err=True)
     factory = partial(app_module.server_app, settings)
     uvicorn.run(factory, factory=True, host=host, port=port, log_level="info")
+
+
+def _persistent_admin_key(state_dir: Path) -> str:
+    """The admin key kept in ``state_dir/admin.key`` (mode 0600), generated on first use, so
+    it stays the same across restarts. BOLTZGEN_ADMIN_KEY, when set, wins over the file."""
+    path = state_dir / ADMIN_KEY_FILE
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if not key:
+            typer.echo(f"error: {path} is empty; delete it to generate a new key", err=True)
+            raise typer.Exit(2) from None
+        if path.stat().st_mode & 0o077:
+            typer.echo(f"warning: {path} is readable by others; chmod 600 it", err=True)
+        typer.echo(
+            f"admin key: read from {path} (BOLTZGEN_ADMIN_KEY overrides it); "
+            f'use it with --api-key "$(cat {path})"',
+            err=True,
+        )
+        return key
+    key = "bgk_admin_" + secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    typer.echo(
+        f"BOLTZGEN_ADMIN_KEY not set; generated an admin key and saved it in {path} "
+        f"(mode 0600, kept across restarts): {key}",
+        err=True,
+    )
+    return key
 
 
 def worker(
@@ -84,30 +119,70 @@ def worker(
     worker_module.main(settings)
 
 
+def _hint(exc) -> str:
+    """What to do about an API error, for the statuses a user can fix."""
+    status = getattr(exc, "status", None)
+    if status == 401:
+        return (
+            " -- pass an API key with --api-key KEY or the BOLTZGEN_API_KEY environment "
+            "variable (the admin key is in the server's state dir, file admin.key, unless "
+            "BOLTZGEN_ADMIN_KEY is set)"
+        )
+    if status == 403:
+        return " -- this needs the admin key (--api-key or BOLTZGEN_API_KEY)"
+    return ""
+
+
 def _friendly(fn):
-    """Print library/API errors as one line and exit 1 instead of a traceback."""
+    """Print library/API/connection errors as one line and exit 1 instead of a traceback."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import httpx
+
         from boltzgen.errors import BoltzgenError
 
         try:
             return fn(*args, **kwargs)
         except BoltzgenError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {exc}{_hint(exc)}", err=True)
             raise typer.Exit(1) from None
-        except OSError as exc:  # connection refused, unreadable file
+        except httpx.TransportError as exc:  # refused, timed out, reset, bad URL
+            where = f"at {_origin(exc)} " if _has_request(exc) else ""
+            typer.echo(
+                f"error: no answer from the boltzgen server {where}({type(exc).__name__}: "
+                f"{exc}); start one with 'boltzgen serve' or pass --url / BOLTZGEN_URL",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+        except httpx.HTTPError as exc:  # e.g. an invalid URL
+            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except (OSError, ValueError) as exc:  # unreadable file, bad PDB argument, bad JSON
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper
 
 
+def _origin(exc) -> str:
+    url = exc.request.url
+    return f"{url.scheme}://{url.netloc.decode()}"
+
+
+def _has_request(exc) -> bool:
+    try:
+        exc.request  # noqa: B018 -- raises RuntimeError when the error has no request
+    except RuntimeError:
+        return False
+    return True
+
+
 def _client(url: str | None, key: str | None):
     from boltzgen.client import Client
 
-    return Client(url, api_key=key)
+    return Client(url, api_key=key, max_retries=CLIENT_RETRIES)
 
 
 def _parse_value(text: str):
