@@ -10,7 +10,8 @@
 Every POST carries an ``Idempotency-Key`` (a fresh UUID unless you pass one), so the client
 can retry safely: 429 and 503 are retried after the server's ``Retry-After``, connection
 errors with exponential backoff, up to ``max_retries`` times and at most ``max_wait`` seconds
-of waiting in all (each wait is logged as a warning on the ``boltzgen.client`` logger); past
+of waiting in all (each 429/503 wait is logged as a warning on the ``boltzgen.client`` logger,
+connection retries at INFO); past
 that a 429/503 raises ``RateLimitedError``. Errors raise ``ApiError`` with the RFC 9457 problem
 document. ``AsyncClient`` has the same methods as coroutines.
 """
@@ -158,8 +159,9 @@ class _Retry:
     def _allowed(self, delay: float) -> bool:
         return self.attempt < self.max_retries and self.waited + delay <= self.max_wait
 
-    def _take(self, delay: float, why: str) -> float:
-        log.warning(
+    def _take(self, delay: float, why: str, level: int = logging.WARNING) -> float:
+        log.log(
+            level,
             "%s: %s; retrying in %.1f s (waited %.1f s, max_wait %.0f s)",
             self.what,
             why,
@@ -176,7 +178,7 @@ class _Retry:
         delay = _retry_after(None, self.attempt)
         if not self._allowed(delay):
             raise exc
-        return self._take(delay, f"{type(exc).__name__}: {exc}")
+        return self._take(delay, f"{type(exc).__name__}: {exc}", logging.INFO)
 
     def after_response(self, resp: httpx.Response) -> float | None:
         """Seconds to wait before retrying ``resp``; None: it is the answer (raises
