@@ -2,7 +2,10 @@
 #   CPU:  docker build -t boltzgen .
 #   CUDA: docker build -t boltzgen:cuda --build-arg VARIANT=cuda .
 #   Ray:  add --build-arg EXTRAS=server,postgres,ray
-# The state (SQLite store, job directories, artifacts, models) lives on the /app/data volume.
+# Shipped inputs (data/: the example PDB and MD sets) are in the image at /opt/boltzgen/data
+# (BOLTZGEN_DATA); the state (SQLite store, job directories, artifacts, models, the generated
+# admin key) lives on the /var/lib/boltzgen volume (BOLTZGEN_STATE_DIR). A volume mounted there
+# never hides the shipped data, and an image upgrade never hides the state.
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
@@ -35,20 +38,24 @@ LABEL org.opencontainers.image.title="boltzgen" \
       org.opencontainers.image.licenses="MIT" \
       io.boltzgen.variant="${VARIANT}"
 RUN groupadd --system --gid 10001 boltzgen \
-    && useradd --system --uid 10001 --gid boltzgen --home-dir /app --shell /usr/sbin/nologin boltzgen
+    && useradd --system --uid 10001 --gid boltzgen --home-dir /var/lib/boltzgen \
+       --shell /usr/sbin/nologin boltzgen \
+    && mkdir -p /var/lib/boltzgen \
+    && chown boltzgen:boltzgen /var/lib/boltzgen \
+    && chmod 0750 /var/lib/boltzgen
 COPY --from=build /opt/venv /opt/venv
-WORKDIR /app
-COPY --chown=boltzgen:boltzgen data /app/data
-RUN mkdir -p /app/data/state && chown -R boltzgen:boltzgen /app
+WORKDIR /opt/boltzgen
+# read-only for the service user: owned by root
+COPY data /opt/boltzgen/data
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
-    BOLTZGEN_DATA=/app/data \
-    BOLTZGEN_STATE_DIR=/app/data/state \
+    BOLTZGEN_DATA=/opt/boltzgen/data \
+    BOLTZGEN_STATE_DIR=/var/lib/boltzgen \
     BOLTZGEN_HOST=0.0.0.0 \
     BOLTZGEN_PORT=8000
-VOLUME ["/app/data"]
+VOLUME ["/var/lib/boltzgen"]
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=40s --retries=3 \

@@ -5,6 +5,8 @@ Directory layout under ``state_dir/jobs/<job id>/``: ``checkpoint/`` (kept acros
 crashed job resumes) and ``attempt-<n>/`` (``job.json``, ``work/`` = the artifacts,
 ``progress.jsonl``, ``result.json``, ``log.txt``). Runs embedded in the server (a thread) or
 standalone (``boltzgen worker`` / ``python -m server.worker``), any number of them per store.
+A standalone worker touches ``HEALTH_FILE`` after every round; ``python -m server.worker
+--healthcheck`` (the container healthcheck) exits 0 while that file is fresh.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 import os
 import shutil
 import socket
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -30,6 +34,9 @@ from server.settings import Settings
 from server.store import Store
 
 log = logging.getLogger("boltzgen.worker")
+
+HEALTH_FILE = Path(tempfile.gettempdir()) / "boltzgen-worker.alive"
+HEALTH_MAX_AGE = 60.0  # seconds since the last round before the healthcheck fails
 
 
 @dataclass
@@ -61,8 +68,10 @@ class WorkerPool:
         executor: Executor | None = None,
         slots: int | None = None,
         worker_id: str | None = None,
+        health_file: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.health_file = health_file
         self.store = store
         self.queue = JobQueue(store)
         self.executor = executor or make_executor(settings)
@@ -92,6 +101,8 @@ class WorkerPool:
         while not self._stop.is_set():
             try:
                 self.tick()
+                if self.health_file is not None:
+                    self.health_file.touch()
             except Exception:
                 log.exception("worker tick failed")
             self._stop.wait(self.settings.poll_seconds)
@@ -287,7 +298,7 @@ def main(settings: Settings | None = None) -> None:
         load_plugins(settings.job_modules)  # the kinds must be known here to launch their jobs
     store = Store(settings.sqlalchemy_url)
     store.create_all()
-    pool = WorkerPool(settings, store, slots=max(settings.workers, 1))
+    pool = WorkerPool(settings, store, slots=max(settings.workers, 1), health_file=HEALTH_FILE)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -296,5 +307,16 @@ def main(settings: Settings | None = None) -> None:
     pool.stop()
 
 
+def healthcheck(path: Path = HEALTH_FILE, max_age: float = HEALTH_MAX_AGE) -> int:
+    """0 if a standalone worker finished a round within ``max_age`` seconds, else 1."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 1
+    return 0 if age <= max_age else 1
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--healthcheck"]:
+        sys.exit(healthcheck())
     main()
