@@ -132,6 +132,25 @@ class PipelineConfig(BaseModel):
     lr: float = Field(5e-4, gt=0.0, le=1.0, description="Adam learning rate")
     platform: str = Field("auto", description="OpenMM platform for REMD and energies")
     n_bootstrap: int = Field(200, ge=2, le=10_000, description="bootstrap replicates")
+    cvs: tuple[str, ...] | None = Field(
+        None,
+        max_length=64,
+        description="backbone dihedrals to report dF(CV >= 0 vs < 0) for, e.g. "
+        "['phi:2', 'psi:3'] ('phi' alone: every residue's phi); default every phi",
+    )
+
+    @field_validator("cvs", mode="after")
+    @classmethod
+    def _cv_names(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None:
+            from boltzgen.cv import parse_cv_name
+
+            for name in v:
+                try:
+                    parse_cv_name(name)
+                except InputError as exc:
+                    raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("forcefield", mode="before")
     @classmethod
@@ -931,9 +950,39 @@ def _refine_count(samples, config, plan) -> tuple[int, int]:
     return int(np.clip(n, min(100, len(samples)), len(samples))), levels
 
 
+def stratified_allocation(labels: np.ndarray, n: int, min_draws: int = 2) -> np.ndarray:
+    """Indices of about ``n`` draws, as equal a number per stratum (label) as the draws allow.
+
+    Strata with fewer than ``min_draws`` draws get none. Within a stratum the first draws
+    are taken (the draws are i.i.d., so any fixed choice is a sample of q restricted to it).
+    Equal numbers per stratum minimise the error of free-energy differences between them.
+    """
+    lab = np.asarray(labels).astype(str)
+    keys, counts = np.unique(lab, return_counts=True)
+    keep = counts >= min_draws
+    keys, counts = keys[keep], counts[keep]
+    take = np.zeros(len(keys), dtype=np.int64)
+    left = int(n)
+    open_ = list(range(len(keys)))
+    while left > 0 and open_:  # water-filling: equal shares, capped by availability
+        share = max(1, left // len(open_))
+        for k in list(open_):
+            add = min(share, counts[k] - take[k], left)
+            take[k] += add
+            left -= add
+            if take[k] >= counts[k]:
+                open_.remove(k)
+            if left <= 0:
+                break
+    idx = [np.flatnonzero(lab == key)[: take[k]] for k, key in enumerate(keys)]
+    return np.sort(np.concatenate(idx)) if idx else np.arange(0)
+
+
 def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
-    """Annealed SMC (:func:`boltzgen.refinement.refine`) from the flow toward the Boltzmann
-    target on the first draws the budget pays for; off when ``config.refine`` is false."""
+    """Stratified annealed SMC (:func:`boltzgen.refinement.refine`) from the flow toward the
+    Boltzmann target: the strata are the backbone states (sign patterns of phi), each gets
+    about the same number of particles (as many as the budget pays for) and its proposal
+    mass q(k) from all flow draws; off when ``config.refine`` is false."""
     from boltzgen.refinement import RefinedSamples, refine
 
     if not config.refine:
@@ -945,8 +994,22 @@ def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
     stages.start("refinement", fp)
     t0 = time.perf_counter()
     n, levels = _refine_count(samples, config, plan)
-    subset = samples[np.arange(n)]
-    clock("sampling", 0.9, f"refining {n:,} samples (about {levels} levels)")
+    labels, _ = backbone_state_labels(system, samples.positions)
+    labels = labels.astype(str)
+    keys, counts = np.unique(labels, return_counts=True)
+    mass = {k: float(c) / len(labels) for k, c in zip(keys, counts, strict=True)}
+    subset_idx = stratified_allocation(labels, n)
+    subset = samples[subset_idx]
+
+    def strata(positions: np.ndarray) -> np.ndarray:
+        return backbone_state_labels(system, positions)[0].astype(str)
+
+    clock(
+        "sampling",
+        0.9,
+        f"refining {len(subset):,} samples in {len(np.unique(labels[subset_idx]))} backbone "
+        f"states (about {levels} levels)",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # max_levels reached: recorded below
         refined = refine(
@@ -957,22 +1020,27 @@ def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
             n_leapfrog=_LEAPFROG,
             max_levels=max(2 * levels, 10),
             seed=config.seed,
+            strata=strata,
+            strata_mass={k: mass[k] for k in np.unique(labels[subset_idx])},
+            strata_mass_draws=len(labels),
         )
     refined.save(ckpt / "refined.h5")
     h = refined.history
+    dropped = float(sum(m for k, m in mass.items() if k not in set(labels[subset_idx])))
     result = {
         "status": "done",
         "n_samples": len(refined),
         "n_steps": config.refine_steps,
         "n_levels": h["n_levels"],
         "n_levels_predicted": levels,
-        "ess_before": float(subset.ess),
-        "ess_min_during": float(min(h["ess"])) if h["ess"] else None,
-        # Kish ESS of the weights at b = 1 before the last resampling (after it they are
-        # equal within an island, so refined.ess alone would read 1)
+        "ess_before": float(samples.ess),
+        # variance-equivalent ESS of the stratified estimate (see refine's history["ess"]);
+        # the final weights alone read ~1 within each island after the last resampling
         "ess": float(h["ess"][-1]),
         "ess_final_weights": float(refined.ess),
         "n_unique_ancestors": h["n_unique_ancestors"],
+        "strata": h["strata"],
+        "proposal_mass_dropped": dropped,
         "log_z": _float_or_none(refined.log_z),
         "log_z_err": _float_or_none(refined.log_z_err),
         "n_energy_evals": int(refined.n_energy_evals),
@@ -982,6 +1050,52 @@ def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
     stages.save("refinement", fp, result)
     clock("sampling", 1.0, f"refined: ESS {result['ess']:.3f}")
     return refined, {**result, "resumed": False}
+
+
+def strata_free_energy(strata: Sequence[dict[str, Any]], position: int) -> tuple[float, float]:
+    """dF = F(+) - F(-) in kT (and its standard error) of the ``position``-th character of
+    the stratum labels, from the strata's log Z_k and relative errors (as in
+    ``refine(...).history["strata"]``): Z_+ = sum of Z_k over labels with ``+`` there."""
+    from scipy.special import logsumexp
+
+    groups: dict[str, list[tuple[float, float]]] = {"+": [], "-": []}
+    for row in strata:
+        groups[str(row["label"])[position]].append((row["log_z"], row["log_z_err"] or 0.0))
+    if not groups["+"] or not groups["-"]:
+        side = "+" if not groups["+"] else "-"
+        return (math.inf if side == "+" else -math.inf), math.inf
+    log_z, rel = {}, {}
+    for side, rows in groups.items():
+        lz = np.array([r[0] for r in rows])
+        log_z[side] = float(logsumexp(lz))
+        share = np.exp(lz - log_z[side])
+        rel[side] = float(np.sqrt(np.sum((share * np.array([r[1] for r in rows])) ** 2)))
+    return log_z["-"] - log_z["+"], math.hypot(rel["+"], rel["-"])
+
+
+def resolve_cvs(system, cvs: Sequence[str] | None) -> list[str]:
+    """The backbone dihedral names (``"phi:2"``, ...) that ``cvs`` selects in ``system``:
+    ``None`` -> every phi; ``"psi"`` -> every residue's psi; ``"phi:2"`` -> that one.
+    Raises :class:`InputError` naming the molecule's dihedrals when one is missing."""
+    from boltzgen.cv import backbone_dihedrals, parse_cv_name
+
+    names = list(backbone_dihedrals(system))
+    if cvs is None:
+        return [n for n in names if n.startswith("phi:")]
+    out: list[str] = []
+    for cv in cvs:
+        angle, residue = parse_cv_name(cv)
+        hits = [
+            n
+            for n in names
+            if parse_cv_name(n)[0] == angle and residue in (None, parse_cv_name(n)[1])
+        ]
+        if not hits:
+            raise InputError(
+                f"the molecule has no dihedral {cv!r}; it has {', '.join(names) or 'none'}"
+            )
+        out += [h for h in hits if h not in out]
+    return out
 
 
 def _float_or_none(v: Any) -> float | None:
@@ -1029,6 +1143,8 @@ def _analysis(
     free: dict[str, Any] = {}
     a, b = (0.0, math.pi), (-math.pi, 0.0)
     names = list(dihedrals)
+    phi_names = backbone_state_labels(system, data_positions[:1])[1]
+    wanted = resolve_cvs(system, config.cvs)
     for i, name in enumerate(names):
         d = dihedrals[name]
         clock("analysis", 0.1 + 0.7 * i / max(1, len(names)), f"free energies {name}")
@@ -1059,14 +1175,36 @@ def _analysis(
         plots.free_energy_profile(curves, path, xlabel=f"{name} / rad")
         figs["fes"][name] = str(path.relative_to(out))
         angle, residue = parse_cv_name(name)
-        if angle != "phi":
+        psi = dihedrals.get(f"psi:{residue}") if angle == "phi" else None
+        if psi is not None:
+            panels = {
+                "REMD data": (vd, psi(data_positions), None),
+                "flow (unweighted)": (v, psi(samples.positions), None),
+            }
+            if usable:
+                panels["flow (reweighted)"] = (v, psi(samples.positions), lw)
+            path = plot_dir / f"ramachandran_{residue}.png"
+            plots.ramachandran(panels, path)
+            figs["ramachandran"][str(residue)] = str(path.relative_to(out))
+        if name not in wanted:
             continue
-        row: dict[str, Any] = {"residue": residue}
-        if usable:
+        row: dict[str, Any] = {"residue": residue, "angle": angle}
+        strata = getattr(samples, "history", {}).get("strata")
+        if usable and strata and name in phi_names:
+            # stratified refinement: dF from the strata's log Z (errors: island spread and
+            # the binomial error of the proposal masses); the particle bootstrap beside it
+            # ignores that descendants of one draw are correlated
+            df, err = strata_free_energy(strata, phi_names.index(name))
+            df_b, err_b = free_energy_difference(
+                samples, v, a, b, n_bootstrap=config.n_bootstrap, seed=config.seed
+            )
+            row.update(df_kT=df, err_kT=err, method="strata log Z", df_reweighted_kT=df_b)
+            row.update(err_reweighted_kT=err_b)
+        elif usable:
             df, err = free_energy_difference(
                 samples, v, a, b, n_bootstrap=config.n_bootstrap, seed=config.seed
             )
-            row.update(df_kT=df, err_kT=err)
+            row.update(df_kT=df, err_kT=err, method="reweighted samples (bootstrap)")
         else:
             row.update(df_kT=None, err_kT=None)
         df_d, err_d = free_energy_difference(
@@ -1082,17 +1220,6 @@ def _analysis(
             row["flow_fraction_positive_unweighted"] = float(np.mean(v >= 0))
             row["flow_fraction_positive_weighted"] = float(np.sum(w[v >= 0]))
         free[name] = row
-        psi = dihedrals.get(f"psi:{residue}")
-        if psi is not None:
-            panels = {
-                "REMD data": (vd, psi(data_positions), None),
-                "flow (unweighted)": (v, psi(samples.positions), None),
-            }
-            if usable:
-                panels["flow (reweighted)"] = (v, psi(samples.positions), lw)
-            path = plot_dir / f"ramachandran_{residue}.png"
-            plots.ramachandran(panels, path)
-            figs["ramachandran"][str(residue)] = str(path.relative_to(out))
     clock("analysis", 0.85, "weights and ESS curve")
     plots.log_weight_histogram(
         lw, plot_dir / "log_weights.png", ess=samples.ess if usable else None
@@ -1206,21 +1333,36 @@ def _report(summary: dict[str, Any], figs: dict[str, Any]) -> str:
         "",
         f"![log-weights]({figs['log_weights']})",
     ]
+    if s["refine"].get("strata"):
+        lines += [
+            "",
+            "| stratum | particles | proposal mass | log Z | rel. err | levels | ESS | evals |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in s["refine"]["strata"]:
+            lines.append(
+                f"| `{r['label'] or '-'}` | {r['n']} | {_fmt(r['mass'], '.4f')} | "
+                f"{_fmt(r['log_z'])} | {_fmt(r['log_z_err'], '.3f')} | {r['n_levels']} | "
+                f"{_fmt(r['ess'], '.3f')} | {r['n_energy_evals']:,} |"
+            )
     if "ess_curve" in figs:
         lines += ["", f"![ESS curve]({figs['ess_curve']})"]
     lines += [
         "",
         "## Free energies",
         "",
-        "dF = F(phi >= 0) - F(phi < 0) in kT: flow samples reweighted (bootstrap error) and the "
-        "REMD target replica alone (block-bootstrap error).",
+        "dF = F(CV >= 0) - F(CV < 0) in kT. Refined: from the log Z of the refinement's "
+        "strata (one SMC run per backbone state; error from the islands' spread and the "
+        "proposal masses); otherwise the flow samples reweighted (bootstrap error). REMD: "
+        "the target replica alone (block-bootstrap error).",
         "",
-        "| residue | dF flow / kT | dF REMD data / kT | phi >= 0 in data |",
-        "|---|---|---|---|",
+        "| CV | dF / kT | method | dF REMD data / kT | CV >= 0 in data |",
+        "|---|---|---|---|---|",
     ]
     for name, row in s["free_energies"].items():
         lines.append(
             f"| {name} | {_fmt(row['df_kT'])} +- {_fmt(row['err_kT'])} | "
+            f"{row.get('method', '-')} | "
             f"{_fmt(row['df_remd_kT'])} +- {_fmt(row['err_remd_kT'])} | "
             f"{row['data_fraction_positive']:.4f} |"
         )
@@ -1286,6 +1428,7 @@ def run_pipeline(
     wall["system"] = time.perf_counter() - t0
     clock("system", 1.0, f"{system.n_atoms} atoms, {system.solvent}, {system.temperature:g} K")
     spec = system.to_spec()
+    resolve_cvs(system, config.cvs)  # an unknown CV fails now, not after the budget is spent
 
     # ---- data
     fp_data = _fingerprint(spec, _stage_fields(config, _DATA_FIELDS))

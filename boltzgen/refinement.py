@@ -417,10 +417,12 @@ def _hmc_sweep(
     jitter: float,
     ev: _Evaluator,
     gen: torch.Generator,
+    region: tuple[Callable, Any] | None = None,
 ) -> float:
     """One HMC (n_leapfrog >= 1; MALA for 1) sweep over the live particles, in place.
 
-    Returns the mean acceptance probability."""
+    ``region = (labels, label)``: proposals with ``labels(x) != label`` are rejected (the
+    target is pi_b restricted to the stratum). Returns the mean acceptance probability."""
     ia = torch.nonzero(alive).reshape(-1)
     m = len(ia)
     if m == 0:
@@ -450,6 +452,9 @@ def _hmc_sweep(
         g[j] = _grad(b, gu[j], glq[j])
         g[~ok] = 0.0
         p = p + 0.5 * e * g
+    if region is not None and bool(ok.any()):
+        j = torch.nonzero(ok).reshape(-1)
+        ok[j] = torch.as_tensor(_labels(region[0], x[j]) == region[1])
     lp1 = _log_pi(b, u, lq)
     log_acc = h0 - (-lp1 + 0.5 * _sq(p))
     log_acc = torch.where(ok & ~torch.isnan(log_acc), log_acc, torch.full_like(log_acc, -math.inf))
@@ -464,6 +469,16 @@ def _hmc_sweep(
         glq[accept],
     )
     return float(acc_prob.mean())
+
+
+def _labels(fn: Callable, x: Any) -> np.ndarray:
+    """Stratum labels (N,) of positions x (torch or numpy) as a numpy array."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    lab = np.asarray(fn(x))
+    if lab.shape != (len(x),):
+        raise ShapeError(f"strata(x) must return shape ({len(x)},), got {lab.shape}")
+    return lab
 
 
 def _initial_step(st: _State, alive: torch.Tensor, b: float) -> float:
@@ -496,6 +511,10 @@ def refine(
     n_islands: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
+    strata: Callable[[np.ndarray], np.ndarray] | None = None,
+    strata_mass: dict[Any, float] | None = None,
+    strata_mass_draws: int | None = None,
+    _region: tuple[Callable, Any] | None = None,
 ) -> RefinedSamples | SMCResult:
     """Refine draws of a proposal q toward p ∝ exp(-u) by annealed SMC (see the module docs).
 
@@ -525,6 +544,21 @@ def refine(
             ``adapt_step_size=False``.
         batch_size: evaluate energies and log q in chunks of this many configurations.
         seed: seeds the momenta, jitter, Metropolis tests and resampling (deterministic).
+        strata: ``strata(positions (N, ...) numpy) -> (N,)`` labels (e.g. the sign pattern
+            of the backbone phi angles): *stratified* refinement. Each stratum k (the
+            particles with one label) is refined by its own SMC run toward p restricted to
+            the stratum (moves that change the label are rejected, which keeps the
+            restricted target invariant), so a minor basin keeps its particles instead of
+            losing them to resampling against the major one, and every basin gets its own
+            schedule. Its run estimates Z_k / q(k) (the particles are draws of q restricted
+            to k); the final log-weights add log(q(k) N / N_k), so ``mean exp(log w)``
+            estimates Z = sum_k Z_k and the weights are consistent for E_p restricted to
+            the union of the strata (mass in strata q never visits is missed, as with any
+            importance sampler). ``history["strata"]`` holds each stratum's figures.
+        strata_mass: q(k) per label; default N_k / N from the particles themselves. Give
+            it from many more (cheap) proposal draws to allocate particles freely across
+            strata (e.g. equal numbers per basin); ``strata_mass_draws`` is that number
+            of draws, used for the binomial error of q(k) in ``log_z_err``.
 
     Returns:
         :class:`RefinedSamples` for Samples input (float32 positions (N, n_atoms, 3), topology
@@ -583,6 +617,25 @@ def refine(
     if x.dim() < 2 or len(x) < 1:
         raise ShapeError(f"samples must be (N, ...) with N >= 1, got shape {tuple(x.shape)}")
     n = len(x)
+    if strata is not None:
+        kwargs = dict(
+            n_steps=n_steps,
+            schedule=schedule,
+            cess_target=cess_target,
+            n_levels=n_levels,
+            max_levels=max_levels,
+            resample_threshold=resample_threshold,
+            kernel=kernel,
+            n_leapfrog=n_leapfrog,
+            step_size=step_size,
+            target_acceptance=target_acceptance,
+            adapt_step_size=adapt_step_size,
+            n_islands=n_islands,
+            batch_size=batch_size,
+        )
+        return _refine_stratified(
+            x, template, energy, log_q, strata, strata_mass, strata_mass_draws, seed, kwargs
+        )
 
     ev = _Evaluator(energy, log_q, batch_size)
     gen = torch.Generator().manual_seed(int(seed))
@@ -684,7 +737,7 @@ def refine(
             eps = _initial_step(st, alive, b)
         eps_level, accs = eps, []
         for _ in range(n_steps):
-            acc = _hmc_sweep(st, alive, b, eps, n_leapfrog, jitter, ev, gen)
+            acc = _hmc_sweep(st, alive, b, eps, n_leapfrog, jitter, ev, gen, _region)
             accs.append(acc)
             if adapt_step_size and math.isfinite(acc):
                 eps *= math.exp(_ADAPT_GAIN * (acc - target_acc))
@@ -735,6 +788,8 @@ def refine(
     )
     positions = st.x.numpy()
     u_out, lq_out = st.u.numpy().copy(), st.lq.numpy().copy()
+    if _region is not None:  # a stratum of _refine_stratified, which pops these
+        hist["_ancestor"], hist["_island"] = eve, island
     if template is None:
         return SMCResult(
             positions=positions,
@@ -756,5 +811,109 @@ def refine(
         log_z=log_z,
         log_z_err=log_z_err,
         n_energy_evals=ev.n_energy_evals,
+        history=hist,
+    )
+
+
+def _refine_stratified(
+    x: torch.Tensor,
+    template: Samples | None,
+    energy: Callable,
+    log_q: Callable,
+    strata: Callable,
+    strata_mass: dict[Any, float] | None,
+    mass_draws: int | None,
+    seed: int,
+    kwargs: dict[str, Any],
+) -> RefinedSamples | SMCResult:
+    """One SMC run per stratum (see ``strata`` in :func:`refine`), merged."""
+    if not callable(strata):
+        raise InputError("strata must be a callable positions -> labels")
+    n = len(x)
+    labels = _labels(strata, x)
+    keys, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if strata_mass is None:
+        mass = counts / n
+        draws = n
+    else:
+        missing = [k for k in keys if k not in strata_mass]
+        if missing:
+            raise InputError(f"strata_mass has no entry for the strata {missing}")
+        mass = np.array([float(strata_mass[k]) for k in keys])
+        if not (np.all(mass > 0) and np.all(np.isfinite(mass)) and mass.sum() <= 1 + 1e-9):
+            raise InputError("strata_mass must be positive and sum to at most 1")
+        draws = mass_draws
+    positions = np.empty(tuple(x.shape), dtype=np.float64)
+    lq, u, lw = (np.empty(n) for _ in range(3))
+    ancestor = np.empty(n, dtype=np.int64)
+    island = np.empty(n, dtype=np.int64)
+    rows, z_k, var_k = [], [], []
+    n_evals, n_isl, levels = 0, 0, 0
+    for k, key in enumerate(keys):
+        members = np.flatnonzero(inverse == k)
+        sub_kwargs = dict(kwargs)
+        if sub_kwargs["n_islands"] is not None:
+            sub_kwargs["n_islands"] = min(int(sub_kwargs["n_islands"]), len(members))
+        res = refine(
+            x[members], energy, log_q, seed=seed + 7919 * k, _region=(strata, key), **sub_kwargs
+        )
+        shift = math.log(mass[k] * n / len(members))
+        positions[members] = res.positions
+        lq[members], u[members] = res.log_q, res.reduced_energy
+        lw[members] = res.log_weights + shift
+        h = res.history
+        ancestor[members] = members[np.asarray(h.pop("_ancestor"))]
+        island[members] = np.asarray(h.pop("_island")) + n_isl
+        n_isl += h["n_islands"]
+        n_evals += res.n_energy_evals
+        levels = max(levels, h["n_levels"])
+        zk = math.log(mass[k]) + res.log_z  # log Z_k
+        rel = res.log_z_err if math.isfinite(res.log_z_err) else 0.0
+        rel_mass = math.sqrt((1 - mass[k]) / (mass[k] * draws)) if draws else 0.0
+        z_k.append(zk)
+        var_k.append(rel**2 + rel_mass**2)
+        rows.append(
+            {
+                "label": _jsonable(key),
+                "n": int(len(members)),
+                "mass": float(mass[k]),
+                "log_z": float(zk),
+                "log_z_err": float(rel),
+                "n_levels": h["n_levels"],
+                "ess": float(h["ess"][-1]) if h["ess"] else float("nan"),
+                "ess_is": h["ess_is"],
+                "acceptance": float(np.nanmean(h["acceptance"])) if h["acceptance"] else None,
+                "n_unique_ancestors": h["n_unique_ancestors"],
+                "n_energy_evals": int(res.n_energy_evals),
+            }
+        )
+    z_k_arr = np.array(z_k)
+    log_z = float(logsumexp(z_k_arr))
+    share = np.exp(z_k_arr - log_z)
+    log_z_err = float(math.sqrt(np.sum(share**2 * np.array(var_k))))
+    # the stratified estimator's variance-equivalent sample size: 1 / sum_k s_k^2 / n_eff_k
+    n_eff_k = np.array([max(r["ess"], 1e-12) * r["n"] for r in rows])
+    ess = float(1.0 / np.sum(share**2 / n_eff_k) / n)
+    hist: dict[str, Any] = {
+        "strata": rows,
+        "ess": [min(1.0, ess)],
+        "acceptance": [r["acceptance"] for r in rows if r["acceptance"] is not None],
+        "n_levels": levels,
+        "n_unique_ancestors": int(sum(r["n_unique_ancestors"] for r in rows)),
+        "n_islands": n_isl,
+        "seed": int(seed),
+    }
+    if template is None:
+        return SMCResult(positions, lq, u, lw, log_z, log_z_err, n_evals, hist)
+    return RefinedSamples(
+        positions=positions.astype(np.float32),
+        log_q=lq,
+        reduced_energy=u,
+        log_weights=lw,
+        topology=template.topology,
+        extra={"ancestor": ancestor, "island": island, "stratum": inverse.astype(np.int64)},
+        log_z=log_z,
+        log_z_err=log_z_err,
+        n_energy_evals=n_evals,
         history=hist,
     )

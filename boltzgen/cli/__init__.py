@@ -58,3 +58,7 @@ from boltzgen.cli import enhanced as _enhanced  # noqa: E402
 
 app.command("remd")(_enhanced.remd_cmd)
 app.command("umbrella")(_enhanced.umbrella_cmd)
+
+from boltzgen.cli.run import run_cmd  # noqa: E402
+
+app.command("run")(run_cmd)

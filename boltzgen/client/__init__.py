@@ -569,6 +569,42 @@ class Client:
         """Admin only: a new API key (``.key`` holds the plaintext, shown once)."""
         return KeyInfo.model_validate(self._post("/v1/keys", {"name": name}, None).json())
 
+    # ------------------------------------------------------------ one-call workflows
+    def run(
+        self,
+        pdb: str | os.PathLike[str] | None = None,
+        *,
+        system_id: str | None = None,
+        solvent: str = "vacuum",
+        temperature: float = 300.0,
+        forcefield: tuple[str, ...] | list[str] = ("amber99sbildn.xml",),
+        budget_minutes: float | None = None,
+        cvs: list[str] | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> JobInfo:
+        """The ``pipeline`` job (``boltzgen run`` on the server): upload ``pdb`` (or reuse
+        ``system_id``) and submit; further keyword arguments are PipelineConfig fields
+        (e.g. ``refine=False``, ``n_samples=20000``). With ``wait=True`` blocks until the job
+        ends. Artifacts: report.md, summary.json, model.pt, samples.h5, plots."""
+        if (pdb is None) == (system_id is None):
+            raise ValueError("give exactly one of pdb and system_id")
+        if system_id is None:
+            system_id = self.upload_system(
+                pdb, forcefield=forcefield, solvent=solvent, temperature=temperature
+            ).id
+        body: dict[str, Any] = dict(params)
+        if budget_minutes is not None:
+            body["budget_minutes"] = budget_minutes
+        if cvs is not None:
+            body["cvs"] = list(cvs)
+        job = self.submit(
+            "pipeline", system_id=system_id, params=body, idempotency_key=idempotency_key
+        )
+        return self.wait(job.id, timeout=timeout) if wait else job
+
 
 class AsyncClient:
     """``Client``'s methods as coroutines (httpx.AsyncClient), with the same names and

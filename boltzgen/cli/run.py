@@ -1,0 +1,146 @@
+"""``boltzgen run PDB``: the whole pipeline (data, training, sampling, refinement, report)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from boltzgen.pipeline import STAGES, PipelineConfig
+
+
+def _default(name: str):
+    return PipelineConfig.model_fields[name].get_default(call_default_factory=True)
+
+
+def run_cmd(
+    pdb: Annotated[Path, typer.Argument(help="PDB file of the molecule, with hydrogens.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: run-<pdb name>).")
+    ] = None,
+    budget: Annotated[
+        str, typer.Option(help="Wall-clock budget of the whole run, e.g. 90s, 60m, 1.5h.")
+    ] = f"{_default('budget_minutes'):g}m",
+    solvent: Annotated[str, typer.Option(help="vacuum, obc2, obc1, gbn, gbn2 or hct.")] = _default(
+        "solvent"
+    ),
+    temperature: Annotated[float, typer.Option(help="Temperature, K.")] = _default("temperature"),
+    forcefield: Annotated[
+        list[str] | None,
+        typer.Option(help="OpenMM force-field XML (repeatable); default amber99sbildn.xml."),
+    ] = None,
+    cv: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Report dF(CV >= 0 vs < 0) for this backbone dihedral, e.g. phi:2 or psi:3 "
+            "(repeatable; 'phi' = every residue). Default: every phi."
+        ),
+    ] = None,
+    n_samples: Annotated[
+        int | None, typer.Option(help="Flow samples (default: what the budget pays for).")
+    ] = None,
+    refine: Annotated[
+        bool, typer.Option(help="Refine the samples by annealed SMC toward the Boltzmann target.")
+    ] = _default("refine"),
+    seed: Annotated[int, typer.Option(help="Seed of REMD, flow and sampling.")] = 0,
+    platform: Annotated[str, typer.Option(help="OpenMM platform (auto picks the fastest).")] = (
+        _default("platform")
+    ),
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """From a PDB to reweighted samples and free energies: replica-exchange data over every
+    backbone state, a flow sized from the molecule, training within the budget, sampling,
+    refinement, and a report (report.md, summary.json, model.pt, samples.h5, plots/).
+
+    Rerunning with the same options resumes after the last finished stage."""
+    import torch
+
+    from boltzgen.errors import BoltzgenError
+    from boltzgen.pipeline import budget_split, parse_duration, run_pipeline
+
+    torch.set_num_threads(threads)
+    out = out or Path(f"run-{pdb.stem}")
+    try:
+        if not pdb.is_file():
+            raise BoltzgenError(f"no such PDB file: {pdb}")
+        fields = dict(
+            budget_minutes=parse_duration(budget) / 60.0,
+            solvent=solvent,
+            temperature=temperature,
+            n_samples=n_samples,
+            refine=refine,
+            seed=seed,
+            platform=platform,
+        )
+        if forcefield:
+            fields["forcefield"] = tuple(forcefield)
+        if cv:
+            fields["cvs"] = tuple(cv)
+        try:
+            config = PipelineConfig(**fields)
+        except ValueError as exc:  # pydantic's ValidationError
+            raise BoltzgenError(str(exc)) from None
+        split = budget_split(config)
+        typer.echo(
+            "budget "
+            + ", ".join(f"{k} {v['seconds']:.0f} s ({v['share']:.0%})" for k, v in split.items())
+        )
+        summary = run_pipeline(pdb, out, config) if quiet else _run_with_bars(pdb, out, config)
+    except BoltzgenError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _print_summary(summary, out)
+
+
+def _run_with_bars(pdb: Path, out: Path, config: PipelineConfig) -> dict:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from boltzgen.pipeline import run_pipeline
+
+    with Progress(
+        TextColumn("[bold]{task.fields[stage]:<9}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}% {task.description}"),
+        TimeElapsedColumn(),
+    ) as bars:
+        tasks = {s: bars.add_task("", total=1.0, stage=s, start=False) for s in STAGES}
+
+        def on_stage(stage: str, fraction: float, message: str) -> None:
+            task = tasks[stage]
+            bars.start_task(task)
+            bars.update(task, completed=fraction, description=message[:60])
+
+        return run_pipeline(pdb, out, config, stage_progress=on_stage)
+
+
+def _fmt(v, spec: str = ".2f") -> str:
+    return (
+        "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+    )
+
+
+def _print_summary(s: dict, out: Path) -> None:
+    ref = s.get("refine", {})
+    line = f"ESS {100 * (s['ess'] or 0):.2f} % of {s['n_samples']:,} samples"
+    if ref.get("status") == "done":
+        line += (
+            f" (flow alone {100 * (ref.get('ess_before') or 0):.2f} %; refinement spent "
+            f"{ref['n_energy_evals']:,} energy evaluations)"
+        )
+    typer.echo(line)
+    for name, row in s["free_energies"].items():
+        typer.echo(
+            f"dF {name} = {_fmt(row['df_kT'])} +- {_fmt(row['err_kT'])} kT "
+            f"(REMD data {_fmt(row['df_remd_kT'])} +- {_fmt(row['err_remd_kT'])})"
+        )
+    typer.echo(f"clash fraction {_fmt(s['clash_fraction'], '.4f')}")
+    typer.echo(
+        "wall time "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in s["wall_time_s"].items() if v is not None)
+    )
+    for w in s.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"report: {out / 'report.md'}")

@@ -1,0 +1,51 @@
+"""Job kind ``pipeline``: from a molecule to reweighted samples and free energies in one job.
+
+The parameters are :class:`~boltzgen.pipeline.PipelineConfig` (the budget, its split, the
+flow size rule overrides, refinement, the CVs to report) on top of the system; the job runs
+:func:`~boltzgen.pipeline.run_pipeline`, whose stage records in the checkpoint directory let a
+crashed attempt resume after the last finished stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from boltzgen.jobs.params import SystemParams
+from boltzgen.jobs.protocol import RESULT_MODEL_FILE
+from boltzgen.jobs.registry import ProgressFn, job_kind
+from boltzgen.pipeline import PipelineConfig
+
+
+class PipelineParams(SystemParams, PipelineConfig):
+    """PDB in, results out: REMD training data over every backbone state, a flow sized from
+    the molecule, training within the budget, sampling, stratified refinement, reweighting
+    and a report. Solvent, temperature and force field set here rebuild the uploaded system
+    with them; unset, the system's own are used."""
+
+
+def pipeline_config(params: PipelineParams) -> PipelineConfig:
+    """The PipelineConfig part of the parameters, keeping which fields were set explicitly
+    (unset system fields must not override the uploaded system's)."""
+    fields = set(PipelineConfig.model_fields) & params.model_fields_set
+    return PipelineConfig.model_validate(params.model_dump(include=fields))
+
+
+@job_kind("pipeline", PipelineParams)
+def pipeline(
+    params: PipelineParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """Run the whole pipeline; writes report.md, summary.json, model.pt (registered as a
+    model), samples.h5 (mdtraj HDF5 with the weights), flow_samples.h5 and plots/."""
+    from boltzgen.pipeline import run_pipeline
+
+    summary = run_pipeline(
+        params.load_system(),
+        workdir,
+        pipeline_config(params),
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+    )
+    summary.pop("checkpoint_dir", None)  # a path inside the worker, meaningless to a client
+    summary[RESULT_MODEL_FILE] = "model.pt"
+    return summary

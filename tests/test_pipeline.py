@@ -1,0 +1,167 @@
+"""The one-command pipeline (boltzgen.pipeline): configuration, CV names, budget, stratified
+allocation and free energies, and the whole run on a tiny budget through the library, the CLI
+(resuming from the stage checkpoints) and the service (job kind ``pipeline`` via the SDK)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+from _server_fixtures import ADMIN, ADP, LiveServer, settings_for
+from typer.testing import CliRunner
+
+from boltzgen.errors import InputError
+from boltzgen.pipeline import (
+    PipelineConfig,
+    budget_split,
+    parse_duration,
+    resolve_cvs,
+    run_pipeline,
+    strata_free_energy,
+    stratified_allocation,
+)
+from boltzgen.systems import System
+
+torch.set_num_threads(1)
+
+#: small enough for the default suite: ~1 minute on 2 cores
+TINY = {"budget_minutes": 0.6, "n_samples": 600, "n_layers": 2, "hidden": [32], "seed": 1}
+
+
+def test_durations_and_budget_split():
+    assert parse_duration("90s") == 90 and parse_duration("60m") == 3600
+    assert parse_duration("1.5h") == 5400 and parse_duration(" 2 min ") == 120
+    for bad in ("60", "m", "-5m", "0s", "5 days"):
+        with pytest.raises(InputError, match="duration"):
+            parse_duration(bad)
+    cfg = PipelineConfig(budget_minutes=10)
+    split = budget_split(cfg)
+    assert set(split) == {"data", "training", "sampling", "analysis"}
+    assert sum(v["seconds"] for v in split.values()) == pytest.approx(600)
+    assert split["training"]["share"] == cfg.train_share
+
+
+def test_config_validation_names_the_problem():
+    with pytest.raises(ValueError, match="must be < 1"):
+        PipelineConfig(data_share=0.5, train_share=0.5)
+    with pytest.raises(ValueError, match="unknown dihedral 'chi9'"):
+        PipelineConfig(cvs=["chi9:2"])
+    with pytest.raises(ValueError, match="integer PDB residue number"):
+        PipelineConfig(cvs=["phi:two"])
+    with pytest.raises(ValueError, match="extra"):
+        PipelineConfig(budget=5)
+
+
+def test_cv_names_resolve_per_residue():
+    adp = System.from_pdb(ADP)
+    assert resolve_cvs(adp, None) == ["phi:2"]
+    assert resolve_cvs(adp, ["psi"]) == ["psi:2"]
+    assert resolve_cvs(adp, ["phi:2", "phi", "psi:2"]) == ["phi:2", "psi:2"]
+    with pytest.raises(InputError, match=r"no dihedral 'phi:5'.*phi:2"):
+        resolve_cvs(adp, ["phi:5"])
+
+
+def test_stratified_allocation_is_equal_where_draws_allow():
+    labels = np.array(["-"] * 900 + ["+"] * 40 + ["x"] * 1)
+    idx = stratified_allocation(labels, 200)
+    got = dict(zip(*np.unique(labels[idx], return_counts=True), strict=True))
+    assert got == {"+": 40, "-": 160}  # "+" gives all it has, "x" (1 draw) none
+    assert np.all(np.diff(idx) > 0)
+    idx = stratified_allocation(np.array(["a"] * 50 + ["b"] * 50), 40)
+    assert np.unique(np.array(["a"] * 50 + ["b"] * 50)[idx], return_counts=True)[1].tolist() == [
+        20,
+        20,
+    ]
+
+
+def test_strata_free_energy_combines_strata():
+    # two residues; Z of each sign pattern known; dF of residue 0 = -log(Z_+. / Z_-.)
+    z = {"++": 0.01, "+-": 0.03, "-+": 0.2, "--": 0.76}
+    rows = [{"label": k, "log_z": math.log(v), "log_z_err": 0.1} for k, v in z.items()]
+    df0, err0 = strata_free_energy(rows, 0)
+    assert df0 == pytest.approx(-math.log(0.04 / 0.96))
+    df1, _ = strata_free_energy(rows, 1)
+    assert df1 == pytest.approx(-math.log(0.21 / 0.79))
+    # relative errors of sums: sqrt(sum (share * rel)^2) per side, added in quadrature
+    rel_plus = 0.1 * math.hypot(0.25, 0.75)
+    rel_minus = 0.1 * math.hypot(0.2 / 0.96, 0.76 / 0.96)
+    assert err0 == pytest.approx(math.hypot(rel_plus, rel_minus))
+    df, err = strata_free_energy(rows[2:], 0)  # no stratum with phi >= 0
+    assert df == math.inf and err == math.inf
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "adp"
+    seen: list[tuple[float, str]] = []
+    summary = run_pipeline(ADP, out, TINY, progress=lambda f, m: seen.append((f, m)))
+    return out, summary, seen
+
+
+def test_tiny_pipeline_writes_readable_results(tiny_run):
+    out, s, seen = tiny_run
+    assert json.loads((out / "summary.json").read_text())["ess"] == s["ess"]
+    report = (out / "report.md").read_text()
+    assert "## Free energies" in report and "phi:2" in report and "## Budget" in report
+    for fig in ["plots/log_weights.png", "plots/ramachandran_2.png", "plots/fes_phi_2.png"]:
+        assert (out / fig).stat().st_size > 1000, fig
+        assert fig in report
+    t = mdtraj.load(str(out / "samples.h5"))
+    assert t.n_atoms == 22 and t.n_frames == s["n_samples"]
+    assert mdtraj.load(str(out / "flow_samples.h5")).n_frames == s["sampling"]["n_samples"]
+    assert (out / "model.pt").stat().st_size > 0
+    # progress is monotone, names its stage, and ends at 1
+    fr = [f for f, _ in seen]
+    assert fr == sorted(fr) and fr[-1] == pytest.approx(1.0)
+    assert {m.split(":")[0] for _, m in seen} >= {"system", "data", "training", "sampling"}
+    # refinement ran stratified over the backbone states and reports its cost
+    ref = s["refine"]
+    assert ref["status"] == "done" and ref["n_energy_evals"] > ref["n_samples"]
+    assert {r["label"] for r in ref["strata"]} <= {"+", "-"}
+    row = s["free_energies"]["phi:2"]
+    assert row["residue"] == 2 and row["df_remd_kT"] is not None
+    assert 0.0 <= s["clash_fraction"] <= 1.0
+    assert set(s["wall_time_s"]) >= {"data", "training", "sampling", "analysis", "total"}
+
+
+def test_cli_run_resumes_from_stage_checkpoints(tiny_run):
+    from boltzgen.cli import app
+
+    out, s, _ = tiny_run
+    args = ["run", str(ADP), "--out", str(out), "--budget", "36s", "--seed", "1", "--quiet"]
+    # the CLI's config must equal TINY's for the stages to resume: n_layers etc. differ, so
+    # only the data stage (same budget, seed, ladder settings) is reused
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "budget data" in res.output and "dF phi:2 =" in res.output
+    again = json.loads((out / "summary.json").read_text())
+    assert again["stages"]["data"]["resumed"] is True
+    bad = CliRunner().invoke(app, ["run", str(ADP), "--budget", "soon", "--out", str(out)])
+    assert bad.exit_code == 2 and "duration" in bad.output
+    bad = CliRunner().invoke(app, ["run", str(ADP), "--cv", "phi:9", "--out", str(out)])
+    assert bad.exit_code == 2 and "no dihedral 'phi:9'" in bad.output
+
+
+def test_pipeline_job_through_the_service(tmp_path):
+    from boltzgen.client import Client
+
+    settings = settings_for(tmp_path, executor="local", workers=1)
+    with LiveServer(settings) as srv, Client(srv.url, api_key=ADMIN) as client:
+        job = client.run(ADP, wait=True, timeout=600, **TINY)
+        assert job.status == "succeeded", job
+        names = {a.name for a in client.artifacts(job.id)}
+        assert {"report.md", "summary.json", "model.pt", "samples.h5"} <= names
+        assert "plots/log_weights.png" in names or "log_weights.png" in {
+            n.rsplit("/", 1)[-1] for n in names
+        }
+        summary = json.loads(
+            client.download(client.artifact(job.id, "summary.json"), tmp_path).read_text()
+        )
+        assert summary["free_energies"]["phi:2"]["residue"] == 2
+        assert job.result.get("model_id") or client.list_models().items
+        t = client.load_trajectory(job.id, "samples.h5")
+        assert t.n_atoms == 22
