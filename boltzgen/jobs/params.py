@@ -93,12 +93,34 @@ def non_finite_field(value: Any, path: str = "") -> tuple[str, float] | None:
     return None
 
 
+def _numeric(tp: Any) -> bool:
+    """``int``/``float`` or an optional/annotated one (not ``bool``, not a union with str)."""
+    if tp in (int, float):
+        return True
+    if get_origin(tp) is Annotated:
+        return _numeric(get_args(tp)[0])
+    args = [a for a in get_args(tp) if a is not type(None)]
+    return bool(args) and all(a in (int, float) for a in args)
+
+
 class JobParams(BaseModel):
     """Base of all job parameters: unknown fields are an error, not silently ignored, and every
     number is finite (a NaN or infinity is rejected naming its field, at submit, instead of
     failing the job later or being echoed back as null)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        # lax pydantic reads true as the integer 1: a count or a seed given as a boolean is a
+        # client bug, not a number
+        if isinstance(data, dict):
+            for name, value in data.items():
+                f = cls.model_fields.get(name) if isinstance(name, str) else None
+                if isinstance(value, bool) and f is not None and _numeric(f.annotation):
+                    raise ValueError(f"{name} must be a number, not the boolean {value}")
+        return data
 
     @model_validator(mode="after")
     def _finite_everywhere(self):
