@@ -9,19 +9,26 @@ from starlette.routing import Match
 
 from server.problems import problem_response
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _match(routes, scope, method: str) -> Match:
+    """The best match of any route for ``scope`` with ``method`` (routers nested by
+    ``include_router`` answer for their routes)."""
+    probe = {**scope, "method": method}
+    best = Match.NONE
+    for route in routes:
+        match, _ = route.matches(probe)
+        if match == Match.FULL:
+            return match
+        if match == Match.PARTIAL:
+            best = match
+    return best
+
 
 def path_methods(routes, scope) -> set[str]:
-    """Every method of every route whose path matches ``scope`` (empty: no such path)."""
-    methods: set[str] = set()
-    probe = {**scope, "method": "\x00"}  # matches no route's methods: FULL means "any method"
-    for route in routes:
-        route_methods = getattr(route, "methods", None)
-        if route_methods is None:
-            continue  # mounts and websocket routes: not ours to describe
-        match, _ = route.matches(probe)
-        if match != Match.NONE:
-            methods |= set(route_methods)
-    return methods
+    """Every method some route serves on the path of ``scope`` (empty: no such path)."""
+    return {m for m in METHODS if _match(routes, scope, m) == Match.FULL}
 
 
 class AllowedMethods:
@@ -35,8 +42,11 @@ class AllowedMethods:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        methods = path_methods(self.router.routes, scope)
         method = scope["method"].upper()
+        # the common case costs one routing pass: a route takes this method on this path
+        if method != "OPTIONS" and _match(self.router.routes, scope, method) != Match.PARTIAL:
+            return await self.app(scope, receive, send)
+        methods = path_methods(self.router.routes, scope)
         if not methods or method in methods:
             return await self.app(scope, receive, send)
         allow = ", ".join(sorted(methods | {"OPTIONS"}))

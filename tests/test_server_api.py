@@ -440,3 +440,133 @@ def test_train_balance_is_validated_at_submit(env):
     r = c.post("/v1/jobs", json=body, headers=auth(a))
     assert r.status_code == 422 and "needs 'data'" in r.json()["detail"]
     cancel_all(c, a)
+
+
+def test_options_and_405_list_every_method_of_the_path(env):
+    c = env["client"]
+    cases = {
+        "/v1/jobs": {"GET", "POST", "OPTIONS"},
+        "/v1/systems": {"GET", "POST", "OPTIONS"},
+        "/v1/jobs/job_x": {"GET", "DELETE", "OPTIONS"},
+        "/v1/keys": {"GET", "POST", "OPTIONS"},
+        "/v1/models/m": {"GET", "DELETE", "OPTIONS"},
+        "/openapi.json": {"GET", "HEAD", "OPTIONS"},
+    }
+    for path, methods in cases.items():
+        r = c.options(path)
+        assert r.status_code == 204, (path, r.status_code)
+        assert {m.strip() for m in r.headers["allow"].split(",")} == methods, path
+        r = c.put(path, json={}, headers=auth(env["a"]))
+        assert r.status_code == 405 and r.headers["content-type"] == PROBLEM
+        assert {m.strip() for m in r.headers["allow"].split(",")} == methods, path
+        assert "allowed" in r.json()["detail"]
+    assert c.options("/v1/nowhere").status_code == 404
+
+
+def test_openapi_is_the_real_contract(env):
+    spec = env["client"].get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    union = schemas["JobCreate"]
+    assert union["discriminator"]["propertyName"] == "kind"
+    # built from the registry when the app was made: the built-in kinds (and any new module)
+    assert {"simulate", "energy", "train", "sample", "free_energy"} <= set(
+        union["discriminator"]["mapping"]
+    )
+    sim = schemas["JobCreate_simulate"]
+    assert sim["properties"]["kind"]["const"] == "simulate"
+    assert "system_id" in sim["required"] and "params" in sim["required"]
+    assert "n_steps" in schemas[sim["properties"]["params"]["$ref"].split("/")[-1]]["required"]
+    assert "HTTPValidationError" not in schemas
+    paths = spec["paths"]
+    assert {"403", "400", "401", "413", "415", "422"} <= set(paths["/v1/keys"]["post"]["responses"])
+    assert "403" in paths["/v1/keys"]["get"]["responses"]
+    assert {"409", "404"} <= set(paths["/v1/jobs/{job_id}"]["delete"]["responses"])
+    assert {"206", "416", "410"} <= set(
+        paths["/v1/artifacts/{artifact_id}/content"]["get"]["responses"]
+    )
+    for path, item in paths.items():
+        for method, op in item.items():
+            for code, resp in op["responses"].items():
+                if int(code) >= 400:
+                    assert resp["content"] == {
+                        PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }, (path, method, code)
+    links = paths["/v1/jobs"]["post"]["responses"]["202"]["links"]
+    assert links["GetJob"]["operationId"] == paths["/v1/jobs/{job_id}"]["get"]["operationId"]
+    assert links["GetJob"]["parameters"] == {"job_id": "$response.body#/id"}
+    assert "links" in paths["/v1/systems"]["post"]["responses"]["201"]
+
+
+def test_oversize_chunked_body_is_413_on_every_route(env):
+    def chunks():
+        for _ in range(30):
+            yield b"x" * 1000
+
+    for path in ("/v1/systems", "/v1/jobs", "/v1/keys", "/v1/jobs/job_x/cancel"):
+        r = env["client"].post(
+            path, content=chunks(), headers=auth(ADMIN) | {"content-type": "application/json"}
+        )
+        assert r.status_code == 413 and r.headers["content-type"] == PROBLEM, path
+
+
+def test_range_errors_are_problem_json(env, tmp_path):
+    c, a = env["client"], env["a"]
+    cancel_all(c, a)
+    job_id = submit(c, a, env["system"]["id"]).json()["id"]
+    _finish_with_outcome(env["app"], tmp_path, {"out.txt": b"0123456789"}, {"status": "succeeded"})
+    art = c.get(f"/v1/jobs/{job_id}/artifacts", headers=auth(a)).json()["items"][0]
+    url = f"/v1/artifacts/{art['id']}/content"
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=2-4"})
+    assert r.status_code == 206 and r.content == b"234"
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=10-20"})
+    assert r.status_code == 416 and r.headers["content-type"] == PROBLEM
+    assert r.headers["content-range"] == "bytes */10" and r.json()["detail"]
+    r = c.get(url, headers=auth(a) | {"Range": "pages=1-2"})
+    assert r.status_code == 400 and r.headers["content-type"] == PROBLEM
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=10-20", "If-Range": '"stale"'})
+    assert r.status_code == 200 and r.content == b"0123456789"  # If-Range mismatch: whole file
+
+
+def test_key_isolation_covers_every_resource(env, tmp_path):
+    """Key B can neither read, list, download, cancel nor delete anything of key A's: systems,
+    jobs, artifacts, models; and cannot use them in a job."""
+    c, a, b = env["client"], env["a"], env["b"]
+    cancel_all(c, a)
+    sid = env["system"]["id"]
+    done = submit(c, a, sid).json()["id"]
+    outcome = {"status": "succeeded", "result": {"model_file": "model.pt"}}
+    _finish_with_outcome(env["app"], tmp_path, {"model.pt": b"w", "e.npz": b"e"}, outcome)
+    queued = submit(c, a, sid).json()["id"]
+    model_id = c.get(f"/v1/jobs/{done}", headers=auth(a)).json()["result"]["model_id"]
+    art = c.get(f"/v1/jobs/{done}/artifacts", headers=auth(a)).json()["items"][0]["id"]
+    reads = [
+        f"/v1/systems/{sid}",
+        f"/v1/jobs/{done}",
+        f"/v1/jobs/{queued}",
+        f"/v1/jobs/{done}/artifacts",
+        f"/v1/jobs/{queued}/events",
+        f"/v1/artifacts/{art}",
+        f"/v1/artifacts/{art}/content",
+        f"/v1/models/{model_id}",
+        f"/v1/models/{model_id}/content",
+    ]
+    for path in reads:
+        r = c.get(path, headers=auth(b))
+        assert r.status_code == 404 and r.headers["content-type"] == PROBLEM, path
+    for path, key in (("/v1/systems", "id"), ("/v1/jobs", "id"), ("/v1/models", "id")):
+        seen = {x[key] for x in c.get(path + "?limit=200", headers=auth(b)).json()["items"]}
+        assert not seen & {sid, done, queued, model_id}, path
+    assert c.post(f"/v1/jobs/{queued}/cancel", headers=auth(b)).status_code == 404
+    for path in (f"/v1/jobs/{done}", f"/v1/models/{model_id}", f"/v1/systems/{sid}"):
+        assert c.delete(path, headers=auth(b)).status_code == 404, path
+    for body in (
+        {"kind": "energy", "system_id": sid},
+        {"kind": "sample", "model_id": model_id},
+    ):
+        r = c.post("/v1/jobs", json=body, headers=auth(b))
+        assert r.status_code == 422, body
+    # all of it is still there for A
+    for path in reads[:4] + reads[5:]:
+        assert c.get(path, headers=auth(a)).status_code == 200, path
+    assert c.get(f"/v1/jobs/{queued}", headers=auth(a)).json()["status"] == "queued"
+    cancel_all(c, a)
