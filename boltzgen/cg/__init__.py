@@ -28,7 +28,13 @@ from boltzgen.cg.metrics import (
     pmf_mse,
     unreached_mass,
 )
-from boltzgen.cg.pipeline import CGConfig, load_frames, run_pipeline
+from boltzgen.cg.pipeline import (
+    CGConfig,
+    load_frames,
+    run_pipeline,
+    run_simulation,
+    simulate_and_score,
+)
 from boltzgen.cg.plots import fes_plot
 from boltzgen.cg.system import CGSystem, dihedrals
 from boltzgen.cg.teacher import CGFlow, TeacherForces, teacher_forces
@@ -48,6 +54,8 @@ __all__ = [
     "evaluate",
     "fes_plot",
     "fit_forces",
+    "run_simulation",
+    "simulate_and_score",
     "kl_divergence",
     "load_frames",
     "pmf_mse",

@@ -37,10 +37,31 @@ from boltzgen.cg.plots import fes_plot
 from boltzgen.cg.teacher import CGFlow, teacher_forces
 from boltzgen.errors import InputError, ShapeError
 
-__all__ = ["CGConfig", "load_frames", "run_pipeline"]
+__all__ = ["CGConfig", "load_frames", "run_pipeline", "run_simulation", "simulate_and_score"]
 
 METHODS = ("flow", "forces")
 Progress = Callable[[float, str], None]
+
+
+#: Upper limits of the integer options (a typo such as 1e9 walkers fails at once).
+_LIMITS = {
+    "max_frames": 10_000_000,
+    "teacher_epochs": 100_000,
+    "teacher_steps": 10_000_000,
+    "teacher_batch_size": 65_536,
+    "teacher_layers": 64,
+    "teacher_components": 64,
+    "n_teacher_samples": 10_000_000,
+    "epochs": 100_000,
+    "steps": 10_000_000,
+    "batch_size": 65_536,
+    "n_walkers": 100_000,
+    "n_steps": 100_000_000,
+    "report_interval": 1_000_000,
+    "discard_frames": 10_000_000,
+    "seed": 2**31 - 1,
+    "bins": 1000,
+}
 
 
 @dataclass
@@ -88,6 +109,22 @@ class CGConfig:
             raise InputError("need n_walkers >= 1 and n_steps >= report_interval")
         if self.discard_frames >= self.n_steps // self.report_interval:
             raise InputError("discard_frames leaves no CG MD frames to score")
+        for name, hi in _LIMITS.items():
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and not isinstance(v, bool)):
+                raise InputError(f"{name} must be an integer, got {v!r}")
+            if v is not None and not 0 <= v <= hi:
+                raise InputError(f"{name} must be in [0, {hi:,}], got {v}")
+        for name in ("teacher_lr", "lr", "lr_final", "timestep", "friction", "val_fraction"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
+        if not (0 < self.timestep <= 0.05 and 0 <= self.val_fraction < 1):
+            raise InputError("need 0 < timestep <= 0.05 ps and 0 <= val_fraction < 1")
+        for name in ("teacher_hidden", "hidden"):
+            widths = getattr(self, name)
+            if not (1 <= len(widths) <= 8 and all(1 <= int(w) <= 4096 for w in widths)):
+                raise InputError(f"{name} must hold 1-8 widths in [1, 4096], got {widths}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CGConfig:
@@ -139,6 +176,125 @@ def _reference_dihedrals(reference: Any, mapping: Mapping, cg) -> np.ndarray:
         return reference  # already (N, 2) dihedral values
     x, _ = load_frames(reference)
     return cg.dihedrals(mapping.map_positions(x))[:, :2]
+
+
+def simulate_and_score(
+    ff: CGForceField,
+    cg,
+    starts_from: np.ndarray,
+    cfg: CGConfig,
+    out: Path,
+    reference_dihedrals: np.ndarray,
+    *,
+    reference_weights: Any = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Batched CG Langevin MD with ``ff`` (``cfg.n_walkers`` walkers started at random frames
+    of ``starts_from`` (N, n_beads, 3) nm, ``cfg.n_steps`` steps) and its scores against the
+    reference CG dihedrals (N, 2) rad. Writes ``cg_traj.h5``, ``metrics.json`` and ``fes.png``
+    into ``out``; returns {"md", "metrics", "files"} (JSON-able)."""
+    report = progress or (lambda _f, _m: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report(0.0, "CG Langevin MD")
+    rng = np.random.default_rng(cfg.seed)
+    starts = starts_from[rng.integers(0, len(starts_from), cfg.n_walkers)]
+    t0 = time.perf_counter()
+    traj = simulate_cg(
+        ff,
+        starts,
+        cfg.n_steps,
+        masses=cg.masses,
+        temperature=cg.temperature,
+        timestep=cfg.timestep,
+        friction=cfg.friction,
+        report_interval=cfg.report_interval,
+        seed=cfg.seed,
+        topology=cg.topology,
+        progress=lambda f, m: report(0.8 * f, m),
+    )
+    md_time = time.perf_counter() - t0
+    files = {"trajectory": str(traj.save(out / "cg_traj.h5")[0])}
+    n_frames = int(traj.positions.shape[1])
+    md = {
+        "n_walkers": traj.n_walkers,
+        "n_frames_per_walker": n_frames,
+        "n_steps": cfg.n_steps,
+        "timestep_ps": cfg.timestep,
+        "simulated_ns_total": traj.n_walkers * cfg.n_steps * cfg.timestep / 1000.0,
+        "time_s": md_time,
+        "frames_per_s": traj.n_walkers * n_frames / max(md_time, 1e-9),
+        "steps_per_s": traj.n_walkers * cfg.n_steps / max(md_time, 1e-9),
+    }
+    report(0.85, "evaluation")
+    scored = traj.positions[:, cfg.discard_frames :].reshape(-1, cg.n_beads, 3)
+    model_d = cg.dihedrals(scored)[:, :2]
+    metrics = _json_safe(
+        evaluate(
+            reference_dihedrals,
+            model_d,
+            cg.temperature,
+            bins=cfg.bins,
+            reference_weights=reference_weights,
+        )
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    files["metrics"] = str(out / "metrics.json")
+    files["fes_plot"] = str(
+        fes_plot(
+            {"reference": reference_dihedrals, f"CG ({cfg.method})": model_d},
+            out / "fes.png",
+            cg.temperature,
+        )
+    )
+    report(1.0, "scored")
+    return {"md": _json_safe(md), "metrics": metrics, "files": files}
+
+
+def run_simulation(
+    forcefield: CGForceField | str | Path,
+    frames: Any,
+    mapping: Mapping,
+    out_dir: str | Path,
+    config: CGConfig | dict[str, Any] | None = None,
+    *,
+    reference: Any = None,
+    reference_weights: Any = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """CG MD with a trained force field (object or ``forcefield.pt``), walkers started at the
+    mapped ``frames`` (all-atom, as in :func:`run_pipeline`), scored against ``reference``
+    (default: the frames). Only the MD and scoring fields of ``config`` are used. Writes
+    ``cg_traj.h5``, ``metrics.json``, ``fes.png``, ``summary.json``; returns the summary."""
+    cfg = config if isinstance(config, CGConfig) else CGConfig.from_dict(config)
+    ff = forcefield if isinstance(forcefield, CGForceField) else CGForceField.load(forcefield)
+    if ff.n_beads != mapping.n_beads:
+        raise InputError(
+            f"the force field has {ff.n_beads} beads but the mapping {mapping.n_beads}"
+        )
+    out = Path(out_dir)
+    x_aa, _ = load_frames(frames)
+    if x_aa.ndim != 3 or x_aa.shape[1] != mapping.n_atoms:
+        raise ShapeError(f"frames must be (N, {mapping.n_atoms}, 3) nm, got {x_aa.shape}")
+    cg = mapping.cg_system()
+    x_cg = np.asarray(mapping.map_positions(x_aa), dtype=np.float32)
+    ref_d = _reference_dihedrals(x_aa if reference is None else reference, mapping, cg)
+    t0 = time.perf_counter()
+    scored = simulate_and_score(
+        ff, cg, x_cg, cfg, out, ref_d, reference_weights=reference_weights, progress=progress
+    )
+    summary = _json_safe(
+        {
+            "n_beads": cg.n_beads,
+            "temperature_K": cg.temperature,
+            "md": scored["md"],
+            "metrics": scored["metrics"],
+            "files": {**scored["files"], "summary": str(out / "summary.json")},
+            "time_s": time.perf_counter() - t0,
+        }
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def run_pipeline(
@@ -281,51 +437,20 @@ def run_pipeline(
         ff.save(out / "forcefield.pt", extra={"system": cg.to_spec(), "method": cfg.method})
     )
 
-    # ---------------------------------------------------------------- CG MD
-    report(0.75, "CG Langevin MD")
-    rng = np.random.default_rng(cfg.seed)
-    starts = x_cg[rng.integers(0, len(x_cg), cfg.n_walkers)]
-    t0 = time.perf_counter()
-    traj = simulate_cg(
-        ff,
-        starts,
-        cfg.n_steps,
-        masses=cg.masses,
-        temperature=cg.temperature,
-        timestep=cfg.timestep,
-        friction=cfg.friction,
-        report_interval=cfg.report_interval,
-        seed=cfg.seed,
-        topology=cg.topology,
-        progress=lambda f, m: report(0.75 + 0.2 * f, m),
-    )
-    md_time = time.perf_counter() - t0
-    files["trajectory"] = str(traj.save(out / "cg_traj.h5")[0])
-    summary["md"] = {
-        "n_walkers": traj.n_walkers,
-        "n_frames_per_walker": int(traj.positions.shape[1]),
-        "n_steps": cfg.n_steps,
-        "timestep_ps": cfg.timestep,
-        "simulated_ns_total": traj.n_walkers * cfg.n_steps * cfg.timestep / 1000.0,
-        "time_s": md_time,
-    }
-
-    # ---------------------------------------------------------------- scores
-    report(0.95, "evaluation")
-    scored = traj.positions[:, cfg.discard_frames :].reshape(-1, cg.n_beads, 3)
-    model_d = cg.dihedrals(scored)[:, :2]
+    # ---------------------------------------------------------------- CG MD and scores
     ref_d = _reference_dihedrals(x_aa if reference is None else reference, mapping, cg)
-    metrics = evaluate(
-        ref_d, model_d, cg.temperature, bins=cfg.bins, reference_weights=reference_weights
+    scored = simulate_and_score(
+        ff,
+        cg,
+        x_cg,
+        cfg,
+        out,
+        ref_d,
+        reference_weights=reference_weights,
+        progress=lambda f, m: report(0.75 + 0.25 * f, m),
     )
-    summary["metrics"] = metrics = _json_safe(metrics)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    files["metrics"] = str(out / "metrics.json")
-    files["fes_plot"] = str(
-        fes_plot(
-            {"reference": ref_d, f"CG ({cfg.method})": model_d}, out / "fes.png", cg.temperature
-        )
-    )
+    summary["md"], summary["metrics"] = scored["md"], scored["metrics"]
+    files.update(scored["files"])
     files["summary"] = str(out / "summary.json")
     summary["files"] = files
     summary["time_s"] = time.perf_counter() - t_start

@@ -62,3 +62,7 @@ app.command("umbrella")(_enhanced.umbrella_cmd)
 from boltzgen.cli.run import run_cmd  # noqa: E402
 
 app.command("run")(run_cmd)
+
+from boltzgen.cli.cg import app as _cg_app  # noqa: E402
+
+app.add_typer(_cg_app, name="cg")

@@ -605,6 +605,55 @@ class Client:
         )
         return self.wait(job.id, timeout=timeout) if wait else job
 
+    def cg_train(
+        self,
+        system_id: str,
+        data: str,
+        *,
+        beads: str | list[int] | None = None,
+        reference: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        **config: Any,
+    ) -> JobInfo:
+        """The ``cg_train`` job: a CG force field from the all-atom MD artifact ``data`` (an
+        artifact id) of the system ``system_id``; keyword arguments are CGConfig options
+        (e.g. ``method="flow"``, ``n_walkers=100``). Artifacts: forcefield.pt, cg_traj.h5,
+        metrics.json, fes.png, summary.json."""
+        params = {"data": data, "beads": beads, "reference": reference, "config": config}
+        job = self.submit(
+            "cg_train", system_id=system_id, params=params, idempotency_key=idempotency_key
+        )
+        return self.wait(job.id, timeout=timeout) if wait else job
+
+    def cg_simulate(
+        self,
+        system_id: str,
+        data: str,
+        forcefield: str,
+        *,
+        beads: str | list[int] | None = None,
+        reference: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        **config: Any,
+    ) -> JobInfo:
+        """The ``cg_simulate`` job: CG MD with ``forcefield`` (the artifact id of a cg_train
+        job's forcefield.pt), started at and scored against the MD artifact ``data``."""
+        params = {
+            "data": data,
+            "forcefield": forcefield,
+            "beads": beads,
+            "reference": reference,
+            "config": config,
+        }
+        job = self.submit(
+            "cg_simulate", system_id=system_id, params=params, idempotency_key=idempotency_key
+        )
+        return self.wait(job.id, timeout=timeout) if wait else job
+
 
 class AsyncClient:
     """``Client``'s methods as coroutines (httpx.AsyncClient), with the same names and

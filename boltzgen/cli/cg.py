@@ -1,0 +1,143 @@
+"""``boltzgen cg train | simulate``: coarse-grained force fields by flow matching."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="Coarse-grained force fields: flow matching (or classical force matching), CG MD, "
+    "scores against the all-atom free-energy surface.",
+    no_args_is_help=True,
+)
+
+_SET_HELP = "A CGConfig option as key=value (repeatable; values are JSON, e.g. hidden=[64,64])."
+
+
+def _config(options: list[str] | None, config_file: Path | None, **typed: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
+    if config_file is not None:
+        cfg.update(json.loads(config_file.read_text()))
+    cfg.update({k: v for k, v in typed.items() if v is not None})
+    for item in options or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        try:
+            cfg[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            cfg[key.strip()] = value
+    return cfg
+
+
+def _mapping(system, beads: str | None):
+    from boltzgen.cg import Mapping
+
+    if beads is None:
+        return Mapping.backbone(system)
+    if all(p.strip().isdigit() for p in beads.split(",")):
+        return Mapping(system, [int(p) for p in beads.split(",")])
+    return Mapping(system, beads)
+
+
+def _echo_scores(summary: dict[str, Any], out: Path) -> None:
+    m = summary["metrics"]
+
+    def f(v, spec=".3f"):
+        return "n/a" if v is None or not math.isfinite(v) else format(v, spec)
+
+    typer.echo(
+        f"KL {f(m.get('kl'))}, PMF MSE {f(m.get('pmf_mse_kcal2'))} (kcal/mol)^2, "
+        f"unreached reference mass {f(m.get('unreached_mass'), '.4f')}, "
+        f"dF(phi>0 - phi<0) model {f(m.get('df_model_kT'), '.2f')} vs reference "
+        f"{f(m.get('df_reference_kT'), '.2f')} kT"
+    )
+    md = summary["md"]
+    typer.echo(
+        f"CG MD: {md['n_walkers']} walkers x {md['n_steps']:,} steps in {md['time_s']:.0f} s "
+        f"({md.get('frames_per_s', 0):,.0f} frames/s); files in {out}/"
+    )
+
+
+def _run(fn, *args, **kwargs):
+    from boltzgen.errors import BoltzgenError
+
+    try:
+        return fn(*args, **kwargs)
+    except BoltzgenError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="All-atom MD HDF5 (boltzgen simulate/remd).")],
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("cg-out"),
+    method: Annotated[str, typer.Option(help="flow (flow matching) or forces.")] = "flow",
+    beads: Annotated[
+        str | None, typer.Option(help="mdtraj selection or indices a,b,c; default backbone.")
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="All-atom frames to score against (default: data).")
+    ] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Use this many frames.")] = None,
+    n_walkers: Annotated[int | None, typer.Option(help="CG MD walkers.")] = None,
+    n_steps: Annotated[int | None, typer.Option(help="CG MD steps per walker.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    config: Annotated[Path | None, typer.Option(help="CGConfig options as a JSON file.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=_SET_HELP)] = None,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+) -> None:
+    """Map MD frames to beads, train the teacher flow and the CG force field, run CG MD and
+    score it: forcefield.pt, cg_traj.h5, metrics.json, fes.png, summary.json in --out."""
+    import torch
+
+    from boltzgen.cg import run_pipeline
+    from boltzgen.md import load_md
+
+    torch.set_num_threads(threads)
+    cfg = _config(
+        set_,
+        config,
+        method=method,
+        max_frames=max_frames,
+        n_walkers=n_walkers,
+        n_steps=n_steps,
+        seed=seed,
+    )
+    md = _run(load_md, data)
+    mapping = _run(_mapping, md.system(), beads)
+    typer.echo(f"{mapping.n_beads} beads: atoms {mapping.atoms.tolist()}")
+    summary = _run(run_pipeline, md, mapping, out, cfg, reference=reference)
+    _echo_scores(summary, out)
+
+
+@app.command("simulate")
+def simulate_cmd(
+    forcefield: Annotated[Path, typer.Argument(help="forcefield.pt from `boltzgen cg train`.")],
+    data: Annotated[Path, typer.Argument(help="All-atom MD HDF5: start frames and reference.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("cg-sim"),
+    beads: Annotated[str | None, typer.Option(help="As for train (must match).")] = None,
+    reference: Annotated[Path | None, typer.Option(help="Frames to score against.")] = None,
+    n_walkers: Annotated[int | None, typer.Option(help="CG MD walkers.")] = None,
+    n_steps: Annotated[int | None, typer.Option(help="CG MD steps per walker.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=_SET_HELP)] = None,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+) -> None:
+    """CG Langevin MD with a trained force field, scored against the all-atom FES."""
+    import torch
+
+    from boltzgen.cg import run_simulation
+    from boltzgen.md import load_md
+
+    torch.set_num_threads(threads)
+    cfg = _config(set_, None, n_walkers=n_walkers, n_steps=n_steps, seed=seed)
+    md = _run(load_md, data)
+    mapping = _run(_mapping, md.system(), beads)
+    summary = _run(run_simulation, forcefield, md, mapping, out, cfg, reference=reference)
+    _echo_scores(summary, out)
