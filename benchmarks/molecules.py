@@ -1,0 +1,215 @@
+"""Any molecule out of the box: flow vs refined samples, and `boltzgen run` on molecules.
+
+Two parts, one JSON object per result on stdout:
+
+* ``refine`` (ADP vacuum): for each of ``--seeds`` independently trained flows (shipped REMD
+  frames, phi > 0 given a 5 % share, ``--train-minutes`` each), flow-only importance sampling
+  and stratified refinement side by side as a function of energy evaluations spent: for each
+  refinement size the flow-only row uses as many fresh flow draws as the refinement spent
+  energy evaluations (so both columns cost the same number of target evaluations). dF(phi)
+  of each flow with its stated error; the spread over flows is printed last.
+
+      .venv/bin/python benchmarks/molecules.py refine --seeds 0 1 --train-minutes 5
+
+* ``run``: `boltzgen run` (``run_pipeline``) on PDBs with a budget; a row per molecule with the
+  wall time per stage, ESS (flow and refined), dF per residue (refined / REMD data), clashes.
+
+      .venv/bin/python benchmarks/molecules.py run data/ace-tyr-nme.pdb --budget 15m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REFERENCE_VACUUM = (3.87, 0.16)  # umbrella sampling + MBAR, 4 walks (RESULTS.md)
+
+
+def _emit(row: dict) -> None:
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    print(json.dumps(clean(row)), flush=True)
+
+
+def refine_part(args) -> None:
+    from boltzgen.analysis import free_energy_difference
+    from boltzgen.cv import dihedral
+    from boltzgen.generator.config import BalanceConfig
+    from boltzgen.generator.workflow import train_model
+    from boltzgen.md import load_md
+    from boltzgen.pipeline import (
+        backbone_state_labels,
+        refine_by_backbone_state,
+        strata_free_energy,
+    )
+
+    md = load_md(args.data)
+    system = md.system()
+    phi = dihedral(system, "phi")
+    a, b = (0.0, math.pi), (-math.pi, 0.0)
+    finals = []
+    for seed in args.seeds:
+        out = Path(tempfile.mkdtemp(prefix=f"mol-refine-{seed}-"))
+        t0 = time.perf_counter()
+        gen, ts = train_model(
+            system,
+            md,
+            out,
+            architecture={"flow": "smooth", "seed": seed},
+            train={"epochs": 500, "time_limit": 60 * args.train_minutes, "seed": seed},
+            balance=BalanceConfig(),
+        )
+        train_s = time.perf_counter() - t0
+        torch.manual_seed(1000 + seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pool = gen.sample(args.pool)
+        names = backbone_state_labels(system, pool.positions[:1])[1]
+        for n in args.particles:
+            t0 = time.perf_counter()
+            refined, dropped = refine_by_backbone_state(
+                gen, pool, system, n, n_steps=args.refine_steps, seed=seed
+            )
+            t_ref = time.perf_counter() - t0
+            df, err = strata_free_energy(refined.history["strata"], names.index("phi:2"))
+            evals = int(refined.n_energy_evals)
+            # flow only, same number of target evaluations (fresh draws beyond the pool)
+            m = min(evals, args.max_flow_draws)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                flow = gen.sample(m)
+            t_flow = time.perf_counter() - t0
+            df_f, err_f = free_energy_difference(flow, phi(flow.positions), a, b, seed=seed)
+            row = {
+                "part": "refine",
+                "system": "ADP vacuum",
+                "flow_seed": seed,
+                "train_s": train_s,
+                "epochs": ts["epochs_run"],
+                "energy_evals": evals,
+                "refined": {
+                    "n_particles": len(refined),
+                    "ess": refined.history["ess"][-1],
+                    "df_kT": df,
+                    "err_kT": err,
+                    "time_s": t_ref,
+                    "strata": refined.history["strata"],
+                    "mass_dropped": dropped,
+                },
+                "flow_only": {
+                    "n_samples": m,
+                    "ess": float(flow.ess),
+                    "df_kT": df_f,
+                    "err_kT": err_f,
+                    "time_s": t_flow,
+                },
+                "reference_kT": REFERENCE_VACUUM,
+            }
+            _emit(row)
+        finals.append((df, err))
+    if len(finals) > 1:
+        d = np.array([f[0] for f in finals])
+        e = np.array([f[1] for f in finals])
+        spread = float(np.std(d, ddof=1))
+        _emit(
+            {
+                "part": "refine-summary",
+                "df_each_kT": d.tolist(),
+                "err_each_kT": e.tolist(),
+                "df_mean_kT": float(d.mean()),
+                # error of the mean: the larger of the stated errors and the spread over flows
+                "err_mean_kT": float(max(np.sqrt(np.mean(e**2)), spread) / math.sqrt(len(d))),
+                "spread_over_flows_kT": spread,
+                "reference_kT": REFERENCE_VACUUM,
+            }
+        )
+
+
+def run_part(args) -> None:
+    from boltzgen.pipeline import parse_duration, run_pipeline
+
+    for pdb in args.pdbs:
+        out = Path(args.out or tempfile.mkdtemp(prefix="mol-run-")) / Path(pdb).stem
+        cfg = {
+            "budget_minutes": parse_duration(args.budget) / 60,
+            "solvent": args.solvent,
+            "seed": args.seed,
+        }
+        t0 = time.perf_counter()
+        s = run_pipeline(pdb, out, cfg)
+        ref = s["refine"]
+        _emit(
+            {
+                "part": "run",
+                "molecule": Path(pdb).name,
+                "n_atoms": s["system"]["n_atoms"],
+                "solvent": args.solvent,
+                "budget_s": cfg["budget_minutes"] * 60,
+                "wall_s": time.perf_counter() - t0,
+                "wall_time_s": s["wall_time_s"],
+                "ess_flow": ref.get("ess_before", s["sampling"].get("ess")),
+                "ess_refined": ref.get("ess"),
+                "energy_evals_refine": ref.get("n_energy_evals"),
+                "free_energies": {
+                    k: {
+                        "df_kT": v["df_kT"],
+                        "err_kT": v["err_kT"],
+                        "df_remd_kT": v["df_remd_kT"],
+                        "err_remd_kT": v["err_remd_kT"],
+                    }
+                    for k, v in s["free_energies"].items()
+                },
+                "clash_fraction": s["clash_fraction"],
+                "remd_ns_per_replica": s["remd"].get("simulated_ns_per_replica"),
+                "n_replicas": s["remd"]["ladder"]["n_replicas"],
+                "flow": {k: s["flow"].get(k) for k in ("n_layers", "hidden", "epochs_run")},
+                "out": str(out),
+            }
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="part", required=True)
+    r = sub.add_parser("refine")
+    r.add_argument("--data", default=str(ROOT / "data" / "adp-vacuum-remd.h5"))
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    r.add_argument("--train-minutes", type=float, default=5.0)
+    r.add_argument("--pool", type=int, default=20_000, help="flow draws to refine from")
+    r.add_argument("--particles", type=int, nargs="+", default=[200, 500, 1000, 2000])
+    r.add_argument("--refine-steps", type=int, default=3)
+    r.add_argument("--max-flow-draws", type=int, default=1_000_000)
+    m = sub.add_parser("run")
+    m.add_argument("pdbs", nargs="+")
+    m.add_argument("--budget", default="60m")
+    m.add_argument("--solvent", default="vacuum")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", default=None)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    (refine_part if args.part == "refine" else run_part)(args)
+
+
+if __name__ == "__main__":
+    main()
