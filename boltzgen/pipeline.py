@@ -978,12 +978,61 @@ def stratified_allocation(labels: np.ndarray, n: int, min_draws: int = 2) -> np.
     return np.sort(np.concatenate(idx)) if idx else np.arange(0)
 
 
+def refine_by_backbone_state(
+    gen,
+    samples,
+    system,
+    n_particles: int,
+    *,
+    n_steps: int = 3,
+    n_leapfrog: int = 5,
+    max_levels: int = 200,
+    seed: int = 0,
+    progress: Callable[[float, str], None] | None = None,
+):
+    """Stratified refinement (:func:`boltzgen.refinement.refine` with ``strata``) of flow
+    draws toward the Boltzmann target, one stratum per backbone state (sign pattern of phi
+    of every residue, :func:`backbone_state_labels`).
+
+    ``n_particles`` of ``samples`` (i.i.d. draws of ``gen``) are refined, as equal a number
+    per state as the draws allow (:func:`stratified_allocation`); the proposal mass q(k) of
+    each state comes from all the draws. Returns (RefinedSamples, proposal mass of states
+    with too few draws to refine: that mass is missing from the result)."""
+    from boltzgen.refinement import refine
+
+    labels = backbone_state_labels(system, samples.positions)[0].astype(str)
+    keys, counts = np.unique(labels, return_counts=True)
+    mass = {k: float(c) / len(labels) for k, c in zip(keys, counts, strict=True)}
+    idx = stratified_allocation(labels, n_particles)
+    kept = set(labels[idx])
+
+    def strata(positions: np.ndarray) -> np.ndarray:
+        return backbone_state_labels(system, positions)[0].astype(str)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # max_levels reached: in the history
+        refined = refine(
+            samples[idx],
+            gen.energy,
+            log_q=gen.log_prob,
+            n_steps=n_steps,
+            n_leapfrog=n_leapfrog,
+            max_levels=max_levels,
+            seed=seed,
+            strata=strata,
+            strata_mass={k: mass[k] for k in kept},
+            strata_mass_draws=len(labels),
+            progress=progress,
+        )
+    return refined, float(sum(m for k, m in mass.items() if k not in kept))
+
+
 def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
     """Stratified annealed SMC (:func:`boltzgen.refinement.refine`) from the flow toward the
     Boltzmann target: the strata are the backbone states (sign patterns of phi), each gets
     about the same number of particles (as many as the budget pays for) and its proposal
     mass q(k) from all flow draws; off when ``config.refine`` is false."""
-    from boltzgen.refinement import RefinedSamples, refine
+    from boltzgen.refinement import RefinedSamples
 
     if not config.refine:
         return None, {"status": "off (refine=False)"}
@@ -994,39 +1043,19 @@ def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
     stages.start("refinement", fp)
     t0 = time.perf_counter()
     n, levels = _refine_count(samples, config, plan)
-    labels, _ = backbone_state_labels(system, samples.positions)
-    labels = labels.astype(str)
-    keys, counts = np.unique(labels, return_counts=True)
-    mass = {k: float(c) / len(labels) for k, c in zip(keys, counts, strict=True)}
-    subset_idx = stratified_allocation(labels, n)
-    subset = samples[subset_idx]
-
-    def strata(positions: np.ndarray) -> np.ndarray:
-        return backbone_state_labels(system, positions)[0].astype(str)
-
-    clock(
-        "sampling",
-        0.9,
-        f"refining {len(subset):,} samples in {len(np.unique(labels[subset_idx]))} backbone "
-        f"states (about {levels} levels)",
+    clock("sampling", 0.9, f"refining {n:,} samples by backbone state (about {levels} levels)")
+    refined, dropped = refine_by_backbone_state(
+        gen,
+        samples,
+        system,
+        n,
+        n_steps=config.refine_steps,
+        max_levels=max(2 * levels, 10),
+        seed=config.seed,
+        progress=lambda f, m: clock("sampling", 0.9 + 0.1 * f, f"refining: {m}"),
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # max_levels reached: recorded below
-        refined = refine(
-            subset,
-            gen.energy,
-            log_q=gen.log_prob,
-            n_steps=config.refine_steps,
-            n_leapfrog=_LEAPFROG,
-            max_levels=max(2 * levels, 10),
-            seed=config.seed,
-            strata=strata,
-            strata_mass={k: mass[k] for k in np.unique(labels[subset_idx])},
-            strata_mass_draws=len(labels),
-        )
     refined.save(ckpt / "refined.h5")
     h = refined.history
-    dropped = float(sum(m for k, m in mass.items() if k not in set(labels[subset_idx])))
     result = {
         "status": "done",
         "n_samples": len(refined),

@@ -514,6 +514,7 @@ def refine(
     strata: Callable[[np.ndarray], np.ndarray] | None = None,
     strata_mass: dict[Any, float] | None = None,
     strata_mass_draws: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
     _region: tuple[Callable, Any] | None = None,
 ) -> RefinedSamples | SMCResult:
     """Refine draws of a proposal q toward p ∝ exp(-u) by annealed SMC (see the module docs).
@@ -559,6 +560,8 @@ def refine(
             it from many more (cheap) proposal draws to allocate particles freely across
             strata (e.g. equal numbers per basin); ``strata_mass_draws`` is that number
             of draws, used for the binomial error of q(k) in ``log_z_err``.
+        progress: ``progress(fraction, message)`` after every level (fraction = beta; with
+            strata, the strata's shares of the particles).
 
     Returns:
         :class:`RefinedSamples` for Samples input (float32 positions (N, n_atoms, 3), topology
@@ -634,7 +637,16 @@ def refine(
             batch_size=batch_size,
         )
         return _refine_stratified(
-            x, template, energy, log_q, strata, strata_mass, strata_mass_draws, seed, kwargs
+            x,
+            template,
+            energy,
+            log_q,
+            strata,
+            strata_mass,
+            strata_mass_draws,
+            seed,
+            kwargs,
+            progress,
         )
 
     ev = _Evaluator(energy, log_q, batch_size)
@@ -752,6 +764,8 @@ def refine(
         hist["log_z"].append(float(log_mean_exp(lw)))
         hist["n_alive"].append(int(np.isfinite(lw).sum()))
         hist["n_energy_evals"].append(ev.n_energy_evals)
+        if progress is not None:
+            progress(b, f"level {level}: beta {b:.3g}, ESS {ess:.3f}")
         log.info(
             "refine level %d: beta=%.4g ess=%.3f%s acceptance=%.2f step=%.3g",
             level,
@@ -825,6 +839,7 @@ def _refine_stratified(
     mass_draws: int | None,
     seed: int,
     kwargs: dict[str, Any],
+    progress: Callable[[float, str], None] | None = None,
 ) -> RefinedSamples | SMCResult:
     """One SMC run per stratum (see ``strata`` in :func:`refine`), merged."""
     if not callable(strata):
@@ -854,8 +869,21 @@ def _refine_stratified(
         sub_kwargs = dict(kwargs)
         if sub_kwargs["n_islands"] is not None:
             sub_kwargs["n_islands"] = min(int(sub_kwargs["n_islands"]), len(members))
+        done = float(np.sum(counts[:k])) / n
+        share = float(counts[k]) / n
+
+        def sub_progress(f: float, msg: str, done=done, share=share, key=key) -> None:
+            if progress is not None:
+                progress(done + share * f, f"stratum {key}: {msg}")
+
         res = refine(
-            x[members], energy, log_q, seed=seed + 7919 * k, _region=(strata, key), **sub_kwargs
+            x[members],
+            energy,
+            log_q,
+            seed=seed + 7919 * k,
+            _region=(strata, key),
+            progress=sub_progress,
+            **sub_kwargs,
         )
         shift = math.log(mass[k] * n / len(members))
         positions[members] = res.positions
