@@ -217,7 +217,12 @@ def load_md(path: str | os.PathLike[str]) -> MDData:
     path = Path(path)
     if not path.exists():
         raise InputError(f"MD file {str(path)!r} does not exist")
-    traj = mdtraj.load(str(path))
+    if not tables.is_hdf5_file(str(path)):
+        raise StructureError(f"{path.name} is not an HDF5 file (an MD file from simulate/remd)")
+    try:
+        traj = mdtraj.load(str(path))
+    except Exception as exc:  # mdtraj/PyTables raise assorted types for foreign HDF5 files
+        raise StructureError(f"{path.name} is not an mdtraj HDF5 trajectory: {exc}") from exc
     with tables.open_file(str(path), "r") as h:
         if "/forces" not in h or "/potentialEnergy" not in h:
             raise StructureError(f"{path} has no forces/potentialEnergy arrays (not from simulate)")

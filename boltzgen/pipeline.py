@@ -41,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from boltzgen.errors import InputError
+from boltzgen.jsonable import json_clean
 
 __all__ = [
     "STAGES",
@@ -467,24 +468,9 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _json_clean(obj: Any) -> Any:
-    """JSON-able copy: numpy scalars/arrays to Python, non-finite floats to None."""
-    if isinstance(obj, dict):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_clean(obj), indent=2))
+    tmp.write_text(json.dumps(json_clean(obj), indent=2))
     os.replace(tmp, path)
 
 
@@ -1577,7 +1563,7 @@ def run_pipeline(
     (out / "report.md").write_text(_report(summary, figs))
     _write_json(out / "summary.json", summary)
     clock("analysis", 1.0, "done")
-    return _json_clean(summary)
+    return json_clean(summary)
 
 
 def _system_name(pdb_or_system: Any, system) -> str:

@@ -87,6 +87,7 @@ from scipy.special import logsumexp
 
 from boltzgen.analysis import kish_ess, log_mean_exp
 from boltzgen.errors import InputError, ShapeError
+from boltzgen.jsonable import json_clean
 from boltzgen.samples import Samples
 
 __all__ = ["RefinedSamples", "SMCResult", "predicted_levels", "refine", "systematic_resample"]
@@ -171,7 +172,9 @@ class RefinedSamples(Samples):
             "n_energy_evals": int(self.n_energy_evals),
             "history": self.history,
         }
-        blob = np.frombuffer(json.dumps(_jsonable(meta)).encode(), dtype=np.uint8)
+        blob = np.frombuffer(
+            json.dumps(json_clean(meta, finite_only=False)).encode(), dtype=np.uint8
+        )
         with tables.open_file(str(path), "a") as h:
             h.create_array("/", "boltzgen_refine", obj=blob)
         return path
@@ -189,20 +192,6 @@ class RefinedSamples(Samples):
                 out.n_energy_evals = int(meta["n_energy_evals"])
                 out.history = meta["history"]
         return out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer | int):
-        return int(obj)
-    if isinstance(obj, np.floating | float):
-        return float(obj)
-    return obj
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -469,6 +458,25 @@ def _hmc_sweep(
         glq[accept],
     )
     return float(acc_prob.mean())
+
+
+def _result(template, positions, lq, u, lw, log_z, log_z_err, n_evals, hist, extra):
+    """SMCResult for array input, RefinedSamples (float32 positions, topology kept) for
+    Samples input."""
+    if template is None:
+        return SMCResult(positions, lq, u, lw, log_z, log_z_err, n_evals, hist)
+    return RefinedSamples(
+        positions=positions.astype(np.float32),
+        log_q=lq,
+        reduced_energy=u,
+        log_weights=lw,
+        topology=template.topology,
+        extra=extra,
+        log_z=log_z,
+        log_z_err=log_z_err,
+        n_energy_evals=n_evals,
+        history=hist,
+    )
 
 
 def _labels(fn: Callable, x: Any) -> np.ndarray:
@@ -804,28 +812,9 @@ def refine(
     u_out, lq_out = st.u.numpy().copy(), st.lq.numpy().copy()
     if _region is not None:  # a stratum of _refine_stratified, which pops these
         hist["_ancestor"], hist["_island"] = eve, island
-    if template is None:
-        return SMCResult(
-            positions=positions,
-            log_q=lq_out,
-            reduced_energy=u_out,
-            log_weights=lw,
-            log_z=log_z,
-            log_z_err=log_z_err,
-            n_energy_evals=ev.n_energy_evals,
-            history=hist,
-        )
-    return RefinedSamples(
-        positions=positions.astype(np.float32),
-        log_q=lq_out,
-        reduced_energy=u_out,
-        log_weights=lw,
-        topology=template.topology,
-        extra={"ancestor": eve.astype(np.int64), "island": island.astype(np.int64)},
-        log_z=log_z,
-        log_z_err=log_z_err,
-        n_energy_evals=ev.n_energy_evals,
-        history=hist,
+    extra = {"ancestor": eve.astype(np.int64), "island": island.astype(np.int64)}
+    return _result(
+        template, positions, lq_out, u_out, lw, log_z, log_z_err, ev.n_energy_evals, hist, extra
     )
 
 
@@ -902,7 +891,7 @@ def _refine_stratified(
         var_k.append(rel**2 + rel_mass**2)
         rows.append(
             {
-                "label": _jsonable(key),
+                "label": json_clean(key),
                 "n": int(len(members)),
                 "mass": float(mass[k]),
                 "log_z": float(zk),
@@ -931,17 +920,5 @@ def _refine_stratified(
         "n_islands": n_isl,
         "seed": int(seed),
     }
-    if template is None:
-        return SMCResult(positions, lq, u, lw, log_z, log_z_err, n_evals, hist)
-    return RefinedSamples(
-        positions=positions.astype(np.float32),
-        log_q=lq,
-        reduced_energy=u,
-        log_weights=lw,
-        topology=template.topology,
-        extra={"ancestor": ancestor, "island": island, "stratum": inverse.astype(np.int64)},
-        log_z=log_z,
-        log_z_err=log_z_err,
-        n_energy_evals=n_evals,
-        history=hist,
-    )
+    extra = {"ancestor": ancestor, "island": island, "stratum": inverse.astype(np.int64)}
+    return _result(template, positions, lq, u, lw, log_z, log_z_err, n_evals, hist, extra)

@@ -137,3 +137,18 @@ def test_simulate_auto_platform_is_the_generators_fastest_platform(tmp_path, sol
     assert load_md(out).metadata["platform"] == fastest_platform(system)
     if solvent == "vacuum":
         assert load_md(out).metadata["platform"] == "Reference"  # ~3x faster than CPU here
+
+
+def test_load_md_names_files_that_are_not_md(tmp_path):
+    import tables
+
+    from boltzgen.errors import StructureError
+    from boltzgen.md import load_md
+
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(StructureError, match="not an HDF5 file"):
+        load_md(tmp_path / "text.h5")
+    with tables.open_file(str(tmp_path / "other.h5"), "w") as h:
+        h.create_array("/", "a", obj=[1, 2])
+    with pytest.raises(StructureError, match="not an mdtraj HDF5 trajectory"):
+        load_md(tmp_path / "other.h5")

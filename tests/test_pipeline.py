@@ -123,7 +123,7 @@ def test_tiny_pipeline_writes_readable_results(tiny_run):
     assert ref["status"] == "done" and ref["n_energy_evals"] > ref["n_samples"]
     assert {r["label"] for r in ref["strata"]} <= {"+", "-"}
     row = s["free_energies"]["phi:2"]
-    assert row["residue"] == 2 and row["df_remd_kT"] is not None
+    assert row["residue"] == 2 and "df_remd_kT" in row  # None when REMD never left phi < 0
     assert 0.0 <= s["clash_fraction"] <= 1.0
     assert set(s["wall_time_s"]) >= {"data", "training", "sampling", "analysis", "total"}
 

@@ -36,6 +36,7 @@ from boltzgen.cg.metrics import evaluate
 from boltzgen.cg.plots import fes_plot
 from boltzgen.cg.teacher import CGFlow, teacher_forces
 from boltzgen.errors import InputError, ShapeError
+from boltzgen.jsonable import json_clean
 
 __all__ = ["CGConfig", "load_frames", "run_pipeline", "run_simulation", "simulate_and_score"]
 
@@ -159,18 +160,6 @@ def load_frames(frames: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(frames), None
 
 
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, float | np.floating):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
-
-
 def _reference_dihedrals(reference: Any, mapping: Mapping, cg) -> np.ndarray:
     if isinstance(reference, np.ndarray) and reference.ndim == 2 and reference.shape[1] == 2:
         return reference  # already (N, 2) dihedral values
@@ -229,7 +218,7 @@ def simulate_and_score(
     report(0.85, "evaluation")
     scored = traj.positions[:, cfg.discard_frames :].reshape(-1, cg.n_beads, 3)
     model_d = cg.dihedrals(scored)[:, :2]
-    metrics = _json_safe(
+    metrics = json_clean(
         evaluate(
             reference_dihedrals,
             model_d,
@@ -248,7 +237,7 @@ def simulate_and_score(
         )
     )
     report(1.0, "scored")
-    return {"md": _json_safe(md), "metrics": metrics, "files": files}
+    return {"md": json_clean(md), "metrics": metrics, "files": files}
 
 
 def run_simulation(
@@ -283,7 +272,7 @@ def run_simulation(
     scored = simulate_and_score(
         ff, cg, x_cg, cfg, out, ref_d, reference_weights=reference_weights, progress=progress
     )
-    summary = _json_safe(
+    summary = json_clean(
         {
             "n_beads": cg.n_beads,
             "temperature_K": cg.temperature,
@@ -454,7 +443,7 @@ def run_pipeline(
     files["summary"] = str(out / "summary.json")
     summary["files"] = files
     summary["time_s"] = time.perf_counter() - t_start
-    summary = _json_safe(summary)
+    summary = json_clean(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     report(1.0, "done")
     return summary

@@ -23,11 +23,6 @@ from boltzgen.generator.config import BalanceConfig, FlowConfig, TrainConfig, ma
 ProgressFn = Callable[[float, str], None]
 
 
-def json_safe(d: dict[str, Any]) -> dict[str, Any]:
-    """A summary with non-finite floats (not valid JSON) reported as None."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
 def _noop(fraction: float, message: str) -> None:  # pragma: no cover - default callback
     pass
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from boltzgen.generator.workflow import json_safe
 from boltzgen.jobs.kinds.sample import SampleParams, draw
 from boltzgen.jobs.registry import ProgressFn, job_kind
+from boltzgen.jsonable import json_clean
 
 CV_NAME = re.compile(r"\s*(phi|psi|omega|chi[1-4])\s*(:\s*[+-]?\d+\s*)?", re.IGNORECASE)
 
@@ -69,4 +69,4 @@ def free_energy(
         seed=params.seed,
     )
     progress(1.0, "done")
-    return json_safe({**ss, **fe})
+    return json_clean({**ss, **fe})

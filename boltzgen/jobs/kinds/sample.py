@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import Field
 
-from boltzgen.generator.workflow import json_safe
 from boltzgen.jobs.params import ModelParams
 from boltzgen.jobs.registry import ProgressFn, job_kind
+from boltzgen.jsonable import json_clean
 
 
 class SampleParams(ModelParams):
@@ -45,4 +45,4 @@ def sample(
 ) -> dict[str, Any]:
     """Samples as samples.h5 (mdtraj HDF5 + log-weights, log q, reduced energies), samples.npz,
     and plots; the summary holds the ESS."""
-    return json_safe(draw(params, workdir, progress)[2])
+    return json_clean(draw(params, workdir, progress)[2])

@@ -13,10 +13,10 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from boltzgen.generator.config import BalanceConfig, FlowConfig, TrainConfig, config_of
-from boltzgen.generator.workflow import json_safe
 from boltzgen.jobs.params import ArtifactPath, SystemParams
 from boltzgen.jobs.protocol import RESULT_MODEL_FILE
 from boltzgen.jobs.registry import ProgressFn, job_kind
+from boltzgen.jsonable import json_clean
 
 
 class TrainParams(SystemParams, FlowConfig, TrainConfig):
@@ -58,4 +58,4 @@ def train(
         balance=params.balance,
     )
     summary[RESULT_MODEL_FILE] = summary.pop("model_file")
-    return json_safe(summary)
+    return json_clean(summary)
