@@ -730,8 +730,10 @@ def _data_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, clo
     return {**result, "resumed": False}
 
 
-def _sampling_rate(gen, positions: np.ndarray, n: int = 256) -> dict[str, float]:
-    """Seconds per sample: flow draw (no energy) and energy of realistic frames."""
+def measure_rates(gen, positions: np.ndarray, n: int = 256) -> dict[str, float]:
+    """Seconds per configuration: a flow draw (``flow_s``), an energy (``energy_s``) and one
+    refinement evaluation (``energy_force_s``: energy + forces and log q with its gradient),
+    measured on ``positions`` (N, n_atoms, 3) nm."""
     import torch
 
     n = int(min(n, len(positions)))
@@ -767,7 +769,7 @@ def _plan_samples(config, split, system, rates) -> dict[str, Any]:
         n = int(np.clip(draw_time / per_sample, 1000, min(200_000, mem_cap)))
         auto = True
     # refinement gets the other half; how many draws it can move is decided once their
-    # weights are known (:func:`_refine_count`)
+    # weights are known (:func:`plan_refinement`)
     expected = n * per_sample + (0.5 * budget if refine_on else 0.0)
     return {
         "n_samples": n,
@@ -804,7 +806,7 @@ def _train_stage(
     td = TrainingData(positions, forces, weights)
     gen = BoltzmannGenerator.build(system, data=td, config=arch)
     gen.energy = energy
-    rates = _sampling_rate(gen, positions)
+    rates = measure_rates(gen, positions)
     plan = _plan_samples(config, split, system, rates)
     balance = {"phi": phi_names, "states": table, "min_share": config.min_state_share}
     flow_info = {
@@ -925,15 +927,53 @@ def _sample_stage(gen, system, config, split, ckpt, stages, fp, clock, plan) -> 
 _LEAPFROG = 5  # HMC leapfrog steps per sweep in the refinement
 
 
-def _refine_count(samples, config, plan) -> tuple[int, int]:
-    """(particles, predicted levels): as many draws as ``plan["refine_seconds"]`` of energy +
-    force evaluations pay for, at least 100 (or all)."""
+def plan_refinement(
+    samples,
+    system,
+    seconds: float,
+    eval_seconds: float,
+    *,
+    n_steps: int = 3,
+    n_leapfrog: int = 5,
+    min_particles: int = 100,
+) -> dict[str, Any]:
+    """How many draws a refinement by backbone state can afford in ``seconds``.
+
+    Each state's levels are predicted from its draws' importance weights
+    (:func:`boltzgen.refinement.predicted_levels`); a particle costs levels x ``n_steps`` x
+    ``n_leapfrog`` evaluations of ``eval_seconds`` (energy + forces + log q gradient, as
+    measured by :func:`measure_rates`). Returns ``n_particles`` (at least ``min_particles``
+    or all draws), ``levels`` per state, ``max_levels`` (twice the largest prediction, at
+    least 10: the cap that keeps a badly covered state from eating the budget) and the
+    ``predicted_seconds``."""
     from boltzgen.refinement import predicted_levels
 
-    levels = predicted_levels(samples.log_weights)
-    per_particle = levels * config.refine_steps * _LEAPFROG * plan["energy_force_s"]
-    n = int(plan["refine_seconds"] / max(per_particle, 1e-12))
-    return int(np.clip(n, min(100, len(samples)), len(samples))), levels
+    labels = backbone_state_labels(system, samples.positions)[0].astype(str)
+    lw = np.asarray(samples.log_weights)
+    levels = {k: predicted_levels(lw[labels == k]) for k in np.unique(labels)}
+
+    def cost(n: int) -> float:
+        idx = stratified_allocation(labels, n)
+        per_state = np.unique(labels[idx], return_counts=True)
+        return float(
+            sum(c * levels[k] for k, c in zip(*per_state, strict=True))
+            * n_steps
+            * n_leapfrog
+            * eval_seconds
+        )
+
+    lo, hi = min(min_particles, len(labels)), len(labels)
+    if cost(hi) <= seconds:
+        lo = hi
+    while hi - lo > max(1, lo // 50):  # bisection on the particle count
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if cost(mid) <= seconds else (lo, mid)
+    return {
+        "n_particles": int(lo),
+        "levels": {str(k): int(v) for k, v in levels.items()},
+        "max_levels": max(2 * max(levels.values(), default=1), 10),
+        "predicted_seconds": cost(lo),
+    }
 
 
 def stratified_allocation(labels: np.ndarray, n: int, min_draws: int = 2) -> np.ndarray:
@@ -1028,15 +1068,24 @@ def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
         return RefinedSamples.load(ckpt / "refined.h5"), {**done, "resumed": True}
     stages.start("refinement", fp)
     t0 = time.perf_counter()
-    n, levels = _refine_count(samples, config, plan)
-    clock("sampling", 0.9, f"refining {n:,} samples by backbone state (about {levels} levels)")
+    rp = plan_refinement(
+        samples,
+        system,
+        plan["refine_seconds"],
+        plan["energy_force_s"],
+        n_steps=config.refine_steps,
+        n_leapfrog=_LEAPFROG,
+    )
+    n, levels = rp["n_particles"], max(rp["levels"].values(), default=1)
+    clock("sampling", 0.9, f"refining {n:,} samples by backbone state (up to {levels} levels)")
     refined, dropped = refine_by_backbone_state(
         gen,
         samples,
         system,
         n,
         n_steps=config.refine_steps,
-        max_levels=max(2 * levels, 10),
+        n_leapfrog=_LEAPFROG,
+        max_levels=rp["max_levels"],
         seed=config.seed,
         progress=lambda f, m: clock("sampling", 0.9 + 0.1 * f, f"refining: {m}"),
     )
@@ -1047,7 +1096,8 @@ def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
         "n_samples": len(refined),
         "n_steps": config.refine_steps,
         "n_levels": h["n_levels"],
-        "n_levels_predicted": levels,
+        "n_levels_predicted": rp["levels"],
+        "seconds_predicted": rp["predicted_seconds"],
         "ess_before": float(samples.ess),
         # variance-equivalent ESS of the stratified estimate (see refine's history["ess"]);
         # the final weights alone read ~1 within each island after the last resampling

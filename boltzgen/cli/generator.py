@@ -245,9 +245,9 @@ def demo_cmd(
     ] = None,
     minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 3.0,
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 20_000,
-    refine: Annotated[
-        int, typer.Option(help="Samples to refine by stratified SMC (0: no refinement).")
-    ] = 1000,
+    refine_seconds: Annotated[
+        float, typer.Option(help="Time for stratified refinement, s (0: no refinement).")
+    ] = 60.0,
     flow: Annotated[str, typer.Option(help="smooth or spline.")] = "smooth",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
@@ -292,17 +292,22 @@ def demo_cmd(
         f"flow: ESS {100 * ss['ess']:.2f} % of {ss['n_samples']} samples, "
         f"dF = F(phi > 0) - F(phi < 0) = {fe['df_kT']:.2f} +- {fe['df_err_kT']:.2f} kT"
     )
-    if refine > 0:
+    if refine_seconds > 0:
         import time
 
+        from boltzgen.pipeline import measure_rates, plan_refinement
+
         t0 = time.perf_counter()
+        rates = measure_rates(gen, md.trajectory.xyz)
+        rp = plan_refinement(samples, system, refine_seconds, rates["energy_force_s"])
         with _progress_bar("refine") as bar:
             task = bar.add_task("", total=1.0)
             refined, _ = refine_by_backbone_state(
                 gen,
                 samples,
                 system,
-                refine,
+                rp["n_particles"],
+                max_levels=rp["max_levels"],
                 seed=seed,
                 progress=lambda f, msg: bar.update(task, completed=f, description=msg[:50]),
             )
