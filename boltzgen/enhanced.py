@@ -38,7 +38,7 @@ import openmm.unit as unit
 from boltzgen.analysis import in_state
 from boltzgen.cv import Dihedral
 from boltzgen.errors import InputError
-from boltzgen.md import TrajectoryWriter
+from boltzgen.md import TrajectoryWriter, langevin_metadata
 from boltzgen.openmm_context import (
     check_langevin_settings,
     fastest_platform,
@@ -452,23 +452,21 @@ def replica_exchange(
     cycles_eq = -(-n_equilibration // exchange_interval)
     per_frame = report_interval // exchange_interval
     total_steps = (cycles_eq + n_frames * per_frame) * exchange_interval
-    metadata = {
-        "method": "temperature replica exchange",
-        "temperature_K": target,
-        "temperatures_K": temps.tolist(),
-        "exchange_interval_steps": exchange_interval,
-        "timestep_ps": float(timestep),
-        "friction_per_ps": float(friction),
-        "report_interval_steps": report_interval,
-        "n_steps": n_steps,
-        "n_equilibration_steps": cycles_eq * exchange_interval,
-        "seed": int(seed),
-        "minimized": True,
-        "centered": bool(center),
-        "platform": platform_name,
-        "integrator": "LangevinMiddleIntegrator",
-        "openmm_version": openmm.__version__,
-    }
+    metadata = langevin_metadata(
+        method="temperature replica exchange",
+        temperature_K=target,
+        temperatures_K=temps.tolist(),
+        exchange_interval_steps=exchange_interval,
+        timestep_ps=float(timestep),
+        friction_per_ps=float(friction),
+        report_interval_steps=report_interval,
+        n_steps=n_steps,
+        n_equilibration_steps=cycles_eq * exchange_interval,
+        seed=int(seed),
+        minimized=True,
+        centered=bool(center),
+        platform=platform_name,
+    )
     writer = TrajectoryWriter(out, system, metadata) if out is not None else None
     xyz = np.empty((n_frames, system.n_atoms, 3), dtype=np.float32)
     forces = np.empty((n_frames, system.n_atoms, 3), dtype=np.float32)

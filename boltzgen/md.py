@@ -58,6 +58,17 @@ class MDData:
         return System.from_spec(self.system_spec)
 
 
+def langevin_metadata(**fields: Any) -> dict[str, Any]:
+    """The metadata an MD file records (``/boltzgen_md``): the given fields (temperature_K,
+    timestep_ps, friction_per_ps, seed, platform, ...) plus the integrator and OpenMM's
+    version, written the same way by :func:`simulate` and replica exchange."""
+    return {
+        **fields,
+        "integrator": "LangevinMiddleIntegrator",
+        "openmm_version": openmm.__version__,
+    }
+
+
 def simulate(
     system: System,
     n_steps: int,
@@ -115,19 +126,17 @@ def simulate(
     context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
 
     n_frames = n_steps // report_interval
-    metadata = {
-        "temperature_K": temperature,
-        "timestep_ps": float(timestep),
-        "friction_per_ps": float(friction),
-        "report_interval_steps": report_interval,
-        "n_steps": n_steps,
-        "seed": int(seed),
-        "minimized": bool(minimize),
-        "centered": bool(center),
-        "platform": platform_name,
-        "integrator": "LangevinMiddleIntegrator",
-        "openmm_version": openmm.__version__,
-    }
+    metadata = langevin_metadata(
+        temperature_K=temperature,
+        timestep_ps=float(timestep),
+        friction_per_ps=float(friction),
+        report_interval_steps=report_interval,
+        n_steps=n_steps,
+        seed=int(seed),
+        minimized=bool(minimize),
+        centered=bool(center),
+        platform=platform_name,
+    )
     writer = TrajectoryWriter(out, system, metadata) if out is not None else None
     xyz = np.empty((n_frames, system.n_atoms, 3), dtype=np.float32)
     times = np.empty(n_frames)

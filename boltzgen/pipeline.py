@@ -1210,6 +1210,19 @@ def _analysis(
     names = list(dihedrals)
     phi_names = backbone_state_labels(system, data_positions[:1])[1]
     wanted = resolve_cvs(system, config.cvs)
+
+    def profile(x, values, **kw):  # 1-D FES on the circle with bootstrap errors
+        bootstrap = min(100, config.n_bootstrap)
+        return free_energy_surface(
+            x,
+            cvs=values,
+            bins=36,
+            range=(-math.pi, math.pi),
+            n_bootstrap=bootstrap,
+            seed=config.seed,
+            **kw,
+        )
+
     for i, name in enumerate(names):
         d = dihedrals[name]
         clock("analysis", 0.1 + 0.7 * i / max(1, len(names)), f"free energies {name}")
@@ -1217,25 +1230,8 @@ def _analysis(
         vd = d(data_positions)
         curves = {}
         if usable:
-            c, f, fe = free_energy_surface(
-                samples,
-                cvs=v,
-                bins=36,
-                range=(-math.pi, math.pi),
-                n_bootstrap=min(100, config.n_bootstrap),
-                seed=config.seed,
-            )
-            curves["flow (reweighted)"] = (c, f, fe)
-        c, f, fe = free_energy_surface(
-            data_positions,
-            cvs=vd,
-            bins=36,
-            range=(-math.pi, math.pi),
-            n_bootstrap=min(100, config.n_bootstrap),
-            seed=config.seed,
-            block_size=block,
-        )
-        curves["REMD data"] = (c, f, fe)
+            curves["flow (reweighted)"] = profile(samples, v)
+        curves["REMD data"] = profile(data_positions, vd, block_size=block)
         path = plot_dir / f"fes_{name.replace(':', '_')}.png"
         plots.free_energy_profile(curves, path, xlabel=f"{name} / rad")
         figs["fes"][name] = str(path.relative_to(out))

@@ -600,10 +600,7 @@ class Client:
             body["budget_minutes"] = budget_minutes
         if cvs is not None:
             body["cvs"] = list(cvs)
-        job = self.submit(
-            "pipeline", system_id=system_id, params=body, idempotency_key=idempotency_key
-        )
-        return self.wait(job.id, timeout=timeout) if wait else job
+        return self._submit_and_wait("pipeline", system_id, body, wait, timeout, idempotency_key)
 
     def cg_train(
         self,
@@ -622,10 +619,7 @@ class Client:
         (e.g. ``method="flow"``, ``n_walkers=100``). Artifacts: forcefield.pt, cg_traj.h5,
         metrics.json, fes.png, summary.json."""
         params = {"data": data, "beads": beads, "reference": reference, "config": config}
-        job = self.submit(
-            "cg_train", system_id=system_id, params=params, idempotency_key=idempotency_key
-        )
-        return self.wait(job.id, timeout=timeout) if wait else job
+        return self._submit_and_wait("cg_train", system_id, params, wait, timeout, idempotency_key)
 
     def cg_simulate(
         self,
@@ -642,16 +636,14 @@ class Client:
     ) -> JobInfo:
         """The ``cg_simulate`` job: CG MD with ``forcefield`` (the artifact id of a cg_train
         job's forcefield.pt), started at and scored against the MD artifact ``data``."""
-        params = {
-            "data": data,
-            "forcefield": forcefield,
-            "beads": beads,
-            "reference": reference,
-            "config": config,
-        }
-        job = self.submit(
-            "cg_simulate", system_id=system_id, params=params, idempotency_key=idempotency_key
+        params = {"data": data, "forcefield": forcefield, "beads": beads}
+        params |= {"reference": reference, "config": config}
+        return self._submit_and_wait(
+            "cg_simulate", system_id, params, wait, timeout, idempotency_key
         )
+
+    def _submit_and_wait(self, kind, system_id, params, wait, timeout, idempotency_key):
+        job = self.submit(kind, system_id=system_id, params=params, idempotency_key=idempotency_key)
         return self.wait(job.id, timeout=timeout) if wait else job
 
 

@@ -60,15 +60,9 @@ class CGSimulateParams(_CGParams):
     forcefield: ArtifactPath = Field(description="artifact id of a cg_train job's forcefield.pt")
 
 
-@job_kind("cg_train", CGTrainParams)
-def cg_train(
-    params: CGTrainParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
-) -> dict[str, Any]:
-    """forcefield.pt, teacher.pt (flow method), cg_traj.h5 (mdtraj), metrics.json, fes.png,
-    summary.json; the summary holds KL, PMF MSE, dF and the unreached reference mass."""
-    from boltzgen.cg.pipeline import run_pipeline
-
-    summary = run_pipeline(
+def _run(fn, lead: tuple, params: _CGParams, workdir: Path, progress: ProgressFn) -> dict:
+    summary = fn(
+        *lead,
         params.data,
         params.mapping(),
         workdir,
@@ -80,6 +74,17 @@ def cg_train(
     return summary
 
 
+@job_kind("cg_train", CGTrainParams)
+def cg_train(
+    params: CGTrainParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
+) -> dict[str, Any]:
+    """forcefield.pt, teacher.pt (flow method), cg_traj.h5 (mdtraj), metrics.json, fes.png,
+    summary.json; the summary holds KL, PMF MSE, dF and the unreached reference mass."""
+    from boltzgen.cg.pipeline import run_pipeline
+
+    return _run(run_pipeline, (), params, workdir, progress)
+
+
 @job_kind("cg_simulate", CGSimulateParams)
 def cg_simulate(
     params: CGSimulateParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
@@ -87,14 +92,4 @@ def cg_simulate(
     """cg_traj.h5 (mdtraj), metrics.json, fes.png, summary.json."""
     from boltzgen.cg.pipeline import run_simulation
 
-    summary = run_simulation(
-        params.forcefield,
-        params.data,
-        params.mapping(),
-        workdir,
-        params.config,
-        reference=params.reference,
-        progress=progress,
-    )
-    summary.pop("files", None)
-    return summary
+    return _run(run_simulation, (params.forcefield,), params, workdir, progress)
