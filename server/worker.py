@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from boltzgen.errors import BoltzgenError
-from boltzgen.jobs import RESULT_MODEL_FILE, get_kind, job_dir_paths, load_plugins
+from boltzgen.jobs import RESULT_MODEL_FILE, get_kind, job_dir_paths, job_kinds, load_plugins
 from server.executors import Executor, Handle, make_executor
 from server.files import job_root, media_type, model_dir
 from server.queue import JobQueue
@@ -95,6 +95,10 @@ class WorkerPool:
         return self._thread is not None and self._thread.is_alive()
 
     def run_forever(self) -> None:
+        # Import every job kind (torch, OpenMM, mdtraj: seconds on a loaded machine) before the
+        # first claim: imported on the first launch instead, they delayed the first heartbeat
+        # past a short lease, and the job was requeued as if this worker had died.
+        job_kinds()
         log.info(
             "worker %s: %d slot(s), executor %s", self.worker_id, self.slots, self.executor.name
         )
