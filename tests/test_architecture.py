@@ -14,6 +14,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# what the workflows over the library (pipeline, jobs) may use
+_WORKFLOW = {
+    "analysis",
+    "cv",
+    "energy",
+    "enhanced",
+    "errors",
+    "generator",
+    "md",
+    "plots",
+    "refinement",
+    "samples",
+    "systems",
+}
+
 # part -> the parts it may import (besides itself); a part is boltzgen.<first name>
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
@@ -46,19 +61,7 @@ ALLOWED: dict[str, set[str]] = {
         "samples",
         "systems",
     },
-    "pipeline": {
-        "analysis",
-        "cv",
-        "energy",
-        "enhanced",
-        "errors",
-        "generator",
-        "md",
-        "plots",
-        "refinement",
-        "samples",
-        "systems",
-    },
+    "pipeline": _WORKFLOW,
     "cg": {
         "analysis",
         "coordinates",
@@ -70,21 +73,7 @@ ALLOWED: dict[str, set[str]] = {
         "plots",
         "systems",
     },
-    "jobs": {
-        "analysis",
-        "cg",
-        "cv",
-        "energy",
-        "enhanced",
-        "errors",
-        "generator",
-        "md",
-        "pipeline",
-        "plots",
-        "refinement",
-        "samples",
-        "systems",
-    },
+    "jobs": _WORKFLOW | {"cg", "pipeline"},
     "schemas": {"errors"},
     "client": {"errors", "schemas"},
 }

@@ -161,18 +161,22 @@ def _random_ff(x_cg, **kw):
     return ff
 
 
+def _central_gradient(fn, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Central finite differences of a per-configuration scalar fn over (B, beads, 3)."""
+    fd = torch.zeros_like(x)
+    for i in range(x.shape[1]):
+        for c in range(3):
+            dx = torch.zeros_like(x)
+            dx[:, i, c] = eps
+            fd[:, i, c] = (fn(x + dx) - fn(x - dx)) / (2 * eps)
+    return fd
+
+
 def test_forcefield_forces_are_minus_the_energy_gradient(adp_cg_frames, tmp_path):
     ff = _random_ff(adp_cg_frames, repulsion=True)
     x = torch.as_tensor(adp_cg_frames[:4], dtype=torch.float64)
     e, f = ff.forces(x)
-    eps = 1e-6
-    fd = torch.zeros_like(x)
-    for i in range(5):
-        for c in range(3):
-            dx = torch.zeros_like(x)
-            dx[:, i, c] = eps
-            fd[:, i, c] = -(ff.energy(x + dx) - ff.energy(x - dx)) / (2 * eps)
-    torch.testing.assert_close(f, fd, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(f, -_central_gradient(ff.energy, x), rtol=1e-5, atol=1e-4)
     # invariance: no net force, rotation does not change the energy
     torch.testing.assert_close(f.sum(1), torch.zeros(4, 3, dtype=torch.float64), atol=1e-8, rtol=0)
     q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
@@ -208,13 +212,7 @@ def test_teacher_forces_are_kT_grad_log_q(adp_mapping, adp_cg_frames, tmp_path):
     x, lq = teacher.sample_positions(6)
     assert torch.isfinite(lq).all()
     f = teacher.forces(x)
-    eps = 1e-6
-    fd = torch.zeros_like(x)
-    for i in range(5):
-        for c in range(3):
-            dx = torch.zeros_like(x)
-            dx[:, i, c] = eps
-            fd[:, i, c] = (teacher.log_prob(x + dx) - teacher.log_prob(x - dx)) / (2 * eps)
+    fd = _central_gradient(teacher.log_prob, x)
     torch.testing.assert_close(f, cgs.kT * fd, rtol=1e-4, atol=1e-3)
     # log q from sampling equals log_prob at the sample
     torch.testing.assert_close(teacher.log_prob(x), lq, rtol=1e-6, atol=1e-6)
