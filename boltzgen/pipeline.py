@@ -1299,6 +1299,18 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return format(v, spec)
 
 
+def _refine_line(r: dict[str, Any]) -> str:
+    if r.get("status") != "done":
+        return f"Refinement: {r.get('status')}."
+    return (
+        f"Refinement (stratified SMC by backbone state): {r['n_samples']:,} particles, "
+        f"{r['n_levels']} levels at most, {r['n_energy_evals']:,} energy evaluations, "
+        f"acceptance {_fmt(r.get('acceptance'))}; ESS {_fmt(r.get('ess_before'), '.3f')} (flow) "
+        f"-> {_fmt(r.get('ess'), '.3f')} (refined, variance-equivalent over the strata); "
+        f"{r['n_unique_ancestors']:,} distinct flow draws survive."
+    )
+
+
 def _report(summary: dict[str, Any], figs: dict[str, Any]) -> str:
     s = summary
     mol = s["system"]
@@ -1376,21 +1388,15 @@ def _report(summary: dict[str, Any], figs: dict[str, Any]) -> str:
         "",
         "## Samples and weights",
         "",
-        f"{s['n_samples']:,} samples, ESS {100 * (s['ess'] or 0):.2f} % "
-        f"(n_eff {_fmt(s['sampling'].get('n_eff'), '.0f')}). Clash fraction "
+        f"Flow: {s['sampling']['n_samples']:,} draws, ESS "
+        f"{100 * (s['sampling'].get('ess') or 0):.2f} % (n_eff "
+        f"{_fmt(s['sampling'].get('n_eff'), '.0f')}). Clash fraction "
         f"{_fmt(s['clash']['clash_fraction'], '.4f')}: overlapping atoms (non-bonded, beyond "
         f"1-3, closer than {s['clash']['distance_nm']} nm) "
         f"{_fmt(s['clash']['overlap_fraction'], '.4f')}, infinite energy "
         f"{_fmt(s['clash']['infinite_energy_fraction'], '.4f')}.",
         "",
-        f"Refinement: {s['refine']['status']}"
-        + (
-            f", ESS {_fmt(s['refine'].get('ess_before'), '.3f')} -> "
-            f"{_fmt(s['refine'].get('ess'), '.3f')}"
-            if s["refine"]["status"] == "done"
-            else ""
-        )
-        + ".",
+        _refine_line(s["refine"]),
         "",
         f"![log-weights]({figs['log_weights']})",
     ]
