@@ -31,7 +31,6 @@ class Settings(BaseSettings):
     # auth
     auth: bool = True
     admin_key: SecretStr | None = None
-    key_cache_seconds: float = 5.0
 
     # limits (job parameters are checked against these after validation, i.e. after "4e8" or
     # 4e8 became the integer 400000000, wherever in the parameters the field sits)
