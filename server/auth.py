@@ -4,8 +4,7 @@ Keys are stored as sha256 hashes and compared with ``hmac.compare_digest``; the 
 from settings. Each key owns what it creates and sees nothing else (404); the admin sees all and
 manages keys. Every request looks its key up in the store (one indexed SELECT, about 0.1 ms on
 SQLite and on a local PostgreSQL: see docs/RELIABILITY.md), so a revoked key is refused at
-once, by every server process sharing the store. There is no lookup cache to invalidate
-(``key_cache_seconds`` is no longer used).
+once, by every server process sharing the store. There is no lookup cache to invalidate.
 """
 
 from __future__ import annotations
