@@ -292,6 +292,13 @@ def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
                 event[field] = value
 
 
+def _endpoint(base_url: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """(base URL without a trailing slash, API key): arguments, else $BOLTZGEN_URL and
+    $BOLTZGEN_API_KEY, else the local default URL and no key."""
+    url = (base_url or os.environ.get("BOLTZGEN_URL") or DEFAULT_URL).rstrip("/")
+    return url, api_key or os.environ.get("BOLTZGEN_API_KEY")
+
+
 class Client:
     """Synchronous client. ``base_url`` and ``api_key`` default to ``$BOLTZGEN_URL`` and
     ``$BOLTZGEN_API_KEY``."""
@@ -306,8 +313,7 @@ class Client:
         max_wait: float = DEFAULT_MAX_WAIT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = (base_url or os.environ.get("BOLTZGEN_URL") or DEFAULT_URL).rstrip("/")
-        self.api_key = api_key or os.environ.get("BOLTZGEN_API_KEY")
+        self.base_url, self.api_key = _endpoint(base_url, api_key)
         self.max_retries = max_retries
         self.max_wait = max_wait
         self.http = httpx.Client(
@@ -667,8 +673,7 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         limits: httpx.Limits | None = None,
     ) -> None:
-        self.base_url = (base_url or os.environ.get("BOLTZGEN_URL") or DEFAULT_URL).rstrip("/")
-        self.api_key = api_key or os.environ.get("BOLTZGEN_API_KEY")
+        self.base_url, self.api_key = _endpoint(base_url, api_key)
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_wait = max_wait
