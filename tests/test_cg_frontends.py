@@ -101,3 +101,21 @@ def test_cg_jobs_through_the_service(tmp_path):
         assert job2.status == "succeeded" and job2.result["md"]["n_walkers"] == 4
         t = client.load_trajectory(job2.id, "cg_traj.h5")
         assert t.n_atoms == 5 and t.n_frames == 40
+
+
+def test_cg_pipeline_on_a_second_molecule(tmp_path):
+    """ACE-TYR-NME end to end through the CLI: MD with forces, backbone beads (5: C(ACE), N, CA,
+    C, N(NME)), teacher, student, CG MD, scores. Nothing in the path is ADP-specific."""
+    import boltzgen as bg
+
+    system = bg.System.from_pdb(data_file("ace-tyr-nme.pdb"))
+    md = tmp_path / "tyr.h5"
+    bg.simulate(system, 3000, timestep=0.001, report_interval=3, out=md, seed=2)
+    res = CliRunner().invoke(app, ["cg", "train", str(md), "--out", str(tmp_path / "cg"), *_SET])
+    assert res.exit_code == 0, res.output
+    assert "5 beads" in res.output
+    s = json.loads((tmp_path / "cg" / "summary.json").read_text())
+    assert s["n_beads"] == 5 and s["n_frames"] == 1000
+    assert s["metrics"]["n_model"] == 8 * 20 and s["metrics"]["kl"] >= 0
+    t = mdtraj.load(str(tmp_path / "cg" / "cg_traj.h5"))
+    assert [a.name for a in t.topology.atoms] == ["C", "N", "CA", "C", "N"]
