@@ -1561,6 +1561,16 @@ def run_pipeline(
             f"ESS {100 * ess:.3f} %: the weighted estimates rest on very few samples; "
             "raise the budget (longer REMD and training)"
         )
+    for name, row in results["free_energies"].items():
+        df, err, dd, de = (row.get(k) for k in ("df_kT", "err_kT", "df_remd_kT", "err_remd_kT"))
+        finite = all(isinstance(v, float) and math.isfinite(v) for v in (df, err, dd, de))
+        if finite and abs(df - dd) > 2.0 * math.hypot(err, de):
+            notes.append(
+                f"dF {name}: the samples give {df:.2f} +- {err:.2f} kT but the REMD data "
+                f"{dd:.2f} +- {de:.2f}: more than 2 sigma apart. Either the flow misses "
+                "part of a state (its error bar cannot see that) or the REMD is not "
+                "converged; raise the budget"
+            )
     if clash["clash_fraction"] > 0.1:
         notes.append(
             f"{100 * clash['clash_fraction']:.1f} % of the flow samples clash or have infinite "
