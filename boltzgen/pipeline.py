@@ -1053,6 +1053,58 @@ def refine_by_backbone_state(
     return refined, float(sum(m for k, m in mass.items() if k not in kept))
 
 
+def refine_within(
+    gen,
+    samples,
+    seconds: float,
+    *,
+    n_steps: int = 3,
+    seed: int = 0,
+    progress: Callable[[float, str], None] | None = None,
+):
+    """Stratified refinement by backbone state (:func:`refine_by_backbone_state`) of as many
+    of ``samples`` (i.i.d. draws of ``gen``) as ``seconds`` pay for (rates measured on the
+    draws, :func:`plan_refinement`). Returns (RefinedSamples, summary): particles, levels,
+    energy evaluations, ESS before and after, seconds, and dF(phi >= 0 vs < 0) per residue
+    from the strata's log Z."""
+    system = gen.system
+    t0 = time.perf_counter()
+    ok = np.isfinite(samples.log_weights)
+    frames = samples.positions[ok] if ok.any() else samples.positions
+    rates = measure_rates(gen, frames)
+    rp = plan_refinement(samples, system, seconds, rates["energy_force_s"], n_steps=n_steps)
+    refined, dropped = refine_by_backbone_state(
+        gen,
+        samples,
+        system,
+        rp["n_particles"],
+        n_steps=n_steps,
+        max_levels=rp["max_levels"],
+        seed=seed,
+        progress=progress,
+    )
+    h = refined.history
+    phi_names = backbone_state_labels(system, samples.positions[:1])[1]
+    free = {}
+    for i, name in enumerate(phi_names):
+        df, err = strata_free_energy(h["strata"], i)
+        free[name] = {"df_kT": df, "err_kT": err}
+    summary = {
+        "n_samples": len(refined),
+        "n_levels": h["n_levels"],
+        "n_energy_evals": int(refined.n_energy_evals),
+        "ess_before": float(samples.ess),
+        "ess": float(h["ess"][-1]),
+        "log_z": float(refined.log_z),
+        "log_z_err": float(refined.log_z_err),
+        "proposal_mass_dropped": dropped,
+        "free_energies": free,
+        "seconds": time.perf_counter() - t0,
+        "seconds_planned": float(seconds),
+    }
+    return refined, json_clean(summary)
+
+
 def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
     """Stratified annealed SMC (:func:`boltzgen.refinement.refine`) from the flow toward the
     Boltzmann target: the strata are the backbone states (sign patterns of phi), each gets

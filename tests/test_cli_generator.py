@@ -51,9 +51,13 @@ def test_train_sample_free_energy_on_another_peptide(tyr_md, tmp_path):
     assert len(hist["train_loss"]) == 2
 
     res = runner.invoke(
-        app, ["sample", str(model_dir / "model.pt"), "-n", "200", "--out", str(tmp_path / "s")]
+        app,
+        ["sample", str(model_dir / "model.pt"), "-n", "200", "--out", str(tmp_path / "s")]
+        + ["--refine-seconds", "1"],
     )
     assert res.exit_code == 0, res.output
+    assert "energy evaluations" in res.output and "dF phi:2 =" in res.output
+    assert mdtraj.load(str(tmp_path / "s" / "refined.h5")).n_atoms == 33
     traj = mdtraj.load(str(tmp_path / "s" / "samples.h5"))
     assert traj.n_frames == 200 and traj.n_atoms == 33
     assert (tmp_path / "s" / "ramachandran.png").exists()

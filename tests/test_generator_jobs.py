@@ -48,6 +48,17 @@ def test_train_sample_free_energy_jobs(tmp_path):
     )
     assert res["n_samples"] == 100 and 0 < res["ess"] <= 1
     assert mdtraj.load(str(work / "samples.h5")).n_frames == 100
+    # with refinement: refined.h5, and the cost and the refined figures in the summary
+    work, res = _run(
+        tmp_path,
+        "refine",
+        "sample",
+        {"system": spec, "model": model, "n_samples": 300, "refine_seconds": 2.0},
+    )
+    r = res["refine"]
+    assert r["n_energy_evals"] > r["n_samples"] >= 100 and 0 < r["ess"] <= 1
+    assert "phi:2" in r["free_energies"]
+    assert mdtraj.load(str(work / "refined.h5")).n_frames == r["n_samples"]
     work, res = _run(
         tmp_path,
         "fe",

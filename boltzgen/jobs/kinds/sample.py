@@ -20,10 +20,18 @@ class SampleParams(ModelParams):
     )
     batch_size: int = Field(4096, ge=1, le=65_536)
     seed: int = Field(0, ge=0)
+    refine_seconds: float = Field(
+        0.0,
+        ge=0.0,
+        le=7 * 24 * 3600,
+        description="then refine the draws by stratified SMC for this long, s (refined.h5)",
+    )
 
 
 def draw(params: SampleParams, workdir: Path, progress: ProgressFn):
-    """Load the model and write its samples; returns (generator, samples, summary)."""
+    """Load the model and write its samples; with ``refine_seconds`` also refine them
+    (refined.h5; the refined samples are returned, the summary gets "refine"). Returns
+    (generator, samples, summary)."""
     from boltzgen.generator.model import BoltzmannGenerator
     from boltzgen.generator.workflow import sample_to_files
 
@@ -34,8 +42,19 @@ def draw(params: SampleParams, workdir: Path, progress: ProgressFn):
         workdir,
         batch_size=params.batch_size,
         seed=params.seed,
-        progress=progress,
+        progress=progress if params.refine_seconds <= 0 else lambda f, m: progress(0.5 * f, m),
     )
+    if params.refine_seconds > 0:
+        from boltzgen.pipeline import refine_within
+
+        samples, summary["refine"] = refine_within(
+            gen,
+            samples,
+            params.refine_seconds,
+            seed=params.seed,
+            progress=lambda f, m: progress(0.5 + 0.5 * f, f"refining: {m}"),
+        )
+        samples.save(workdir / "refined.h5")
     return gen, samples, summary
 
 
@@ -44,5 +63,6 @@ def sample(
     params: SampleParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
 ) -> dict[str, Any]:
     """Samples as samples.h5 (mdtraj HDF5 + log-weights, log q, reduced energies), samples.npz,
-    and plots; the summary holds the ESS."""
+    and plots; the summary holds the ESS. With refine_seconds > 0 also refined.h5 and, under
+    "refine", the refined ESS, energy evaluations and dF(phi) per residue from the strata."""
     return json_clean(draw(params, workdir, progress)[2])
