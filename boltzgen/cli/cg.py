@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from boltzgen.cli.options import fmt
 
 app = typer.Typer(
     help="Coarse-grained force fields: flow matching (or classical force matching), CG MD, "
@@ -46,15 +47,11 @@ def _mapping(system, beads: str | None):
 
 def _echo_scores(summary: dict[str, Any], out: Path) -> None:
     m = summary["metrics"]
-
-    def f(v, spec=".3f"):
-        return "n/a" if v is None or not math.isfinite(v) else format(v, spec)
-
     typer.echo(
-        f"KL {f(m.get('kl'))}, PMF MSE {f(m.get('pmf_mse_kcal2'))} (kcal/mol)^2, "
-        f"unreached reference mass {f(m.get('unreached_mass'), '.4f')}, "
-        f"dF(phi>0 - phi<0) model {f(m.get('df_model_kT'), '.2f')} vs reference "
-        f"{f(m.get('df_reference_kT'), '.2f')} kT"
+        f"KL {fmt(m.get('kl'), '.3f')}, PMF MSE {fmt(m.get('pmf_mse_kcal2'), '.3f')} "
+        f"(kcal/mol)^2, unreached reference mass {fmt(m.get('unreached_mass'), '.4f')}, "
+        f"dF(phi>0 - phi<0) model {fmt(m.get('df_model_kT'))} vs reference "
+        f"{fmt(m.get('df_reference_kT'))} kT"
     )
     md = summary["md"]
     typer.echo(

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from boltzgen.cli.options import fmt
 from boltzgen.generator.config import FlowConfig, TrainConfig
 
 
@@ -218,7 +219,7 @@ def sample_cmd(
         except BoltzgenError as exc:
             raise _fail(exc) from exc
         for name, fe in rs["free_energies"].items():
-            typer.echo(f"dF {name} = {fe['df_kT']:.2f} +- {fe['err_kT']:.2f} kT (refined)")
+            typer.echo(f"dF {name} = {fmt(fe['df_kT'])} +- {fmt(fe['err_kT'])} kT (refined)")
 
 
 def free_energy_cmd(
@@ -326,7 +327,7 @@ def demo_cmd(
     if refine_seconds > 0:
         rs = _refine(gen, samples, out, refine_seconds, seed)
         fe_r = rs["free_energies"]["phi:2"]
-        typer.echo(f"  dF = {fe_r['df_kT']:.2f} +- {fe_r['err_kT']:.2f} kT (refined)")
+        typer.echo(f"  dF = {fmt(fe_r['df_kT'])} +- {fmt(fe_r['err_kT'])} kT (refined)")
     typer.echo("reference (umbrella sampling + MBAR, 4 walks): 3.87 +- 0.16 kT")
     if not math.isfinite(fe["df_kT"]):
         typer.echo("note: no weighted flow sample reached phi > 0; train longer")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -30,3 +31,10 @@ def system_from_options(
     if pdb is None:
         return System.alanine_dipeptide(solvent, temperature, constraints)
     return System.from_pdb(pdb, tuple(forcefield), solvent, temperature, constraints)
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    """A number for the terminal, or ``n/a`` for None (JSON's non-finite) and inf / nan."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return format(value, spec)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from boltzgen.cli.options import fmt
 from boltzgen.pipeline import STAGES, PipelineConfig
 
 
@@ -116,12 +116,6 @@ def _run_with_bars(pdb: Path, out: Path, config: PipelineConfig) -> dict:
         return run_pipeline(pdb, out, config, stage_progress=on_stage)
 
 
-def _fmt(v, spec: str = ".2f") -> str:
-    return (
-        "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-    )
-
-
 def _print_summary(s: dict, out: Path) -> None:
     ref = s.get("refine", {})
     line = f"ESS {100 * (s['ess'] or 0):.2f} % of {s['n_samples']:,} samples"
@@ -133,10 +127,10 @@ def _print_summary(s: dict, out: Path) -> None:
     typer.echo(line)
     for name, row in s["free_energies"].items():
         typer.echo(
-            f"dF {name} = {_fmt(row['df_kT'])} +- {_fmt(row['err_kT'])} kT "
-            f"(REMD data {_fmt(row['df_remd_kT'])} +- {_fmt(row['err_remd_kT'])})"
+            f"dF {name} = {fmt(row['df_kT'])} +- {fmt(row['err_kT'])} kT "
+            f"(REMD data {fmt(row['df_remd_kT'])} +- {fmt(row['err_remd_kT'])})"
         )
-    typer.echo(f"clash fraction {_fmt(s['clash_fraction'], '.4f')}")
+    typer.echo(f"clash fraction {fmt(s['clash_fraction'], '.4f')}")
     typer.echo(
         "wall time "
         + ", ".join(f"{k} {v:.0f} s" for k, v in s["wall_time_s"].items() if v is not None)
