@@ -934,7 +934,7 @@ def plan_refinement(
     eval_seconds: float,
     *,
     n_steps: int = 3,
-    n_leapfrog: int = 5,
+    n_leapfrog: int = _LEAPFROG,
     min_particles: int = 100,
 ) -> dict[str, Any]:
     """How many draws a refinement by backbone state can afford in ``seconds``.
@@ -1011,7 +1011,7 @@ def refine_by_backbone_state(
     n_particles: int,
     *,
     n_steps: int = 3,
-    n_leapfrog: int = 5,
+    n_leapfrog: int = _LEAPFROG,
     max_levels: int = 200,
     seed: int = 0,
     progress: Callable[[float, str], None] | None = None,
@@ -1058,27 +1058,34 @@ def refine_within(
     samples,
     seconds: float,
     *,
+    eval_seconds: float | None = None,
     n_steps: int = 3,
+    n_leapfrog: int = _LEAPFROG,
     seed: int = 0,
     progress: Callable[[float, str], None] | None = None,
 ):
     """Stratified refinement by backbone state (:func:`refine_by_backbone_state`) of as many
-    of ``samples`` (i.i.d. draws of ``gen``) as ``seconds`` pay for (rates measured on the
-    draws, :func:`plan_refinement`). Returns (RefinedSamples, summary): particles, levels,
-    energy evaluations, ESS before and after, seconds, and dF(phi >= 0 vs < 0) per residue
-    from the strata's log Z."""
+    of ``samples`` (i.i.d. draws of ``gen``) as ``seconds`` pay for (:func:`plan_refinement`
+    with ``eval_seconds`` per evaluation, measured on the draws if not given). Returns
+    (RefinedSamples, summary): particles, levels (predicted and run), energy evaluations,
+    acceptance, ESS before and after, surviving draws, the strata, seconds, and
+    dF(phi >= 0 vs < 0) per residue from the strata's log Z."""
     system = gen.system
     t0 = time.perf_counter()
-    ok = np.isfinite(samples.log_weights)
-    frames = samples.positions[ok] if ok.any() else samples.positions
-    rates = measure_rates(gen, frames)
-    rp = plan_refinement(samples, system, seconds, rates["energy_force_s"], n_steps=n_steps)
+    if eval_seconds is None:
+        ok = np.isfinite(samples.log_weights)
+        frames = samples.positions[ok] if ok.any() else samples.positions
+        eval_seconds = measure_rates(gen, frames)["energy_force_s"]
+    rp = plan_refinement(
+        samples, system, seconds, eval_seconds, n_steps=n_steps, n_leapfrog=n_leapfrog
+    )
     refined, dropped = refine_by_backbone_state(
         gen,
         samples,
         system,
         rp["n_particles"],
         n_steps=n_steps,
+        n_leapfrog=n_leapfrog,
         max_levels=rp["max_levels"],
         seed=seed,
         progress=progress,
@@ -1092,15 +1099,23 @@ def refine_within(
     summary = {
         "n_samples": len(refined),
         "n_levels": h["n_levels"],
+        "n_levels_predicted": rp["levels"],
         "n_energy_evals": int(refined.n_energy_evals),
+        "acceptance": float(np.nanmean(h["acceptance"])) if h["acceptance"] else None,
         "ess_before": float(samples.ess),
+        # variance-equivalent ESS of the stratified estimate (see refine's history["ess"]);
+        # the final weights alone read ~1 within each island after the last resampling
         "ess": float(h["ess"][-1]),
+        "ess_final_weights": float(refined.ess),
+        "n_unique_ancestors": h["n_unique_ancestors"],
+        "strata": h["strata"],
         "log_z": float(refined.log_z),
         "log_z_err": float(refined.log_z_err),
         "proposal_mass_dropped": dropped,
         "free_energies": free,
         "seconds": time.perf_counter() - t0,
         "seconds_planned": float(seconds),
+        "seconds_predicted": rp["predicted_seconds"],
     }
     return refined, json_clean(summary)
 
@@ -1120,52 +1135,26 @@ def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
         return RefinedSamples.load(ckpt / "refined.h5"), {**done, "resumed": True}
     stages.start("refinement", fp)
     t0 = time.perf_counter()
-    rp = plan_refinement(
-        samples,
-        system,
-        plan["refine_seconds"],
-        plan["energy_force_s"],
-        n_steps=config.refine_steps,
-        n_leapfrog=_LEAPFROG,
-    )
-    n, levels = rp["n_particles"], max(rp["levels"].values(), default=1)
-    clock("sampling", 0.9, f"refining {n:,} samples by backbone state (up to {levels} levels)")
-    refined, dropped = refine_by_backbone_state(
+    clock("sampling", 0.9, "refining by backbone state")
+    refined, summary = refine_within(
         gen,
         samples,
-        system,
-        n,
+        plan["refine_seconds"],
+        eval_seconds=plan["energy_force_s"],
         n_steps=config.refine_steps,
         n_leapfrog=_LEAPFROG,
-        max_levels=rp["max_levels"],
         seed=config.seed,
         progress=lambda f, m: clock("sampling", 0.9 + 0.1 * f, f"refining: {m}"),
     )
     refined.save(ckpt / "refined.h5")
-    h = refined.history
     result = {
         "status": "done",
-        "n_samples": len(refined),
         "n_steps": config.refine_steps,
-        "n_levels": h["n_levels"],
-        "n_levels_predicted": rp["levels"],
-        "seconds_predicted": rp["predicted_seconds"],
-        "ess_before": float(samples.ess),
-        # variance-equivalent ESS of the stratified estimate (see refine's history["ess"]);
-        # the final weights alone read ~1 within each island after the last resampling
-        "ess": float(h["ess"][-1]),
-        "ess_final_weights": float(refined.ess),
-        "n_unique_ancestors": h["n_unique_ancestors"],
-        "strata": h["strata"],
-        "proposal_mass_dropped": dropped,
-        "log_z": _float_or_none(refined.log_z),
-        "log_z_err": _float_or_none(refined.log_z_err),
-        "n_energy_evals": int(refined.n_energy_evals),
-        "acceptance": _float_or_none(np.nanmean(h["acceptance"])) if h["acceptance"] else None,
+        **summary,
         "wall_time_s": time.perf_counter() - t0,
     }
     stages.save("refinement", fp, result)
-    clock("sampling", 1.0, f"refined: ESS {result['ess']:.3f}")
+    clock("sampling", 1.0, f"refined: ESS {_fmt(result['ess'], '.3f')}")
     return refined, {**result, "resumed": False}
 
 
@@ -1196,30 +1185,20 @@ def resolve_cvs(system, cvs: Sequence[str] | None) -> list[str]:
     Raises :class:`InputError` naming the molecule's dihedrals when one is missing."""
     from boltzgen.cv import backbone_dihedrals, parse_cv_name
 
-    names = list(backbone_dihedrals(system))
+    parsed = {n: parse_cv_name(n) for n in backbone_dihedrals(system)}
+    names = list(parsed)
     if cvs is None:
-        return [n for n in names if n.startswith("phi:")]
+        return [n for n, (angle, _) in parsed.items() if angle == "phi"]
     out: list[str] = []
     for cv in cvs:
         angle, residue = parse_cv_name(cv)
-        hits = [
-            n
-            for n in names
-            if parse_cv_name(n)[0] == angle and residue in (None, parse_cv_name(n)[1])
-        ]
+        hits = [n for n, (a, r) in parsed.items() if a == angle and residue in (None, r)]
         if not hits:
             raise InputError(
                 f"the molecule has no dihedral {cv!r}; it has {', '.join(names) or 'none'}"
             )
         out += [h for h in hits if h not in out]
     return out
-
-
-def _float_or_none(v: Any) -> float | None:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
 
 
 # ============================================================================ analysis + report
