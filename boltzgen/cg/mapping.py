@@ -144,6 +144,13 @@ class Mapping:
             raise InputError(f"backbone mapping found only {len(idx)} bead(s); not a peptide?")
         return cls(system, idx, **kwargs)
 
+    @classmethod
+    def select(cls, system: Any, beads: str | Sequence[int] | None = None, **kwargs) -> Mapping:
+        """The mapping a user names: ``None`` -> :meth:`backbone`; an mdtraj selection string
+        or atom indices -> those atoms as beads (the CLI's ``--beads`` and the cg jobs'
+        ``beads``)."""
+        return cls.backbone(system, **kwargs) if beads is None else cls(system, beads, **kwargs)
+
     def _groups(self, pairs: list[tuple[int, int]]) -> list[np.ndarray]:
         parent = list(range(self.n_atoms))
 

@@ -38,11 +38,9 @@ def _config(options: list[str] | None, config_file: Path | None, **typed: Any) -
 def _mapping(system, beads: str | None):
     from boltzgen.cg import Mapping
 
-    if beads is None:
-        return Mapping.backbone(system)
-    if all(p.strip().isdigit() for p in beads.split(",")):
-        return Mapping(system, [int(p) for p in beads.split(",")])
-    return Mapping(system, beads)
+    if beads is not None and all(p.strip().isdigit() for p in beads.split(",")):
+        return Mapping.select(system, [int(p) for p in beads.split(",")])
+    return Mapping.select(system, beads)
 
 
 def _echo_scores(summary: dict[str, Any], out: Path) -> None:

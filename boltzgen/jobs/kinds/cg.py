@@ -45,8 +45,7 @@ class _CGParams(SystemParams):
     def mapping(self):
         from boltzgen.cg import Mapping
 
-        system = self.load_system()
-        return Mapping.backbone(system) if self.beads is None else Mapping(system, self.beads)
+        return Mapping.select(self.load_system(), self.beads)
 
 
 class CGTrainParams(_CGParams):
