@@ -21,6 +21,7 @@ from boltzgen.jobs.params import (
     ModelParams,
     SystemParams,
     artifact_fields,
+    iter_params,
 )
 from boltzgen.jobs.protocol import (
     RESULT_MODEL_FILE,
@@ -58,6 +59,7 @@ __all__ = [
     "SystemParams",
     "artifact_fields",
     "get_kind",
+    "iter_params",
     "job_dir_paths",
     "job_kind",
     "job_kinds",

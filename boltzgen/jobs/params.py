@@ -11,6 +11,7 @@ Kinds that act on a molecule take :class:`SystemParams` (field ``system``: a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -24,6 +25,7 @@ __all__ = [
     "SystemParams",
     "artifact_fields",
     "check_platform_name",
+    "iter_params",
     "non_finite_field",
 ]
 
@@ -71,25 +73,35 @@ def check_platform_name(name: str) -> str:
     return name
 
 
-def non_finite_field(value: Any, path: str = "") -> tuple[str, float] | None:
-    """(dotted path, value) of the first NaN or infinite float in ``value`` (a model: its
-    explicitly set fields, nested models, lists, tuples and dicts), or None."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (path, value)
+def iter_params(value: Any, path: str = "", *, set_only: bool = False) -> Iterator[tuple]:
+    """(dotted path, name, value) of everything inside ``value``, depth first: a model's fields
+    (with ``set_only``, only those set explicitly), dict entries and list / tuple items."""
     if isinstance(value, BaseModel):
-        items = ((name, getattr(value, name)) for name in sorted(value.model_fields_set))
+        names = sorted(value.model_fields_set) if set_only else list(type(value).model_fields)
+        items: Iterable[tuple[str, Any]] = ((n, getattr(value, n)) for n in names)
     elif isinstance(value, dict):
         items = ((str(k), v) for k, v in value.items())
     elif isinstance(value, list | tuple):
         items = ((str(i), v) for i, v in enumerate(value))
     else:
-        return None
+        return
     for name, item in items:
-        if path == "" and name in SERVICE_FIELDS:
+        where = f"{path}.{name}" if path else name
+        yield where, name, item
+        yield from iter_params(item, where, set_only=set_only)
+
+
+def non_finite_field(value: Any, path: str = "") -> tuple[str, float] | None:
+    """(dotted path, value) of the first NaN or infinite float in ``value`` (a model: its
+    explicitly set fields, nested models, lists, tuples and dicts; the service-filled fields
+    at the top are skipped), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    for where, _, item in iter_params(value, path, set_only=True):
+        if not path and where.split(".", 1)[0] in SERVICE_FIELDS:
             continue
-        found = non_finite_field(item, f"{path}.{name}" if path else name)
-        if found is not None:
-            return found
+        if isinstance(item, float) and not math.isfinite(item):
+            return where, item
     return None
 
 

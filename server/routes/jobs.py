@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sse_starlette import EventSourceResponse
 
 from boltzgen.errors import BoltzgenError
-from boltzgen.jobs import get_kind, validate_params
+from boltzgen.jobs import get_kind, iter_params, validate_params
 from boltzgen.schemas import JobCreate, JobInfo, JobPage
 from server.auth import Principal
 from server.convert import job_info
@@ -66,32 +66,12 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _limited(value: Any, path: str = "") -> list[tuple[str, str, Any]]:
-    """(path, name, value) of every LIMITED field in validated parameters."""
-    if isinstance(value, BaseModel):
-        items = [(n, getattr(value, n)) for n in type(value).model_fields]
-    elif isinstance(value, dict):
-        items = [(str(k), v) for k, v in value.items()]
-    elif isinstance(value, list | tuple):
-        items = [(str(i), v) for i, v in enumerate(value)]
-    else:
-        return []
-    out = []
-    for name, item in items:
-        where = f"{path}.{name}" if path else name
-        if name in LIMITED:
-            out.append((where, name, item))
-        else:
-            out += _limited(item, where)
-    return out
-
-
 def check_limits(settings: Settings, params: dict[str, Any] | BaseModel) -> None:
     """422 naming the field when a limited parameter exceeds this server's limit: on the raw
     parameters (any number a validator would accept, strings included) and, once validated,
     on the coerced values anywhere in the parameters, so no spelling of a number slips by."""
     found = (
-        _limited(params)
+        [(where, name, v) for where, name, v in iter_params(params) if name in LIMITED]
         if isinstance(params, BaseModel)
         else [(k, k, params[k]) for k in LIMITED if k in params]
     )
