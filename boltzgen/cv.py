@@ -30,7 +30,19 @@ from boltzgen.coordinates.dihedrals import DIHEDRAL_NAMES, dihedral_indices
 from boltzgen.coordinates.zmatrix import as_mdtraj_topology
 from boltzgen.errors import InputError, ShapeError
 
-__all__ = ["DIHEDRAL_NAMES", "Dihedral", "backbone_dihedrals", "dihedral", "parse_cv_name"]
+__all__ = [
+    "DIHEDRAL_NAMES",
+    "RING_LOCKED_PHI",
+    "Dihedral",
+    "backbone_dihedrals",
+    "dihedral",
+    "parse_cv_name",
+    "state_dihedrals",
+]
+
+# residues whose ring closes onto the backbone N and pins phi near -65 degrees (no phi > 0
+# state exists); their backbone basins differ in psi (alpha vs polyproline II)
+RING_LOCKED_PHI = frozenset({"PRO", "HYP"})
 
 _RESIDUE_NUMBER = re.compile(r"[+-]?\d+")
 
@@ -186,4 +198,24 @@ def backbone_dihedrals(system_or_topology: Any) -> dict[str, Dihedral]:
             )
         out[key] = Dihedral(atoms, name=key)
         owner[key] = res
+    return out
+
+
+def state_dihedrals(system_or_topology: Any) -> dict[str, Dihedral]:
+    """One backbone dihedral per residue whose sign separates its backbone basins: phi
+    (phi >= 0: alpha-L / C7ax, phi < 0: beta / C7eq / alpha-R), except for residues in
+    :data:`RING_LOCKED_PHI` (proline), whose ring pins phi, where it is psi (psi >= 0:
+    polyproline II / beta, psi < 0: alpha). Keys as :func:`backbone_dihedrals` (e.g.
+    ``{"phi:2": ..., "psi:3": ...}``) in chain order; residues without a phi are skipped."""
+    top = as_mdtraj_topology(system_or_topology)
+    bb = backbone_dihedrals(top)
+    out: dict[str, Dihedral] = {}
+    for name in bb:
+        angle, number = parse_cv_name(name)
+        if angle != "phi":
+            continue
+        res = top.atom(bb[name].atoms[1]).residue
+        psi = f"psi:{number}"
+        key = psi if res.name.upper() in RING_LOCKED_PHI and psi in bb else name
+        out[key] = bb[key]
     return out

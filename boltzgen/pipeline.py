@@ -14,7 +14,7 @@ The stages, each within its share of one wall-clock budget (printed up front by 
    measured sampling rate and the budget unless given); refinement by annealed importance
    sampling / SMC (:func:`boltzgen.refinement.refine`) of as many draws as the rest of the
    sampling budget pays for (levels predicted from the draws' weights).
-5. **analysis**: dF(phi:N > 0 vs < 0) per residue with bootstrap errors, the clash fraction,
+5. **analysis**: dF(CV >= 0 vs < 0) per residue (phi; psi for proline) with errors, the clash fraction,
    the ESS curve, plots, ``report.md`` and ``summary.json``.
 
 Every finished stage is recorded in ``checkpoint_dir`` (REMD data, trained model and the
@@ -137,7 +137,8 @@ class PipelineConfig(BaseModel):
         None,
         max_length=64,
         description="backbone dihedrals to report dF(CV >= 0 vs < 0) for, e.g. "
-        "['phi:2', 'psi:3'] ('phi' alone: every residue's phi); default every phi",
+        "['phi:2', 'psi:3'] ('phi' alone: every residue's phi); default every residue's "
+        "state dihedral (phi, psi for proline: boltzgen.cv.state_dihedrals)",
     )
 
     @field_validator("cvs", mode="after")
@@ -309,21 +310,22 @@ def flow_size(dim: int) -> dict[str, Any]:
 
 # ============================================================================ balancing
 def backbone_state_labels(system, positions: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Label frames by the sign pattern of phi of every residue that has a phi.
+    """Label frames by the sign pattern of every residue's state dihedral
+    (:func:`boltzgen.cv.state_dihedrals`: phi, or psi for proline).
 
     Returns (labels (N,) strings such as ``"+-"`` with one character per residue in chain
-    order, ``+`` for phi in [0, pi) and ``-`` otherwise; the phi names in that order, e.g.
-    ``["phi:2", "phi:3"]``). A molecule without a backbone gets one label ``""`` for all.
+    order, ``+`` for an angle in [0, pi) and ``-`` otherwise; the dihedrals' names in that
+    order, e.g. ``["phi:2", "psi:3"]``). A molecule without a backbone gets one label ``""``.
     """
-    from boltzgen.cv import backbone_dihedrals
+    from boltzgen.cv import state_dihedrals
 
-    phis = {k: d for k, d in backbone_dihedrals(system).items() if k.startswith("phi:")}
+    dihedrals = state_dihedrals(system)
     n = len(positions)
-    if not phis:
+    if not dihedrals:
         return np.full(n, "", dtype=object), []
-    signs = np.stack([d(positions) >= 0.0 for d in phis.values()], axis=1)
+    signs = np.stack([d(positions) >= 0.0 for d in dihedrals.values()], axis=1)
     labels = np.array(["".join("+" if s else "-" for s in row) for row in signs], dtype=object)
-    return labels, list(phis)
+    return labels, list(dihedrals)
 
 
 def pattern_weights(
@@ -793,7 +795,7 @@ def _train_stage(
     from boltzgen.generator.model import BoltzmannGenerator
     from boltzgen.generator.workflow import train_model
 
-    labels, phi_names = backbone_state_labels(system, positions)
+    labels, state_names = backbone_state_labels(system, positions)
     weights, table = pattern_weights(labels, config.min_state_share, config.min_state_frames)
     dim = 3 * system.n_atoms - 6
     rule = flow_size(dim)
@@ -808,7 +810,7 @@ def _train_stage(
     gen.energy = energy
     rates = measure_rates(gen, positions)
     plan = _plan_samples(config, split, system, rates)
-    balance = {"phi": phi_names, "states": table, "min_share": config.min_state_share}
+    balance = {"dihedrals": state_names, "states": table, "min_share": config.min_state_share}
     flow_info = {
         "dim": dim,
         "rule": rule,
@@ -1017,8 +1019,8 @@ def refine_by_backbone_state(
     progress: Callable[[float, str], None] | None = None,
 ):
     """Stratified refinement (:func:`boltzgen.refinement.refine` with ``strata``) of flow
-    draws toward the Boltzmann target, one stratum per backbone state (sign pattern of phi
-    of every residue, :func:`backbone_state_labels`).
+    draws toward the Boltzmann target, one stratum per backbone state (sign pattern of
+    every residue's phi, psi for proline: :func:`backbone_state_labels`).
 
     ``n_particles`` of ``samples`` (i.i.d. draws of ``gen``) are refined, as equal a number
     per state as the draws allow (:func:`stratified_allocation`); the proposal mass q(k) of
@@ -1069,7 +1071,7 @@ def refine_within(
     with ``eval_seconds`` per evaluation, measured on the draws if not given). Returns
     (RefinedSamples, summary): particles, levels (predicted and run), energy evaluations,
     acceptance, ESS before and after, surviving draws, the strata, seconds, and
-    dF(phi >= 0 vs < 0) per residue from the strata's log Z."""
+    dF(CV >= 0 vs < 0) per residue's state dihedral from the strata's log Z."""
     system = gen.system
     t0 = time.perf_counter()
     if eval_seconds is None:
@@ -1091,9 +1093,9 @@ def refine_within(
         progress=progress,
     )
     h = refined.history
-    phi_names = backbone_state_labels(system, samples.positions[:1])[1]
+    state_names = backbone_state_labels(system, samples.positions[:1])[1]
     free = {}
-    for i, name in enumerate(phi_names):
+    for i, name in enumerate(state_names):
         df, err = strata_free_energy(h["strata"], i)
         free[name] = {"df_kT": df, "err_kT": err}
     summary = {
@@ -1122,7 +1124,7 @@ def refine_within(
 
 def _refine_stage(gen, samples, system, config, ckpt, stages, fp, clock, plan):
     """Stratified annealed SMC (:func:`boltzgen.refinement.refine`) from the flow toward the
-    Boltzmann target: the strata are the backbone states (sign patterns of phi), each gets
+    Boltzmann target: the strata are the backbone states (sign patterns of phi / psi), each gets
     about the same number of particles (as many as the budget pays for) and its proposal
     mass q(k) from all flow draws; off when ``config.refine`` is false."""
     from boltzgen.refinement import RefinedSamples
@@ -1181,14 +1183,15 @@ def strata_free_energy(strata: Sequence[dict[str, Any]], position: int) -> tuple
 
 def resolve_cvs(system, cvs: Sequence[str] | None) -> list[str]:
     """The backbone dihedral names (``"phi:2"``, ...) that ``cvs`` selects in ``system``:
-    ``None`` -> every phi; ``"psi"`` -> every residue's psi; ``"phi:2"`` -> that one.
+    ``None`` -> every residue's state dihedral (phi; psi for proline, whose phi is pinned);
+    ``"psi"`` -> every residue's psi; ``"phi:2"`` -> that one.
     Raises :class:`InputError` naming the molecule's dihedrals when one is missing."""
-    from boltzgen.cv import backbone_dihedrals, parse_cv_name
+    from boltzgen.cv import backbone_dihedrals, parse_cv_name, state_dihedrals
 
     parsed = {n: parse_cv_name(n) for n in backbone_dihedrals(system)}
     names = list(parsed)
     if cvs is None:
-        return [n for n, (angle, _) in parsed.items() if angle == "phi"]
+        return list(state_dihedrals(system))
     out: list[str] = []
     for cv in cvs:
         angle, residue = parse_cv_name(cv)
@@ -1239,7 +1242,7 @@ def _analysis(
     free: dict[str, Any] = {}
     a, b = (0.0, math.pi), (-math.pi, 0.0)
     names = list(dihedrals)
-    phi_names = backbone_state_labels(system, data_positions[:1])[1]
+    state_names = backbone_state_labels(system, data_positions[:1])[1]
     wanted = resolve_cvs(system, config.cvs)
 
     def profile(x, values, **kw):  # 1-D FES on the circle with bootstrap errors
@@ -1282,11 +1285,11 @@ def _analysis(
             continue
         row: dict[str, Any] = {"residue": residue, "angle": angle}
         strata = getattr(samples, "history", {}).get("strata")
-        if usable and strata and name in phi_names:
+        if usable and strata and name in state_names:
             # stratified refinement: dF from the strata's log Z (errors: island spread and
             # the binomial error of the proposal masses); the particle bootstrap beside it
             # ignores that descendants of one draw are correlated
-            df, err = strata_free_energy(strata, phi_names.index(name))
+            df, err = strata_free_energy(strata, state_names.index(name))
             df_b, err_b = free_energy_difference(
                 samples, v, a, b, n_bootstrap=config.n_bootstrap, seed=config.seed
             )
@@ -1391,8 +1394,9 @@ def _report(summary: dict[str, Any], figs: dict[str, Any]) -> str:
         f"{d['calibration']['steps_per_second']:,.0f} steps/s); {d['n_frames']:,} frames of "
         f"the {lad['t_min_K']:.0f} K replica, visited by {d['walkers_at_target']} walkers.",
         "",
-        "Frames are balanced over the sign patterns of phi of every residue "
-        f"({', '.join(s['balance']['phi']) or 'no backbone'}; + is phi >= 0); every populated "
+        "Frames are balanced over the sign patterns of every residue's state dihedral "
+        f"({', '.join(s['balance']['dihedrals']) or 'no backbone'}; phi, psi for proline; "
+        "+ is angle >= 0); every populated "
         f"pattern gets at least {s['balance']['min_share']:.0%} of the training weight:",
         "",
         "| pattern | frames | data share | weight share |",
@@ -1465,7 +1469,7 @@ def _report(summary: dict[str, Any], figs: dict[str, Any]) -> str:
             f"{row['data_fraction_positive']:.4f} |"
         )
     if not s["free_energies"]:
-        lines.append("| (no backbone phi) | | | |")
+        lines.append("| (no backbone dihedral) | | | |")
     if figs["ramachandran"]:
         lines += ["", "### Ramachandran plots", ""]
         lines += [f"![residue {k}]({v})" for k, v in figs["ramachandran"].items()]

@@ -1,6 +1,8 @@
-"""Rebuild data/trp-cage.pdb and data/ace-tyr-nme.pdb from PDB entry 1L2Y (model 1).
+"""Rebuild data/trp-cage.pdb and data/ace-tyr-nme.pdb from PDB entry 1L2Y (model 1), and the
+held-out capped peptides data/peptides/*.pdb from data/trp-cage.pdb.
 
 Usage: python data/build_test_molecules.py path/to/1l2y.pdb
+       python data/build_test_molecules.py --peptides     (reads data/trp-cage.pdb)
 Hydrogens are deleted and re-added by OpenMM Modeller (pH 7, amber99sbildn names), then the
 structure is minimised in amber99sbildn vacuum on the Reference platform. Modeller places
 hydrogens with some randomness, so a rebuild differs from the shipped files by ~0.03 A.
@@ -14,8 +16,7 @@ import openmm as mm
 import openmm.app as app
 
 ff = app.ForceField("amber99sbildn.xml")
-with open(sys.argv[1]) as fh:
-    lines = [ln for ln in fh if ln.startswith("ATOM")]
+HERE = Path(__file__).parent
 
 
 def finish(pdbtext, out, remark):
@@ -36,33 +37,86 @@ def finish(pdbtext, out, remark):
         app.PDBFile.writeFile(mod.topology, st.getPositions(), fh, keepIds=False)
 
 
-# whole Trp-cage
-finish(
-    "".join(lines) + "END\n",
-    str(Path(__file__).parent / "trp-cage.pdb"),
-    [
-        "Trp-cage TC5b (PDB 1L2Y model 1, NLYIQWLKDGGPSSGRPPPS), 20 residues, charged termini",
-        "hydrogens re-added by OpenMM Modeller (pH 7), minimised in amber99sbildn vacuum",
-    ],
-)
+def capped(lines, first: int, last: int) -> str:
+    """Residues first..last of a PDB's ATOM lines (heavy atoms) with an ACE cap made of residue
+    first-1's CA (-> CH3), C, O and an NME cap of residue last+1's N, CA (-> C)."""
+    out = []
+    for ln in lines:
+        name, num = ln[12:16].strip(), int(ln[22:26])
+        if ln[76:78].strip() == "H" or name.startswith("H"):
+            continue
+        if num == first - 1 and name in ("CA", "C", "O"):
+            nn = "CH3" if name == "CA" else name
+            out.append(ln[:12] + f" {nn:<3}" + " ACE" + ln[20:22] + "   1" + ln[26:])
+        elif first <= num <= last:
+            out.append(ln[:22] + f"{num - first + 2:4d}" + ln[26:])
+        elif num == last + 1 and name in ("N", "CA"):
+            nn = "C" if name == "CA" else name
+            out.append(
+                ln[:12] + f" {nn:<3}" + " NME" + ln[20:22] + f"{last - first + 3:4d}" + ln[26:]
+            )
+    return "".join(out) + "END\n"
 
-# ACE-TYR-NME cut from residues 2-4
-out = []
-for ln in lines:
-    name, num = ln[12:16].strip(), int(ln[22:26])
-    if num == 2 and name in ("CA", "C", "O"):
-        nn = "CH3" if name == "CA" else name
-        out.append(ln[:12] + f" {nn:<3}" + " ACE" + ln[20:22] + "   1" + ln[26:])
-    elif num == 3 and not name.startswith("H"):
-        out.append(ln[:22] + "   2" + ln[26:])
-    elif num == 4 and name in ("N", "CA"):
-        nn = "C" if name == "CA" else name
-        out.append(ln[:12] + f" {nn:<3}" + " NME" + ln[20:22] + "   3" + ln[26:])
-finish(
-    "".join(out) + "END\n",
-    str(Path(__file__).parent / "ace-tyr-nme.pdb"),
-    [
-        "ACE-TYR-NME cut from PDB 1L2Y model 1 (residues 2-4, caps from LEU2/ILE4 backbone)",
-        "hydrogens added by OpenMM Modeller (pH 7), minimised in amber99sbildn vacuum",
-    ],
-)
+
+# held-out peptides (not tuned on): (file, first, last) residues of Trp-cage
+PEPTIDES = [
+    ("ace-pro-nme", 12, 12),  # one residue, proline
+    ("ace-trp-nme", 6, 6),  # one residue, ring side chain (indole)
+    ("ace-ser-ser-nme", 13, 14),  # two residues, polar side chains
+    ("ace-gly-gly-pro-nme", 10, 12),  # three residues, glycines and a proline
+]
+
+
+def main_1l2y(path: str) -> None:
+    with open(path) as fh:
+        lines = [ln for ln in fh if ln.startswith("ATOM")]
+    # whole Trp-cage
+    finish(
+        "".join(lines) + "END\n",
+        str(Path(__file__).parent / "trp-cage.pdb"),
+        [
+            "Trp-cage TC5b (PDB 1L2Y model 1, NLYIQWLKDGGPSSGRPPPS), 20 residues, charged termini",
+            "hydrogens re-added by OpenMM Modeller (pH 7), minimised in amber99sbildn vacuum",
+        ],
+    )
+
+    # ACE-TYR-NME cut from residues 2-4
+    out = []
+    for ln in lines:
+        name, num = ln[12:16].strip(), int(ln[22:26])
+        if num == 2 and name in ("CA", "C", "O"):
+            nn = "CH3" if name == "CA" else name
+            out.append(ln[:12] + f" {nn:<3}" + " ACE" + ln[20:22] + "   1" + ln[26:])
+        elif num == 3 and not name.startswith("H"):
+            out.append(ln[:22] + "   2" + ln[26:])
+        elif num == 4 and name in ("N", "CA"):
+            nn = "C" if name == "CA" else name
+            out.append(ln[:12] + f" {nn:<3}" + " NME" + ln[20:22] + "   3" + ln[26:])
+    finish(
+        "".join(out) + "END\n",
+        str(Path(__file__).parent / "ace-tyr-nme.pdb"),
+        [
+            "ACE-TYR-NME cut from PDB 1L2Y model 1 (residues 2-4, caps from LEU2/ILE4 backbone)",
+            "hydrogens added by OpenMM Modeller (pH 7), minimised in amber99sbildn vacuum",
+        ],
+    )
+
+
+def main_peptides() -> None:
+    with open(HERE / "trp-cage.pdb") as fh:
+        lines = [ln for ln in fh if ln.startswith("ATOM")]
+    (HERE / "peptides").mkdir(exist_ok=True)
+    for name, first, last in PEPTIDES:
+        finish(
+            capped(lines, first, last),
+            str(HERE / "peptides" / f"{name}.pdb"),
+            [
+                f"{name.upper()} cut from data/trp-cage.pdb (1L2Y model 1) residues "
+                f"{first}-{last}, caps from residues {first - 1} and {last + 1}",
+                "hydrogens added by OpenMM Modeller (pH 7), minimised in amber99sbildn vacuum",
+            ],
+        )
+
+
+if __name__ == "__main__":
+    main_peptides() if sys.argv[1:] == ["--peptides"] else main_1l2y(sys.argv[1])

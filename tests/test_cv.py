@@ -14,7 +14,7 @@ import torch
 
 import boltzgen as bg
 from boltzgen.coordinates import geometry
-from boltzgen.cv import Dihedral, backbone_dihedrals, dihedral, parse_cv_name
+from boltzgen.cv import Dihedral, backbone_dihedrals, dihedral, parse_cv_name, state_dihedrals
 from boltzgen.errors import InputError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -153,6 +153,28 @@ def test_backbone_dihedrals(aan, adp):
     with pytest.raises(InputError, match=r"ambiguous.*chain 0.*chain 1"):
         dihedral(two, "phi:5")
     assert backbone_dihedrals(mdtraj.Topology()) == {}
+
+
+def test_state_dihedrals_use_psi_where_a_ring_pins_phi(adp):
+    assert list(state_dihedrals(adp)) == ["phi:2"]
+    # residues 10-19 of Trp-cage: GLY GLY PRO SER SER GLY ARG PRO PRO PRO
+    sd = state_dihedrals(mdtraj.load(str(DATA / "trp-cage.pdb")).topology)
+    assert [k for k in sd if 10 <= int(k.split(":")[1]) <= 19] == [
+        "phi:10",
+        "phi:11",
+        "psi:12",
+        "phi:13",
+        "phi:14",
+        "phi:15",
+        "phi:16",
+        "psi:17",
+        "psi:18",
+        "psi:19",
+    ]
+    assert len(sd) == 19  # every residue with a phi
+    gp = state_dihedrals(mdtraj.load(str(DATA / "peptides" / "ace-gly-gly-pro-nme.pdb")).topology)
+    assert list(gp) == ["phi:2", "phi:3", "psi:4"]
+    assert sd["psi:12"].name == "psi:12"
 
 
 def test_one_dihedral_formula_for_numpy_and_torch(adp):

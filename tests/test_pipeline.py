@@ -14,9 +14,11 @@ import torch
 from _server_fixtures import ADMIN, ADP, LiveServer, settings_for
 from typer.testing import CliRunner
 
+from boltzgen.cv import dihedral
 from boltzgen.errors import InputError
 from boltzgen.pipeline import (
     PipelineConfig,
+    backbone_state_labels,
     budget_split,
     parse_duration,
     resolve_cvs,
@@ -63,6 +65,12 @@ def test_cv_names_resolve_per_residue():
     assert resolve_cvs(adp, ["phi:2", "phi", "psi:2"]) == ["phi:2", "psi:2"]
     with pytest.raises(InputError, match=r"no dihedral 'phi:5'.*phi:2"):
         resolve_cvs(adp, ["phi:5"])
+    # proline's ring pins phi: its residue is reported (and stratified) by psi
+    pro = System.from_pdb(ADP.parent / "peptides" / "ace-pro-nme.pdb")
+    assert resolve_cvs(pro, None) == ["psi:2"]
+    labels, names = backbone_state_labels(pro, pro.positions[None])
+    psi = float(dihedral(pro, "psi")(pro.positions[None])[0])
+    assert names == ["psi:2"] and labels[0] == ("+" if psi >= 0 else "-")
 
 
 def test_stratified_allocation_is_equal_where_draws_allow():
