@@ -15,6 +15,15 @@ Two parts, one JSON object per result on stdout:
   wall time per stage, ESS (flow and refined), dF per residue (refined / REMD data), clashes.
 
       .venv/bin/python benchmarks/molecules.py run data/ace-tyr-nme.pdb --budget 15m
+
+* ``reference``: each molecule's own reference dF per residue state dihedral
+  (:func:`boltzgen.cv.state_dihedrals`: phi, psi for proline), by well-tempered metadynamics
+  over all of them at once (up to three) with the bias then frozen and frames reweighted
+  exactly (:func:`boltzgen.metadynamics.metadynamics`); a row per seed (with the dF of each
+  half of the record) and a combined row (mean; error = max(stated, spread over seeds) /
+  sqrt(seeds)).
+
+      .venv/bin/python benchmarks/molecules.py reference data/peptides/*.pdb --seeds 1 2
 """
 
 from __future__ import annotations
@@ -188,6 +197,61 @@ def run_part(args) -> None:
         )
 
 
+def reference_part(args) -> None:
+    from boltzgen.cv import state_dihedrals
+    from boltzgen.metadynamics import metadynamics
+    from boltzgen.systems import System
+
+    a, b = (0.0, math.pi + 1e-4), (-math.pi - 1e-4, 0.0)
+    for pdb in args.pdbs:
+        system = System.from_pdb(pdb, solvent=args.solvent)
+        cvs = list(state_dihedrals(system).values())
+        per_seed: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cvs}
+        for seed in args.seeds:
+            r = metadynamics(
+                system,
+                cvs,
+                n_metadynamics_steps=args.metad_steps,
+                n_steps=args.production_steps,
+                seed=seed,
+                platform=args.platform,
+            )
+            n, free = len(r.bias), {}
+            for i, c in enumerate(cvs):
+                df, err = r.free_energy_difference(i, a, b)
+                halves = []
+                for h in (slice(0, n // 2), slice(n // 2, n)):
+                    w = np.exp(r.log_weights[h] - r.log_weights[h].max())
+                    v = r.cv[h, i]
+                    halves.append(float(np.log(w[v < 0].sum() / w[v >= 0].sum())))
+                free[c.name] = {"df_kT": df, "err_kT": err, "halves_kT": halves}
+                per_seed[c.name].append((df, err))
+            _emit(
+                {
+                    "part": "reference",
+                    "molecule": Path(pdb).name,
+                    "solvent": args.solvent,
+                    "seed": seed,
+                    "free_energies": free,
+                    "ess": r.ess,
+                    "n_frames": n,
+                    "wall_s": r.wall_time,
+                    "settings": r.settings,
+                }
+            )
+        combined = {}
+        for name, rows in per_seed.items():
+            dfs, errs = np.array([x[0] for x in rows]), np.array([x[1] for x in rows])
+            spread = float(np.std(dfs, ddof=1)) if len(dfs) > 1 else float("nan")
+            stated = float(np.sqrt(np.mean(errs**2)))
+            combined[name] = {
+                "df_kT": float(dfs.mean()),
+                "err_kT": max(stated, spread if np.isfinite(spread) else 0.0) / math.sqrt(len(dfs)),
+                "spread_kT": spread,
+            }
+        _emit({"part": "reference", "molecule": Path(pdb).name, "combined": combined})
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="part", required=True)
@@ -205,10 +269,17 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--solvent", default="vacuum")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", default=None)
+    f = sub.add_parser("reference")
+    f.add_argument("pdbs", nargs="+")
+    f.add_argument("--solvent", default="vacuum")
+    f.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    f.add_argument("--metad-steps", type=int, default=1_500_000)
+    f.add_argument("--production-steps", type=int, default=3_000_000)
+    f.add_argument("--platform", default="auto")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    (refine_part if args.part == "refine" else run_part)(args)
+    {"refine": refine_part, "run": run_part, "reference": reference_part}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Well-tempered metadynamics over one or two dihedrals, then sampling with the learned bias
+"""Well-tempered metadynamics over one to three dihedrals, then sampling with the learned bias
 frozen, reweighted exactly: a free-energy reference that converges in every biased dihedral.
 
 Why two phases: the bias of running metadynamics changes with time, so reweighting its frames
@@ -7,7 +7,9 @@ asymptotically right. Here metadynamics only *learns* a bias V(s) (well-tempered
 -(1 - 1/gamma) F(s) and flattens the barriers); the second phase runs plain Langevin MD with V
 fixed, which samples exp(-(U + V)/kT) exactly, so each frame's weight is exp(+V/kT) with no
 approximation. A poor V only costs efficiency (a lower effective sample size), never bias.
-Biasing (phi, psi) together equilibrates both, which 1-D umbrella windows along phi do not.
+Biasing (phi, psi) together equilibrates both, which 1-D umbrella windows along phi do not;
+for a peptide, biasing every residue's state dihedral (:func:`boltzgen.cv.state_dihedrals`)
+gives a reference in each of them.
 
 Uses OpenMM's ``openmm.app.Metadynamics`` (grid bias, well-tempered heights). Units at the
 boundary: nm, ps, K, kJ/mol, radians; free energies in kT.
@@ -46,11 +48,11 @@ ProgressFn = Callable[[int, int], None]
 class MetadynamicsResult:
     """Output of :func:`metadynamics` (frames of the fixed-bias phase only).
 
-    cv: (n, d) values of the biased dihedrals (rad); positions: (n, n_atoms, 3) nm float32;
+    cv: (n, d) values of the biased dihedrals (rad, d = 1..3); positions: (n, n_atoms, 3) nm float32;
     bias: (n,) frozen bias energy of each frame, kJ/mol; potential_energy: (n,) unbiased,
     kJ/mol; kT: kJ/mol; names: the dihedrals' names; metadynamics_fes: the learning phase's own
-    free-energy estimate -(gamma/(gamma-1)) V on OpenMM's grid (kT; shape (grid,) or
-    (grid_cv1, grid_cv0) as OpenMM stores it), a cross-check of the reweighted one;
+    free-energy estimate -(gamma/(gamma-1)) V on OpenMM's grid (kT; axes in reverse CV order,
+    as OpenMM stores it), a cross-check of the reweighted one;
     wall_time: s (both phases); settings: the arguments.
     """
 
@@ -104,13 +106,18 @@ class MetadynamicsResult:
         )
 
     def free_energy_surface(
-        self, bins: int = 60, n_bootstrap: int = 100, n_blocks: int = 40
+        self,
+        dims: Sequence[int] = (0, 1),
+        bins: int = 60,
+        n_bootstrap: int = 100,
+        n_blocks: int = 40,
     ) -> tuple[Any, np.ndarray, np.ndarray]:
-        """Unbiased F (kT, min 0) over the biased dihedrals on [-pi, pi]^d: (centers, F, F_err)
-        as :func:`boltzgen.analysis.free_energy_surface`."""
-        d = self.cv.shape[1]
-        cvs = self.cv if d == 2 else self.cv[:, 0]
-        rng = ((-math.pi, math.pi),) * d if d == 2 else (-math.pi, math.pi)
+        """Unbiased F (kT, min 0) over one or two of the biased dihedrals (``dims``, indices;
+        a single CV run uses its only one) on [-pi, pi]: (centers, F, F_err) as
+        :func:`boltzgen.analysis.free_energy_surface`."""
+        dims = [int(i) for i in dims if int(i) < self.cv.shape[1]] or [0]
+        cvs = self.cv[:, dims] if len(dims) == 2 else self.cv[:, dims[0]]
+        rng = ((-math.pi, math.pi),) * 2 if len(dims) == 2 else (-math.pi, math.pi)
         return free_energy_surface(
             cvs,
             cvs,
@@ -156,8 +163,9 @@ def metadynamics(
 
     Args:
         system: what to simulate (``temperature`` defaults to the system's).
-        cvs: one or two :class:`boltzgen.cv.Dihedral` (e.g. ``boltzgen.cv.dihedral(s, "phi")``
-            and ``"psi"``), biased on the periodic grid [-pi, pi).
+        cvs: one to three :class:`boltzgen.cv.Dihedral` (e.g. ``boltzgen.cv.dihedral(s,
+            "phi")`` and ``"psi"``), biased on a periodic grid over [-pi, pi) (90 points per
+            CV for one or two, 40 for three: the whole grid is re-uploaded at every deposit).
         n_metadynamics_steps: steps of the learning phase (bias deposited every
             ``deposit_interval`` steps; frames are not kept).
         n_steps: steps of the fixed-bias phase; a frame every ``report_interval`` steps.
@@ -173,8 +181,8 @@ def metadynamics(
     """
     t0 = time.perf_counter()
     cvs = list(cvs)
-    if len(cvs) not in (1, 2) or not all(isinstance(c, Dihedral) for c in cvs):
-        raise InputError("metadynamics biases one or two boltzgen.cv.Dihedral CVs")
+    if len(cvs) not in (1, 2, 3) or not all(isinstance(c, Dihedral) for c in cvs):
+        raise InputError("metadynamics biases one to three boltzgen.cv.Dihedral CVs")
     for c in cvs:
         if len(set(c.atoms)) != 4 or not all(0 <= a < system.n_atoms for a in c.atoms):
             raise InputError(f"dihedral {c.name} atoms {c.atoms} are not 4 distinct atoms")
@@ -190,10 +198,13 @@ def metadynamics(
 
     omm_system = openmm.XmlSerializer.deserialize(system.serialize_openmm())
     variables = []
+    grid = 90 if len(cvs) < 3 else 40
     for c in cvs:
         torsion = openmm.CustomTorsionForce("theta")
         torsion.addTorsion(*c.atoms, [])
-        variables.append(app.BiasVariable(torsion, -math.pi, math.pi, width, periodic=True))
+        variables.append(
+            app.BiasVariable(torsion, -math.pi, math.pi, width, periodic=True, gridWidth=grid)
+        )
     meta = app.Metadynamics(
         omm_system, variables, temperature * unit.kelvin, bias_factor, height, deposit_interval
     )

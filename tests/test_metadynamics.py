@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import boltzgen as bg
 from boltzgen.errors import InputError
 from boltzgen.metadynamics import metadynamics
 
+REPO = Path(__file__).resolve().parents[1]
 PHI_POS, PHI_NEG = (0.0, math.pi + 1e-4), (-math.pi - 1e-4, 0.0)
 
 
@@ -59,9 +62,29 @@ def test_reweighted_dF_matches_the_umbrella_reference(run):
 
 def test_bad_input_is_named(adp):
     phi = bg.cv.dihedral(adp, "phi")
-    with pytest.raises(InputError, match="one or two"):
-        metadynamics(adp, [phi, phi, phi])
+    with pytest.raises(InputError, match="one to three"):
+        metadynamics(adp, [phi, phi, phi, phi])
     with pytest.raises(InputError, match="report_interval"):
         metadynamics(adp, [phi], n_steps=10, report_interval=100)
     with pytest.raises(InputError, match="bias_factor"):
         metadynamics(adp, [phi], bias_factor=1.0)
+
+
+def test_cli_metad_defaults_to_state_dihedrals(tmp_path):
+    from typer.testing import CliRunner
+
+    from boltzgen.cli import app
+
+    pro = str(REPO / "data" / "peptides" / "ace-pro-nme.pdb")
+    out = tmp_path / "m.npz"
+    res = CliRunner().invoke(
+        app,
+        ["metad", "--pdb", pro, "--metad-steps", "2000", "--steps", "2000", "--interval",
+         "100", "--platform", "Reference", "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.output)
+    assert list(row["free_energies"]) == ["psi:2"] and row["n_frames"] == 20
+    assert np.load(out)["cv"].shape == (20, 1)
+    res = CliRunner().invoke(app, ["metad", "--cv", "phi:3"])
+    assert res.exit_code == 2 and "no phi dihedral" in res.output

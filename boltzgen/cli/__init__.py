@@ -58,6 +58,7 @@ from boltzgen.cli import enhanced as _enhanced  # noqa: E402
 
 app.command("remd")(_enhanced.remd_cmd)
 app.command("umbrella")(_enhanced.umbrella_cmd)
+app.command("metad")(_enhanced.metad_cmd)
 
 from boltzgen.cli.run import run_cmd  # noqa: E402
 

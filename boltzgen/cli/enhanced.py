@@ -1,4 +1,5 @@
-"""``boltzgen remd`` and ``boltzgen umbrella``: enhanced-sampling data and reference free energies."""
+"""``boltzgen remd``, ``umbrella`` and ``metad``: enhanced-sampling data and reference free
+energies."""
 
 from __future__ import annotations
 
@@ -130,3 +131,73 @@ def umbrella_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(json.dumps({"df_kT": df, "err_kT": err, "wall_s": r.wall_time, **r.settings}))
+
+
+def metad_cmd(
+    pdb: PdbOption = None,
+    forcefield: ForceFieldOption = DEFAULT_FORCEFIELD,  # noqa: B006
+    solvent: SolventOption = "vacuum",
+    temperature: Annotated[float, typer.Option(help="Temperature, K.")] = 300.0,
+    cv_names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cv",
+            help="Dihedral to bias (repeatable, one to three): 'phi:2', 'psi:3', ... Default: "
+            "every residue's state dihedral (phi; psi for proline) if there are at most three.",
+        ),
+    ] = None,
+    metad_steps: Annotated[int, typer.Option(help="Steps of bias learning.")] = 1_000_000,
+    steps: Annotated[int, typer.Option(help="Steps with the bias frozen (recorded).")] = 2_000_000,
+    interval: Annotated[int, typer.Option(help="Record a frame every this many steps.")] = 250,
+    bias_factor: Annotated[float, typer.Option(help="Well-tempered bias factor.")] = 6.0,
+    out: Annotated[
+        Path | None, typer.Option(help="npz with the CV values and log-weights per frame.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    platform: Annotated[str, typer.Option(help="OpenMM platform or 'auto'.")] = "auto",
+) -> None:
+    """Well-tempered metadynamics over one to three dihedrals, then sampling with the bias
+    frozen and exact reweighting; prints dF = F(CV >= 0) - F(CV < 0) per CV in kT as JSON."""
+    import numpy as np
+
+    from boltzgen import cv
+    from boltzgen.errors import BoltzgenError, InputError
+    from boltzgen.metadynamics import metadynamics
+
+    try:
+        system = system_from_options(pdb, forcefield, solvent, temperature)
+        if cv_names:
+            cvs = [cv.dihedral(system, n) for n in cv_names]
+        else:
+            cvs = list(cv.state_dihedrals(system).values())
+            if not 1 <= len(cvs) <= 3:
+                raise InputError(
+                    f"the molecule has {len(cvs)} backbone state dihedrals; name one to three "
+                    "with --cv"
+                )
+        r = metadynamics(
+            system,
+            cvs,
+            n_metadynamics_steps=metad_steps,
+            n_steps=steps,
+            report_interval=interval,
+            bias_factor=bias_factor,
+            seed=seed,
+            platform=platform,
+        )
+        a, b = (0.0, math.pi + 1e-4), (-math.pi - 1e-4, 0.0)
+        free = {}
+        for i, c in enumerate(cvs):
+            df, err = r.free_energy_difference(i, a, b)
+            free[c.name] = {"df_kT": df, "err_kT": err}
+    except (BoltzgenError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if out is not None:
+        np.savez_compressed(out, cv=r.cv, names=np.array(r.names), log_weight=r.log_weights)
+    typer.echo(
+        json.dumps(
+            {"free_energies": free, "ess": r.ess, "n_frames": len(r.bias), "wall_s": r.wall_time}
+            | r.settings
+        )
+    )
