@@ -13,7 +13,7 @@ import torch
 import boltzgen as bg
 from boltzgen import cg
 from boltzgen.constants import GAS_CONSTANT
-from boltzgen.errors import BoltzgenError, InputError
+from boltzgen.errors import BoltzgenError, InputError, ShapeError
 from boltzgen.paths import data_file
 
 torch.set_num_threads(1)
@@ -224,6 +224,24 @@ def test_teacher_forces_are_kT_grad_log_q(adp_mapping, adp_cg_frames, tmp_path):
     torch.testing.assert_close(loaded.log_prob(x), teacher.log_prob(x))
 
 
+def test_weighted_teacher_learns_the_reweighted_density(adp_mapping, adp_cg_frames):
+    # frames of a biased run come with weights; here the few frames with psi < 0 (alpha-R,
+    # 3 % of this set) weigh 20x the others (about 38 % of the weight), so a teacher that
+    # honours the weights puts several times the mass there of one trained unweighted
+    cgs = adp_mapping.cg_system()
+    psi = cgs.dihedrals(adp_cg_frames)[:, 1]
+    w = np.where(psi < 0, 1.0, 0.05)
+    fractions = []
+    for weights in (None, w):
+        torch.manual_seed(0)
+        t = cg.CGFlow.build(cgs, adp_cg_frames, n_layers=4, hidden=(32,), dtype="float64")
+        t.fit(adp_cg_frames, weights=weights, epochs=15, batch_size=128, seed=0)
+        with torch.no_grad():
+            x, _ = t.sample_positions(2000)
+        fractions.append(float((cgs.dihedrals(x.numpy())[:, 1] < 0).mean()))
+    assert fractions[0] < 0.2 and fractions[1] > 0.25 and fractions[1] > 3 * fractions[0], fractions
+
+
 # ---------------------------------------------------------------------- CG MD
 def test_cg_md_stays_finite_and_writes_mdtraj_files(adp_mapping, adp_cg_frames, tmp_path):
     cgs = adp_mapping.cg_system()
@@ -346,5 +364,7 @@ def test_pipeline_end_to_end(adp_md, adp_mapping, tmp_path):
     assert s2["method"] == "forces" and "teacher" not in s2 and s2["n_force_samples"] == 2000
     with pytest.raises(InputError, match="needs all-atom forces"):
         cg.run_pipeline(adp_md.trajectory[:50], adp_mapping, tmp_path / "x", cfg_f)
+    with pytest.raises(ShapeError, match="frame_weights"):
+        cg.run_pipeline(adp_md, adp_mapping, tmp_path / "x", cfg_f, frame_weights=np.ones(3))
     with pytest.raises(InputError, match="unknown CG config"):
         cg.run_pipeline(adp_md, adp_mapping, tmp_path / "x", {"epochz": 1})

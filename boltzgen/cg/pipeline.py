@@ -10,6 +10,14 @@
 
 then the CG force field is trained by :func:`~boltzgen.cg.forcefield.fit_forces`, simulated
 by batched Langevin MD and scored on the CG dihedrals against a reference. Files written to
+Frames sampled under a bias (e.g. :func:`boltzgen.metadynamics.metadynamics`, which reaches
+the rare basins) come with relative ``frame_weights`` exp(V/kT): the teacher flow is fitted by
+weighted likelihood (it must learn the unbiased density) and CG MD starts from frames drawn in
+proportion to them. Classical force matching uses the frames unweighted: when the bias acts
+on CG coordinates only (e.g. phi, psi of backbone beads), the conditional distribution of
+the atoms given the beads, hence the mean force the student learns, is unchanged.
+
+Files written to
 ``out_dir``: ``forcefield.pt``, ``teacher.pt`` (flow method), ``cg_traj.h5`` (all walkers
 concatenated, mdtraj HDF5 with the bead topology), ``metrics.json``, ``fes.png``,
 ``summary.json``. The returned summary is JSON-able: non-finite numbers (e.g. dF = inf when
@@ -176,10 +184,12 @@ def simulate_and_score(
     reference_dihedrals: np.ndarray,
     *,
     reference_weights: Any = None,
+    start_weights: Any = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Batched CG Langevin MD with ``ff`` (``cfg.n_walkers`` walkers started at random frames
-    of ``starts_from`` (N, n_beads, 3) nm, ``cfg.n_steps`` steps) and its scores against the
+    of ``starts_from`` (N, n_beads, 3) nm, drawn in proportion to ``start_weights`` (N,) if
+    given; ``cfg.n_steps`` steps) and its scores against the
     reference CG dihedrals (N, 2) rad. Writes ``cg_traj.h5``, ``metrics.json`` and ``fes.png``
     into ``out``; returns {"md", "metrics", "files"} (JSON-able)."""
     report = progress or (lambda _f, _m: None)
@@ -187,7 +197,8 @@ def simulate_and_score(
     out.mkdir(parents=True, exist_ok=True)
     report(0.0, "CG Langevin MD")
     rng = np.random.default_rng(cfg.seed)
-    starts = starts_from[rng.integers(0, len(starts_from), cfg.n_walkers)]
+    p = None if start_weights is None else np.asarray(start_weights, float) / np.sum(start_weights)
+    starts = starts_from[rng.choice(len(starts_from), cfg.n_walkers, p=p)]
     t0 = time.perf_counter()
     traj = simulate_cg(
         ff,
@@ -293,6 +304,7 @@ def run_pipeline(
     config: CGConfig | dict[str, Any] | None = None,
     *,
     forces: Any = None,
+    frame_weights: Any = None,
     reference: Any = None,
     reference_weights: Any = None,
     progress: Progress | None = None,
@@ -306,6 +318,8 @@ def run_pipeline(
         config: :class:`CGConfig` or a dict of its fields.
         forces: all-atom forces (N, n_atoms, 3) kJ/mol/nm (method "forces" only; overrides
             the forces read from ``frames``).
+        frame_weights: (N,) relative weights >= 0 of biased frames (e.g. ``exp(log_weights)``
+            of a metadynamics run); see the module docstring.
         reference: frames (same kinds as ``frames``) or (N, 2) CG dihedral values (radians)
             for the scores; default the training frames. ``reference_weights`` (N,) optional.
         progress: ``progress(fraction, message)``.
@@ -320,18 +334,27 @@ def run_pipeline(
     x_aa, f_aa = load_frames(frames)
     if forces is not None:
         f_aa = np.asarray(forces)
+    w_aa = None
+    if frame_weights is not None:
+        w_aa = np.asarray(frame_weights, dtype=np.float64)
+        if w_aa.shape != (len(x_aa),):
+            raise ShapeError(f"frame_weights must be ({len(x_aa)},), got {w_aa.shape}")
+        if not np.isfinite(w_aa).all() or (w_aa < 0).any() or w_aa.sum() <= 0:
+            raise InputError("frame_weights must be finite, >= 0 and not all zero")
     if x_aa.ndim != 3 or x_aa.shape[1] != mapping.n_atoms:
         raise ShapeError(f"frames must be (N, {mapping.n_atoms}, 3) nm, got {x_aa.shape}")
     if cfg.max_frames is not None and len(x_aa) > cfg.max_frames:
         sel = np.linspace(0, len(x_aa) - 1, int(cfg.max_frames)).round().astype(int)
         x_aa = x_aa[sel]
         f_aa = None if f_aa is None else f_aa[sel]
+        w_aa = None if w_aa is None else w_aa[sel]
     cg = mapping.cg_system()
     x_cg = np.asarray(mapping.map_positions(x_aa), dtype=np.float32)
     summary: dict[str, Any] = {
         "method": cfg.method,
         "config": asdict(cfg),
         "n_frames": int(len(x_cg)),
+        "frame_ess": None if w_aa is None else float(w_aa.sum() ** 2 / (w_aa**2).sum()),
         "n_beads": cg.n_beads,
         "bead_atoms": mapping.atoms.tolist(),
         "temperature_K": cg.temperature,
@@ -358,6 +381,7 @@ def run_pipeline(
 
         hist = teacher.fit(
             x_cg,
+            weights=w_aa,
             epochs=_epochs(
                 cfg.teacher_epochs, cfg.teacher_steps, len(x_cg), cfg.teacher_batch_size, 0.1
             ),
@@ -436,6 +460,7 @@ def run_pipeline(
         out,
         ref_d,
         reference_weights=reference_weights,
+        start_weights=w_aa,
         progress=lambda f, m: report(0.75 + 0.25 * f, m),
     )
     summary["md"], summary["metrics"] = scored["md"], scored["metrics"]

@@ -138,14 +138,18 @@ class CGFlow(nn.Module):
         return x, log_q_u - logdet_inv
 
     # ------------------------------------------------------------------ training
-    def fit(self, positions: Any, **options) -> dict:
+    def fit(self, positions: Any, weights: Any = None, **options) -> dict:
         """Maximum likelihood on bead positions (N, n_beads, 3) nm with
         :func:`boltzgen.generator.training.fit` (options: epochs, batch_size, lr, val_fraction,
-        patience, lr_schedule, callbacks, time_limit, seed, ...)."""
+        patience, lr_schedule, callbacks, time_limit, seed, ...). ``weights`` (N,) >= 0:
+        relative frame weights (e.g. exp(V/kT) of frames sampled under a bias V), so the flow
+        learns the unbiased density; minibatches are drawn in proportion to them."""
+        from boltzgen.generator.data import TrainingData
         from boltzgen.generator.training import fit
 
         x = _positions(positions, self.system.n_beads)
-        return fit(self, x, loss="nll", **options)
+        data = x if weights is None else TrainingData(x, weights=np.asarray(weights))
+        return fit(self, data, loss="nll", **options)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
