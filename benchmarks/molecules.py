@@ -163,6 +163,7 @@ def run_part(args) -> None:
             "budget_minutes": parse_duration(args.budget) / 60,
             "solvent": args.solvent,
             "seed": args.seed,
+            "sampler": args.sampler,
         }
         t0 = time.perf_counter()
         s = run_pipeline(pdb, out, cfg)
@@ -183,14 +184,18 @@ def run_part(args) -> None:
                     k: {
                         "df_kT": v["df_kT"],
                         "err_kT": v["err_kT"],
-                        "df_remd_kT": v["df_remd_kT"],
-                        "err_remd_kT": v["err_remd_kT"],
+                        "df_data_kT": v["df_data_kT"],
+                        "err_data_kT": v["err_data_kT"],
                     }
                     for k, v in s["free_energies"].items()
                 },
                 "clash_fraction": s["clash_fraction"],
-                "remd_ns_per_replica": s["remd"].get("simulated_ns_per_replica"),
-                "n_replicas": s["remd"]["ladder"]["n_replicas"],
+                "sampler": s["data"]["sampler"],
+                "data": {
+                    k: s["data"].get(k)
+                    for k in ("simulated_ns_per_replica", "simulated_ns", "n_frames", "ess")
+                },
+                "n_replicas": s["data"].get("ladder", {}).get("n_replicas"),
                 "flow": {k: s["flow"].get(k) for k in ("n_layers", "hidden", "epochs_run")},
                 "out": str(out),
             }
@@ -268,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--budget", default="60m")
     m.add_argument("--solvent", default="vacuum")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--sampler", default="auto", choices=["auto", "remd", "metad"])
     m.add_argument("--out", default=None)
     f = sub.add_parser("reference")
     f.add_argument("pdbs", nargs="+")

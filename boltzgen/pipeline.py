@@ -3,10 +3,13 @@
 The stages, each within its share of one wall-clock budget (printed up front by the CLI):
 
 1. **system**: :meth:`boltzgen.systems.System.from_pdb` (force field, solvent, temperature).
-2. **data**: temperature replica exchange (:func:`boltzgen.enhanced.replica_exchange`) on a
-   ladder chosen from the molecule's size (:func:`temperature_ladder`); the number of steps is
-   calibrated by timing a short run so the production run fills the data budget
-   (:func:`calibrate_remd`). The target-temperature replica is the training set.
+2. **data** (:func:`data_sampler` picks the method): for up to three residue state dihedrals,
+   well-tempered metadynamics over them with the bias then frozen
+   (:func:`boltzgen.metadynamics.metadynamics`; frames weighted exactly by exp(V/kT));
+   otherwise temperature replica exchange (:func:`boltzgen.enhanced.replica_exchange`) on a
+   ladder chosen from the molecule's size (:func:`temperature_ladder`), whose
+   target-temperature replica is the training set. The number of steps is calibrated by
+   timing a short run so the data fill their budget (:func:`calibrate_remd`).
 3. **training**: frames balanced over the backbone dihedral states of every residue
    (:func:`backbone_state_labels`, :func:`pattern_weights`); a flow sized from the molecule's
    dimension (:func:`flow_size`), trained by likelihood until the training budget is spent.
@@ -114,6 +117,13 @@ class PipelineConfig(BaseModel):
     )
     min_state_frames: int = Field(
         5, ge=1, description="frames a backbone state needs to count as populated"
+    )
+    sampler: Literal["auto", "remd", "metad"] = Field(
+        "auto",
+        description="training data: 'remd' (temperature replica exchange), 'metad' "
+        "(well-tempered metadynamics over every residue's state dihedral, then sampling with "
+        "the bias frozen: exact weights, many more rare-basin frames per core-second); "
+        "'auto': metad for one to three state dihedrals, else remd",
     )
     t_max: float | None = Field(
         None, gt=0.0, le=3000.0, description="top of the REMD ladder, K (default 2 x T)"
@@ -329,7 +339,10 @@ def backbone_state_labels(system, positions: np.ndarray) -> tuple[np.ndarray, li
 
 
 def pattern_weights(
-    labels: Sequence[Any], min_share: float = 0.05, min_frames: int = 5
+    labels: Sequence[Any],
+    min_share: float = 0.05,
+    min_frames: int = 5,
+    frame_weights: Any = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Frame weights (N,) (mean 1) that give every populated state at least ``min_share`` of
     the total weight.
@@ -342,7 +355,9 @@ def pattern_weights(
     populated states cannot all get ``min_share``, they share their total mass equally.
     Within a state every frame keeps the same weight, so the data's distribution inside each
     state is unchanged (as :func:`boltzgen.generator.data.state_weights`, which fixes the
-    share of given CV intervals instead).
+    share of given CV intervals instead). ``frame_weights`` (N,) >= 0, for frames of a biased
+    run (exp(V/kT)): the data shares are the weighted ones and, inside a state, frames keep
+    weights in proportion to them.
 
     Returns: (weights, table) with one row per state: ``state``, ``n_frames``, ``data_share``,
     ``weight_share``, ``populated``, sorted by decreasing frame count.
@@ -354,7 +369,11 @@ def pattern_weights(
         raise InputError(f"min_share must be in [0, 1), got {min_share}")
     n = len(lab)
     states, inverse, counts = np.unique(lab.astype(str), return_inverse=True, return_counts=True)
-    natural = counts / n
+    fw = np.ones(n) if frame_weights is None else np.asarray(frame_weights, dtype=np.float64)
+    if fw.shape != (n,) or not np.isfinite(fw).all() or (fw < 0).any() or fw.sum() <= 0:
+        raise InputError(f"frame_weights must be ({n},) finite, >= 0 and not all zero")
+    in_state = np.bincount(inverse, weights=fw, minlength=len(states))
+    natural = in_state / fw.sum()
     populated = counts >= int(min_frames)
     target = natural.copy()
     mass = natural[populated].sum()
@@ -373,7 +392,9 @@ def pattern_weights(
                 target[list(low)] = min_share
                 break
             low |= new_low
-    weights = (target / counts)[inverse] * n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_weight = np.where(in_state > 0, target / in_state, 0.0)
+    weights = per_weight[inverse] * fw * n
     order = np.argsort(-counts, kind="stable")
     table = [
         {
@@ -625,6 +646,7 @@ _DATA_FIELDS = (
     "budget_minutes",
     "data_share",
     "seed",
+    "sampler",
     "t_max",
     "target_acceptance",
     "max_replicas",
@@ -646,7 +668,120 @@ _TRAIN_FIELDS = (
 _SAMPLE_FIELDS = ("n_samples", "sample_share", "refine", "refine_steps")
 
 
+def data_sampler(system, sampler: str = "auto") -> str:
+    """The training-data method for ``system``: ``sampler`` unless "auto", which picks
+    metadynamics when the molecule has one to three state dihedrals
+    (:func:`boltzgen.cv.state_dihedrals`; its grid bias handles at most three) and replica
+    exchange otherwise. Evidence (benchmarks/RESULTS.md): on ADP in OBC2, metadynamics with a
+    frozen bias crossed phi ~350 times in 1,070 core-s, 5-replica REMD 22 times in 2,684."""
+    from boltzgen.cv import state_dihedrals
+
+    if sampler != "auto":
+        return sampler
+    return "metad" if 1 <= len(state_dihedrals(system)) <= 3 else "remd"
+
+
 def _data_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, clock) -> dict:
+    if data_sampler(system, config.sampler) == "metad":
+        return _metad_stage(system, config, split, ckpt, stages, fp, clock)
+    return _remd_stage(system, config, split, ckpt, stages, fp, clock)
+
+
+def _metad_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, clock) -> dict:
+    """Metadynamics over the state dihedrals (30 % of the steps learn the bias, 70 % sample
+    with it frozen), frames with their exact log-weights V/kT to ``metad.npz``."""
+    from boltzgen.cv import state_dihedrals
+    from boltzgen.metadynamics import metadynamics
+
+    done = stages.done("data", fp, ["metad.npz"])
+    if done is not None:
+        clock("data", 1.0, "metadynamics data from the checkpoint")
+        return {**done, "resumed": True}
+    stages.start("data", fp)
+    t0 = time.perf_counter()
+    budget = split["data"]["seconds"]
+    cvs = list(state_dihedrals(system).values())
+    clock("data", 0.0, "calibrating MD speed")
+    cal = calibrate_remd(
+        system,
+        np.array([system.temperature]),
+        seconds=min(3.0, max(0.5, 0.03 * budget)),
+        timestep=config.timestep,
+        platform=config.platform,
+        seed=config.seed,
+    )
+    left = budget - (time.perf_counter() - t0) - cal["setup_seconds"]
+    # 0.85: the bias deposits and frame reads cost ~10 % over plain MD
+    total = int(0.85 * max(left, 0.0) * cal["steps_per_second"])
+    n_learn = int(0.3 * total) // 500 * 500
+    report = max(50, math.ceil((total - n_learn) / 20_000 / 50) * 50)
+    n_prod = (total - n_learn) // report * report
+    if n_prod < 20 * report or n_learn < 500:
+        need = (40 * report + 1000) / cal["steps_per_second"] + cal["setup_seconds"]
+        raise InputError(
+            f"the data budget ({budget:.0f} s) is too small for {system.n_atoms} atoms: MD runs "
+            f"{cal['steps_per_second']:.0f} steps/s, metadynamics needs about {need:.0f} s; "
+            "raise the budget or data_share"
+        )
+    names = ", ".join(c.name for c in cvs)
+    clock("data", 0.02, f"metadynamics over {names}")
+
+    def report_progress(done: int, tot: int) -> None:
+        clock("data", 0.02 + 0.98 * done / max(tot, 1), f"metadynamics {done:,}/{tot:,} steps")
+
+    r = metadynamics(
+        system,
+        cvs,
+        n_metadynamics_steps=n_learn,
+        n_steps=n_prod,
+        report_interval=report,
+        timestep=config.timestep,
+        seed=config.seed,
+        platform=config.platform,
+        progress=report_progress,
+    )
+    part = ckpt / "metad.part.npz"
+    with open(part, "wb") as fh:
+        np.savez(fh, positions=r.positions, log_weight=r.log_weights, cv=r.cv)
+    os.replace(part, ckpt / "metad.npz")
+    crossings = {
+        c.name: int((np.diff(np.signbit(r.cv[:, i]).astype(np.int8)) != 0).sum())
+        for i, c in enumerate(cvs)
+    }
+    result = {
+        "sampler": "metad",
+        "file": "metad.npz",
+        "dihedrals": [c.name for c in cvs],
+        "n_learning_steps": n_learn,
+        "n_steps": n_prod,
+        "report_interval_steps": report,
+        "simulated_ns": (n_learn + n_prod) * config.timestep / 1000.0,
+        "n_frames": int(len(r.bias)),
+        "ess": float(r.ess),
+        "sign_changes": crossings,
+        "bias_factor": r.settings["bias_factor"],
+        "calibration": cal,
+        "platform": r.settings.get("platform"),
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    stages.save("data", fp, result)
+    clock("data", 1.0, f"{result['n_frames']} frames, ESS {100 * result['ess']:.0f} %")
+    return {**result, "resumed": False}
+
+
+def load_stage_data(ckpt: Path, data_rec: dict) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """(positions (N, n_atoms, 3) nm, forces or None, log-weights (N,) or None for unbiased
+    frames) of the data stage's file."""
+    from boltzgen.md import load_md
+
+    if data_rec.get("sampler") == "metad":
+        with np.load(ckpt / data_rec["file"]) as d:
+            return np.asarray(d["positions"]), None, np.asarray(d["log_weight"], dtype=np.float64)
+    md = load_md(ckpt / data_rec.get("file", "remd.h5"))
+    return np.asarray(md.trajectory.xyz), md.forces, None
+
+
+def _remd_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, clock) -> dict:
     from boltzgen.enhanced import replica_exchange
 
     done = stages.done("data", fp, ["remd.h5"])
@@ -707,6 +842,7 @@ def _data_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, clo
     os.replace(part, ckpt / "remd.h5")
     walkers = np.unique(r.replica_of_frame)
     result = {
+        "sampler": "remd",
         "file": "remd.h5",
         "temperatures_K": r.temperatures.tolist(),
         "ladder": ladder,
@@ -786,7 +922,7 @@ def _plan_samples(config, split, system, rates) -> dict[str, Any]:
 
 
 def _train_stage(
-    system, energy, config, split, ckpt, stages, fp, clock, positions, forces, wall_before
+    system, energy, config, split, ckpt, stages, fp, clock, positions, forces, log_w, wall_before
 ):
     import torch
 
@@ -796,7 +932,10 @@ def _train_stage(
     from boltzgen.generator.workflow import train_model
 
     labels, state_names = backbone_state_labels(system, positions)
-    weights, table = pattern_weights(labels, config.min_state_share, config.min_state_frames)
+    frame_w = None if log_w is None else np.exp(log_w - np.max(log_w))
+    weights, table = pattern_weights(
+        labels, config.min_state_share, config.min_state_frames, frame_weights=frame_w
+    )
     dim = 3 * system.n_atoms - 6
     rule = flow_size(dim)
     arch = FlowConfig(
@@ -1224,7 +1363,7 @@ def _plot_ess_curve(curve: dict[str, list], path: Path) -> Path:
 
 
 def _analysis(
-    system, samples, data_positions, config, out: Path, clock
+    system, samples, data_positions, data_lw, config, out: Path, clock
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """dF per residue, FES per backbone dihedral, Ramachandran per residue, weights, ESS."""
     from boltzgen import plots
@@ -1244,6 +1383,7 @@ def _analysis(
     names = list(dihedrals)
     state_names = backbone_state_labels(system, data_positions[:1])[1]
     wanted = resolve_cvs(system, config.cvs)
+    data_label = "REMD data" if data_lw is None else "metadynamics data (reweighted)"
 
     def profile(x, values, **kw):  # 1-D FES on the circle with bootstrap errors
         bootstrap = min(100, config.n_bootstrap)
@@ -1265,7 +1405,7 @@ def _analysis(
         curves = {}
         if usable:
             curves["flow (reweighted)"] = profile(samples, v)
-        curves["REMD data"] = profile(data_positions, vd, block_size=block)
+        curves[data_label] = profile(data_positions, vd, block_size=block, log_weights=data_lw)
         path = plot_dir / f"fes_{name.replace(':', '_')}.png"
         plots.free_energy_profile(curves, path, xlabel=f"{name} / rad")
         figs["fes"][name] = str(path.relative_to(out))
@@ -1273,7 +1413,7 @@ def _analysis(
         psi = dihedrals.get(f"psi:{residue}") if angle == "phi" else None
         if psi is not None:
             panels = {
-                "REMD data": (vd, psi(data_positions), None),
+                data_label: (vd, psi(data_positions), data_lw),
                 "flow (unweighted)": (v, psi(samples.positions), None),
             }
             if usable:
@@ -1303,11 +1443,17 @@ def _analysis(
         else:
             row.update(df_kT=None, err_kT=None)
         df_d, err_d = free_energy_difference(
-            data_positions, vd, a, b, n_bootstrap=config.n_bootstrap, block_size=block
+            data_positions,
+            vd,
+            a,
+            b,
+            n_bootstrap=config.n_bootstrap,
+            block_size=block,
+            log_weights=data_lw,
         )
         row.update(
-            df_remd_kT=df_d,
-            err_remd_kT=err_d,
+            df_data_kT=df_d,
+            err_data_kT=err_d,
             data_fraction_positive=float(np.mean(vd >= 0)),
         )
         if usable:
@@ -1345,6 +1491,43 @@ def _refine_line(r: dict[str, Any]) -> str:
     )
 
 
+def _data_section(d: dict[str, Any]) -> list[str]:
+    """The report's paragraph on how the training data were made."""
+    if d.get("sampler") == "metad":
+        crossings = ", ".join(f"{k}: {v}" for k, v in d["sign_changes"].items())
+        return [
+            "",
+            "## Training data: metadynamics with a frozen bias",
+            "",
+            f"Well-tempered metadynamics over {', '.join(d['dihedrals'])} (bias factor "
+            f"{d['bias_factor']:g}) learned a bias for {d['n_learning_steps']:,} steps, then "
+            f"{d['n_steps']:,} steps were sampled with it frozen ({d['simulated_ns']:.2f} ns in "
+            f"all, calibrated at {d['calibration']['steps_per_second']:,.0f} steps/s): "
+            f"{d['n_frames']:,} frames, each weighted exactly by exp(V/kT) (ESS of the weights "
+            f"{100 * d['ess']:.0f} %); sign changes along the record: {crossings}.",
+            "",
+        ]
+    lad = d["ladder"]
+    acc = ", ".join(_fmt(x) for x in d["acceptance"])
+    return [
+        "",
+        "## Training data: temperature replica exchange",
+        "",
+        f"{lad['n_replicas']} replicas, geometric {lad['t_min_K']:.0f}-{lad['t_max_K']:.0f} K "
+        f"(dof {lad['dof']}, neighbour ratio {lad['neighbour_ratio']:.3f}; predicted "
+        f"acceptance {lad['predicted_acceptance']:.2f} for a target of "
+        f"{lad['target_acceptance']:.2f}). Measured neighbour acceptance: {acc} "
+        f"(mean {_fmt(d['mean_acceptance'])}).",
+        "",
+        f"{d['n_steps_per_replica']:,} production steps per replica after "
+        f"{d['n_equilibration_steps']:,} equilibration steps "
+        f"({d['simulated_ns_per_replica']:.2f} ns per replica, calibrated at "
+        f"{d['calibration']['steps_per_second']:,.0f} steps/s); {d['n_frames']:,} frames of "
+        f"the {lad['t_min_K']:.0f} K replica, visited by {d['walkers_at_target']} walkers.",
+        "",
+    ]
+
+
 def _report(summary: dict[str, Any], figs: dict[str, Any]) -> str:
     s = summary
     mol = s["system"]
@@ -1375,25 +1558,8 @@ def _report(summary: dict[str, Any], figs: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append("The system build is counted in the analysis share (the rest of the budget).")
-    d = s["remd"]
-    lad = d["ladder"]
-    acc = ", ".join(_fmt(x) for x in d["acceptance"])
+    lines += _data_section(s["data"])
     lines += [
-        "",
-        "## Training data: temperature replica exchange",
-        "",
-        f"{lad['n_replicas']} replicas, geometric {lad['t_min_K']:.0f}-{lad['t_max_K']:.0f} K "
-        f"(dof {lad['dof']}, neighbour ratio {lad['neighbour_ratio']:.3f}; predicted "
-        f"acceptance {lad['predicted_acceptance']:.2f} for a target of "
-        f"{lad['target_acceptance']:.2f}). Measured neighbour acceptance: {acc} "
-        f"(mean {_fmt(d['mean_acceptance'])}).",
-        "",
-        f"{d['n_steps_per_replica']:,} production steps per replica after "
-        f"{d['n_equilibration_steps']:,} equilibration steps "
-        f"({d['simulated_ns_per_replica']:.2f} ns per replica, calibrated at "
-        f"{d['calibration']['steps_per_second']:,.0f} steps/s); {d['n_frames']:,} frames of "
-        f"the {lad['t_min_K']:.0f} K replica, visited by {d['walkers_at_target']} walkers.",
-        "",
         "Frames are balanced over the sign patterns of every residue's state dihedral "
         f"({', '.join(s['balance']['dihedrals']) or 'no backbone'}; phi, psi for proline; "
         "+ is angle >= 0); every populated "
@@ -1455,17 +1621,18 @@ def _report(summary: dict[str, Any], figs: dict[str, Any]) -> str:
         "",
         "dF = F(CV >= 0) - F(CV < 0) in kT. Refined: from the log Z of the refinement's "
         "strata (one SMC run per backbone state; error from the islands' spread and the "
-        "proposal masses); otherwise the flow samples reweighted (bootstrap error). REMD: "
-        "the target replica alone (block-bootstrap error).",
+        "proposal masses); otherwise the flow samples reweighted (bootstrap error). Data: "
+        "the training frames alone (REMD: the target replica; metadynamics: reweighted by "
+        "exp(V/kT); block-bootstrap error).",
         "",
-        "| CV | dF / kT | method | dF REMD data / kT | CV >= 0 in data |",
+        "| CV | dF / kT | method | dF data / kT | CV >= 0 in data (frames) |",
         "|---|---|---|---|---|",
     ]
     for name, row in s["free_energies"].items():
         lines.append(
             f"| {name} | {_fmt(row['df_kT'])} +- {_fmt(row['err_kT'])} | "
             f"{row.get('method', '-')} | "
-            f"{_fmt(row['df_remd_kT'])} +- {_fmt(row['err_remd_kT'])} | "
+            f"{_fmt(row['df_data_kT'])} +- {_fmt(row['err_data_kT'])} | "
             f"{row['data_fraction_positive']:.4f} |"
         )
     if not s["free_energies"]:
@@ -1501,16 +1668,15 @@ def run_pipeline(
         config: :class:`PipelineConfig` or a dict of its fields.
         progress: ``progress(fraction, message)`` overall (stages weighted by their budget
             shares); messages start with the stage name.
-        checkpoint_dir: stage records and files (``remd.h5``, ``train.pt``,
+        checkpoint_dir: stage records and files (``remd.h5`` or ``metad.npz``, ``train.pt``,
             ``training/model.pt``, ``samples.h5``); default ``out_dir/checkpoint``. Finished
             stages with the same inputs are skipped on a rerun.
         stage_progress: ``stage_progress(stage, fraction_of_stage, message)`` (the CLI's bars).
 
     Returns: the summary (also ``summary.json``): ESS, dF per residue with errors, clash
-    fraction, wall time per stage, budget split, REMD acceptance, flow size, files.
+    fraction, wall time per stage, budget split, data (REMD acceptance or metadynamics
+    weights), flow size, files.
     """
-    from boltzgen.md import load_md
-
     t_start = time.perf_counter()
     config = _make(config)
     out = Path(out_dir)
@@ -1537,9 +1703,8 @@ def run_pipeline(
     t0 = time.perf_counter()
     data_rec = _data_stage(system, config, split, ckpt, stages, fp_data, clock)
     wall["data"] = time.perf_counter() - t0
-    md = load_md(ckpt / "remd.h5")
-    positions = np.asarray(md.trajectory.xyz)
-    if data_rec["min_acceptance"] is not None and data_rec["min_acceptance"] < 0.1:
+    positions, data_forces, data_lw = load_stage_data(ckpt, data_rec)
+    if (data_rec.get("min_acceptance") or 1.0) < 0.1:
         notes.append(
             f"REMD neighbour acceptance as low as {data_rec['min_acceptance']:.2f}: the replicas "
             "mix poorly; lower t_max or raise target_acceptance"
@@ -1559,7 +1724,8 @@ def run_pipeline(
         fp_train,
         clock,
         positions,
-        md.forces,
+        data_forces,
+        data_lw,
         data_rec.get("wall_time_s", wall["data"]) + wall["system"],
     )
     wall["training"] = time.perf_counter() - t0
@@ -1581,7 +1747,7 @@ def run_pipeline(
     t0 = time.perf_counter()
     clock("analysis", 0.0, "clash check")
     clash = clash_fraction(final if refined is None else flow_samples, system.topology)
-    results, figs = _analysis(system, final, positions, config, out, clock)
+    results, figs = _analysis(system, final, positions, data_lw, config, out, clock)
     clock("analysis", 0.9, "writing files")
     final.save(out / "samples.h5")
     if refined is not None:
@@ -1594,16 +1760,16 @@ def run_pipeline(
     if not ess > 0.001:
         notes.append(
             f"ESS {100 * ess:.3f} %: the weighted estimates rest on very few samples; "
-            "raise the budget (longer REMD and training)"
+            "raise the budget (longer sampling and training)"
         )
     for name, row in results["free_energies"].items():
-        df, err, dd, de = (row.get(k) for k in ("df_kT", "err_kT", "df_remd_kT", "err_remd_kT"))
+        df, err, dd, de = (row.get(k) for k in ("df_kT", "err_kT", "df_data_kT", "err_data_kT"))
         finite = all(isinstance(v, float) and math.isfinite(v) for v in (df, err, dd, de))
         if finite and abs(df - dd) > 2.0 * math.hypot(err, de):
             notes.append(
-                f"dF {name}: the samples give {df:.2f} +- {err:.2f} kT but the REMD data "
-                f"{dd:.2f} +- {de:.2f}: more than 2 sigma apart. Either the flow misses "
-                "part of a state (its error bar cannot see that) or the REMD is not "
+                f"dF {name}: the samples give {df:.2f} +- {err:.2f} kT but the training "
+                f"data {dd:.2f} +- {de:.2f}: more than 2 sigma apart. Either the flow misses "
+                "part of a state (its error bar cannot see that) or the data are not "
                 "converged; raise the budget"
             )
     if clash["clash_fraction"] > 0.1:
@@ -1632,7 +1798,7 @@ def run_pipeline(
         "free_energies": results["free_energies"],
         "clash_fraction": clash["clash_fraction"],
         "clash": clash,
-        "remd": {k: v for k, v in data_rec.items() if k not in ("resumed",)},
+        "data": {k: v for k, v in data_rec.items() if k not in ("resumed",)},
         "balance": balance,
         "flow": {k: v for k, v in train_rec.items() if k != "resumed"},
         "sampling": {**{k: v for k, v in sample_rec.items() if k != "resumed"}, "plan": plan},

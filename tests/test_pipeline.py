@@ -21,6 +21,7 @@ from boltzgen.pipeline import (
     backbone_state_labels,
     budget_split,
     parse_duration,
+    pattern_weights,
     resolve_cvs,
     run_pipeline,
     strata_free_energy,
@@ -86,6 +87,28 @@ def test_stratified_allocation_is_equal_where_draws_allow():
     ]
 
 
+def test_pattern_weights_raise_rare_states_and_honour_frame_weights():
+    labels = np.array(["-"] * 97 + ["+"] * 3 + ["x"] * 2)  # "x": too few frames to boost
+    w, table = pattern_weights(labels, min_share=0.05, min_frames=3)
+    share = {r["state"]: r["weight_share"] for r in table}
+    assert w.mean() == pytest.approx(1.0)
+    assert share["+"] == pytest.approx(0.05) and share["x"] == pytest.approx(2 / 102)
+    assert np.ptp(w[:97]) == 0  # equal weights inside a state
+    # frames of a biased run: shares are the weighted ones, and inside a state the weights
+    # follow the frame weights
+    fw = np.ones(102)
+    fw[:97] = np.linspace(1.0, 3.0, 97)
+    fw[97:100] = 0.01  # "+" holds 3 frames but almost no Boltzmann weight
+    w2, table2 = pattern_weights(labels, min_share=0.0, min_frames=3, frame_weights=fw)
+    np.testing.assert_allclose(w2 / w2.sum(), fw / fw.sum())
+    w3, table3 = pattern_weights(labels, min_share=0.05, min_frames=3, frame_weights=fw)
+    share3 = {r["state"]: r["weight_share"] for r in table3}
+    assert share3["+"] == pytest.approx(0.05)
+    np.testing.assert_allclose(w3[:97] / w3[0], fw[:97] / fw[0])
+    with pytest.raises(InputError, match="frame_weights"):
+        pattern_weights(labels, frame_weights=np.ones(5))
+
+
 def test_strata_free_energy_combines_strata():
     # two residues; Z of each sign pattern known; dF of residue 0 = -log(Z_+. / Z_-.)
     z = {"++": 0.01, "+-": 0.03, "-+": 0.2, "--": 0.76}
@@ -131,7 +154,11 @@ def test_tiny_pipeline_writes_readable_results(tiny_run):
     assert ref["status"] == "done" and ref["n_energy_evals"] > ref["n_samples"]
     assert {r["label"] for r in ref["strata"]} <= {"+", "-"}
     row = s["free_energies"]["phi:2"]
-    assert row["residue"] == 2 and "df_remd_kT" in row  # None when REMD never left phi < 0
+    assert row["residue"] == 2 and "df_data_kT" in row  # None when the data never left phi < 0
+    # ADP has one state dihedral: the data came from metadynamics, weighted
+    assert s["data"]["sampler"] == "metad" and s["data"]["dihedrals"] == ["phi:2"]
+    assert 0.0 < s["data"]["ess"] <= 1.0 and s["data"]["sign_changes"]["phi:2"] > 0
+    assert "metadynamics with a frozen bias" in report
     assert 0.0 <= s["clash_fraction"] <= 1.0
     assert set(s["wall_time_s"]) >= {"data", "training", "sampling", "analysis", "total"}
 
@@ -159,7 +186,7 @@ def test_pipeline_job_through_the_service(tmp_path):
 
     settings = settings_for(tmp_path, executor="local", workers=1)
     with LiveServer(settings) as srv, Client(srv.url, api_key=ADMIN) as client:
-        job = client.run(ADP, wait=True, timeout=600, **TINY)
+        job = client.run(ADP, wait=True, timeout=600, **{**TINY, "sampler": "remd"})
         assert job.status == "succeeded", job
         names = {a.name for a in client.artifacts(job.id)}
         assert {"report.md", "summary.json", "model.pt", "samples.h5"} <= names
@@ -170,6 +197,7 @@ def test_pipeline_job_through_the_service(tmp_path):
             client.download(client.artifact(job.id, "summary.json"), tmp_path).read_text()
         )
         assert summary["free_energies"]["phi:2"]["residue"] == 2
+        assert summary["data"]["sampler"] == "remd" and summary["data"]["walkers_at_target"] >= 1
         assert job.result.get("model_id") or client.list_models().items
         t = client.load_trajectory(job.id, "samples.h5")
         assert t.n_atoms == 22

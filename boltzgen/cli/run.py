@@ -35,7 +35,8 @@ def run_cmd(
         list[str] | None,
         typer.Option(
             help="Report dF(CV >= 0 vs < 0) for this backbone dihedral, e.g. phi:2 or psi:3 "
-            "(repeatable; 'phi' = every residue). Default: every phi."
+            "(repeatable; 'phi' = every residue). Default: every residue's phi (psi for "
+            "proline)."
         ),
     ] = None,
     n_samples: Annotated[
@@ -44,15 +45,22 @@ def run_cmd(
     refine: Annotated[
         bool, typer.Option(help="Refine the samples by annealed SMC toward the Boltzmann target.")
     ] = _default("refine"),
-    seed: Annotated[int, typer.Option(help="Seed of REMD, flow and sampling.")] = 0,
+    sampler: Annotated[
+        str,
+        typer.Option(
+            help="Training data: remd (replica exchange), metad (metadynamics over the state "
+            "dihedrals, bias frozen, exact weights) or auto (metad for 1-3 state dihedrals)."
+        ),
+    ] = _default("sampler"),
+    seed: Annotated[int, typer.Option(help="Seed of the data, flow and sampling.")] = 0,
     platform: Annotated[str, typer.Option(help="OpenMM platform (auto picks the fastest).")] = (
         _default("platform")
     ),
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """From a PDB to reweighted samples and free energies: replica-exchange data over every
-    backbone state, a flow sized from the molecule, training within the budget, sampling,
+    """From a PDB to reweighted samples and free energies: enhanced-sampling data over every
+    backbone state (metadynamics or replica exchange), a flow sized from the molecule, training within the budget, sampling,
     refinement, and a report (report.md, summary.json, model.pt, samples.h5, plots/).
 
     Rerunning with the same options resumes after the last finished stage."""
@@ -72,6 +80,7 @@ def run_cmd(
             temperature=temperature,
             n_samples=n_samples,
             refine=refine,
+            sampler=sampler,
             seed=seed,
             platform=platform,
         )
@@ -128,7 +137,7 @@ def _print_summary(s: dict, out: Path) -> None:
     for name, row in s["free_energies"].items():
         typer.echo(
             f"dF {name} = {fmt(row['df_kT'])} +- {fmt(row['err_kT'])} kT "
-            f"(REMD data {fmt(row['df_remd_kT'])} +- {fmt(row['err_remd_kT'])})"
+            f"(training data {fmt(row['df_data_kT'])} +- {fmt(row['err_data_kT'])})"
         )
     typer.echo(f"clash fraction {fmt(s['clash_fraction'], '.4f')}")
     typer.echo(

@@ -18,9 +18,9 @@ from boltzgen.pipeline import PipelineConfig
 
 
 class PipelineParams(SystemParams, PipelineConfig):
-    """PDB in, results out: REMD training data over every backbone state, a flow sized from
-    the molecule, training within the budget, sampling, stratified refinement, reweighting
-    and a report. Solvent, temperature and force field set here rebuild the uploaded system
+    """PDB in, results out: enhanced-sampling data over every backbone state (metadynamics or
+    REMD, ``sampler``), a flow sized from the molecule, training within the budget, sampling,
+    stratified refinement, reweighting and a report. Solvent, temperature and force field set here rebuild the uploaded system
     with them; unset, the system's own are used."""
 
 
