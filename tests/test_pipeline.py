@@ -20,6 +20,7 @@ from boltzgen.pipeline import (
     PipelineConfig,
     backbone_state_labels,
     budget_split,
+    data_sampler,
     parse_duration,
     pattern_weights,
     resolve_cvs,
@@ -70,6 +71,10 @@ def test_cv_names_resolve_per_residue():
     pro = System.from_pdb(ADP.parent / "peptides" / "ace-pro-nme.pdb")
     assert resolve_cvs(pro, None) == ["psi:2"]
     labels, names = backbone_state_labels(pro, pro.positions[None])
+    # training data: metadynamics for one to three state dihedrals, else replica exchange
+    assert data_sampler(adp) == "metad" and data_sampler(pro) == "metad"
+    assert data_sampler(adp, "remd") == "remd"
+    assert data_sampler(System.from_pdb(ADP.parent / "trp-cage.pdb")) == "remd"  # 19 of them
     psi = float(dihedral(pro, "psi")(pro.positions[None])[0])
     assert names == ["psi:2"] and labels[0] == ("+" if psi >= 0 else "-")
 
