@@ -18,7 +18,8 @@ Two parts, one JSON object per result on stdout:
 
 * ``reference``: each molecule's own reference dF per residue state dihedral
   (:func:`boltzgen.cv.state_dihedrals`: phi, psi for proline), by well-tempered metadynamics
-  over all of them at once (up to three) with the bias then frozen and frames reweighted
+  over all of them at once (up to three; phi and psi together for a single non-proline
+  residue) with the bias then frozen and frames reweighted
   exactly (:func:`boltzgen.metadynamics.metadynamics`); a row per seed (with the dF of each
   half of the record) and a combined row (mean; error = max(stated, spread over seeds) /
   sqrt(seeds)).
@@ -212,7 +213,7 @@ def run_part(args) -> None:
 
 
 def reference_part(args) -> None:
-    from boltzgen.cv import state_dihedrals
+    from boltzgen.cv import RING_LOCKED_PHI, backbone_dihedrals, state_dihedrals
     from boltzgen.metadynamics import metadynamics
     from boltzgen.systems import System
 
@@ -220,6 +221,12 @@ def reference_part(args) -> None:
     for pdb in args.pdbs:
         system = System.from_pdb(pdb, solvent=args.solvent)
         cvs = list(state_dihedrals(system).values())
+        if len(cvs) == 1:  # one residue: bias phi and psi together (psi relaxes slowly too)
+            res = cvs[0].name.split(":")[1]
+            bb = backbone_dihedrals(system)
+            both = [bb[k] for k in (f"phi:{res}", f"psi:{res}") if k in bb]
+            if system.topology.atom(cvs[0].atoms[1]).residue.name not in RING_LOCKED_PHI:
+                cvs = both
         per_seed: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cvs}
         for seed in args.seeds:
             r = metadynamics(
