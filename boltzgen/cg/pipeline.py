@@ -258,13 +258,14 @@ def run_simulation(
     out_dir: str | Path,
     config: CGConfig | dict[str, Any] | None = None,
     *,
+    frame_weights: Any = None,
     reference: Any = None,
     reference_weights: Any = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """CG MD with a trained force field (object or ``forcefield.pt``), walkers started at the
-    mapped ``frames`` (all-atom, as in :func:`run_pipeline`), scored against ``reference``
-    (default: the frames). Only the MD and scoring fields of ``config`` are used. Writes
+    mapped ``frames`` (all-atom, as in :func:`run_pipeline`; drawn in proportion to
+    ``frame_weights`` (N,) if given), scored against ``reference`` (default: the frames). Only the MD and scoring fields of ``config`` are used. Writes
     ``cg_traj.h5``, ``metrics.json``, ``fes.png``, ``summary.json``; returns the summary."""
     cfg = config if isinstance(config, CGConfig) else CGConfig.from_dict(config)
     ff = forcefield if isinstance(forcefield, CGForceField) else CGForceField.load(forcefield)
@@ -281,7 +282,15 @@ def run_simulation(
     ref_d = _reference_dihedrals(x_aa if reference is None else reference, mapping, cg)
     t0 = time.perf_counter()
     scored = simulate_and_score(
-        ff, cg, x_cg, cfg, out, ref_d, reference_weights=reference_weights, progress=progress
+        ff,
+        cg,
+        x_cg,
+        cfg,
+        out,
+        ref_d,
+        reference_weights=reference_weights,
+        start_weights=frame_weights,
+        progress=progress,
     )
     summary = json_clean(
         {
