@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="directory for run outputs (default: temp)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--make-metad-data", default=None, help="write metadynamics frames (npz)")
+    p.add_argument(
+        "--simulate", default=None, help="only CG MD of this forcefield.pt (starts: --data)"
+    )
     p.add_argument("--metad-steps", type=int, default=2_000_000)
     p.add_argument("--metad-production-steps", type=int, default=6_000_000)
     p.add_argument("--metad-interval", type=int, default=40)
@@ -129,6 +132,26 @@ def main(argv: list[str] | None = None) -> None:
     ref_x = ref if isinstance(ref, np.ndarray) else ref.trajectory.xyz
     ref_d = mapping.cg_system().dihedrals(mapping.map_positions(ref_x))[:, :2]
     out_root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cg-bench-"))
+    if args.simulate:
+        md_cfg = {
+            "n_walkers": args.walkers,
+            "n_steps": args.steps,
+            "timestep": args.timestep,
+            "discard_frames": args.discard,
+            "seed": args.seed,
+        }
+        s = cg.run_simulation(
+            args.simulate,
+            data,
+            mapping,
+            out_root / "simulate",
+            md_cfg,
+            frame_weights=weights,
+            reference=ref_d,
+            reference_weights=ref_w,
+        )
+        print(json.dumps({"simulate": args.simulate, **s, "config": md_cfg}), flush=True)
+        return
     for spec in args.runs:
         method, n = spec.split(":")
         config = {
