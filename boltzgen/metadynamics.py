@@ -157,6 +157,7 @@ def metadynamics(
     platform: str = "auto",
     threads: int | None = 1,
     positions: np.ndarray | None = None,
+    time_limit: float | None = None,
     progress: ProgressFn | None = None,
 ) -> MetadynamicsResult:
     """Learn a bias over ``cvs`` by well-tempered metadynamics, then sample with it frozen.
@@ -175,6 +176,10 @@ def metadynamics(
         platform: OpenMM platform ("auto": :func:`boltzgen.openmm_context.fastest_platform`);
             threads: CPU threads.
         positions: start (n_atoms, 3) nm (default: the system's, energy-minimised).
+        time_limit: wall-clock seconds for both phases (setup included): each phase stops
+            early when its share of the limit (in proportion to its steps) is spent, so the
+            step counts become upper bounds (the cost of bias deposits, which grows with the
+            grid, is then no longer a guess); at least 2 frames are always recorded.
         progress: ``progress(steps_done, steps_total)`` over both phases.
 
     Returns: :class:`MetadynamicsResult` (``free_energy_difference``, ``free_energy_surface``).
@@ -220,16 +225,19 @@ def metadynamics(
     context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
     stepper = _Stepper(context, integrator)
     total = n_metadynamics_steps + n_steps
+    limit = math.inf if time_limit is None else float(time_limit)
+    learn_deadline = t0 + limit * n_metadynamics_steps / max(total, 1)
     chunk = max(
         deposit_interval, (n_metadynamics_steps // 100) // deposit_interval * deposit_interval
     )
     done = 0
-    while done < n_metadynamics_steps:
+    while done < n_metadynamics_steps and time.perf_counter() < learn_deadline:
         k = min(chunk, n_metadynamics_steps - done)
         meta.step(stepper, k)
         done += k
         if progress is not None:
             progress(done, total)
+    n_metadynamics_steps = done
 
     # phase 2: the bias is frozen (no meta.step), so frames follow exp(-(U + V)/kT) exactly
     n_rec = n_steps // report_interval
@@ -237,6 +245,10 @@ def metadynamics(
     bias, energy = np.empty(n_rec), np.empty(n_rec)
     every = max(1, n_rec // 100)
     for j in range(n_rec):
+        if j >= 2 and time.perf_counter() > t0 + limit:
+            n_rec, n_steps = j, j * report_interval
+            pos, bias, energy = pos[:j], bias[:j], energy[:j]
+            break
         integrator.step(report_interval)
         st = context.getState(getPositions=True, getEnergy=True, groups=unbiased)
         pos[j] = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)

@@ -738,9 +738,10 @@ def _metad_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, cl
         platform=config.platform,
         seed=config.seed,
     )
-    left = budget - (time.perf_counter() - t0) - cal["setup_seconds"]
-    # 0.85: the bias deposits and frame reads cost ~10 % over plain MD
-    total = int(0.85 * max(left, 0.0) * cal["steps_per_second"])
+    left = budget - (time.perf_counter() - t0)
+    # steps at the plain-MD rate are an upper bound: bias deposits (dearer with more CVs) and
+    # frame reads slow metadynamics down, so the run is held to the time left instead
+    total = int(max(left - cal["setup_seconds"], 0.0) * cal["steps_per_second"])
     n_learn = int(0.3 * total) // 500 * 500
     report = max(50, math.ceil((total - n_learn) / 20_000 / 50) * 50)
     n_prod = (total - n_learn) // report * report
@@ -766,6 +767,7 @@ def _metad_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, cl
         timestep=config.timestep,
         seed=config.seed,
         platform=config.platform,
+        time_limit=max(left, 1.0),
         progress=report_progress,
     )
     part = ckpt / "metad.part.npz"
@@ -780,10 +782,12 @@ def _metad_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, cl
         "sampler": "metad",
         "file": "metad.npz",
         "dihedrals": [c.name for c in cvs],
-        "n_learning_steps": n_learn,
-        "n_steps": n_prod,
+        "n_learning_steps": r.settings["n_metadynamics_steps"],
+        "n_steps": r.settings["n_steps"],
         "report_interval_steps": report,
-        "simulated_ns": (n_learn + n_prod) * config.timestep / 1000.0,
+        "simulated_ns": (r.settings["n_metadynamics_steps"] + r.settings["n_steps"])
+        * config.timestep
+        / 1000.0,
         "n_frames": int(len(r.bias)),
         "ess": float(r.ess),
         "sign_changes": crossings,

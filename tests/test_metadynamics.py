@@ -88,3 +88,18 @@ def test_cli_metad_defaults_to_state_dihedrals(tmp_path):
     assert np.load(out)["cv"].shape == (20, 1)
     res = CliRunner().invoke(app, ["metad", "--cv", "phi:3"])
     assert res.exit_code == 2 and "no phi dihedral" in res.output
+
+
+def test_time_limit_makes_the_step_counts_upper_bounds(adp):
+    import time
+
+    phi = bg.cv.dihedral(adp, "phi")
+    t0 = time.perf_counter()
+    r = metadynamics(
+        adp, [phi], n_metadynamics_steps=10**7, n_steps=10**7, time_limit=4.0,
+        platform="Reference",
+    )  # fmt: skip
+    assert time.perf_counter() - t0 < 10.0
+    assert 0 < r.settings["n_metadynamics_steps"] < 10**7
+    assert 2 <= len(r.bias) < 10**7 // 250 and r.settings["n_steps"] == 250 * len(r.bias)
+    assert r.positions.shape[0] == r.cv.shape[0] == len(r.potential_energy) == len(r.bias)
