@@ -3,8 +3,8 @@
 The stages, each within its share of one wall-clock budget (printed up front by the CLI):
 
 1. **system**: :meth:`boltzgen.systems.System.from_pdb` (force field, solvent, temperature).
-2. **data** (:func:`data_sampler` picks the method): for up to three residue state dihedrals,
-   well-tempered metadynamics over them with the bias then frozen
+2. **data** (:func:`data_sampler` picks the method): for a single residue state dihedral,
+   well-tempered metadynamics over it with the bias then frozen
    (:func:`boltzgen.metadynamics.metadynamics`; frames weighted exactly by exp(V/kT));
    otherwise temperature replica exchange (:func:`boltzgen.enhanced.replica_exchange`) on a
    ladder chosen from the molecule's size (:func:`temperature_ladder`), whose
@@ -121,9 +121,9 @@ class PipelineConfig(BaseModel):
     sampler: Literal["auto", "remd", "metad"] = Field(
         "auto",
         description="training data: 'remd' (temperature replica exchange), 'metad' "
-        "(well-tempered metadynamics over every residue's state dihedral, then sampling with "
-        "the bias frozen: exact weights, many more rare-basin frames per core-second); "
-        "'auto': metad for one to three state dihedrals, else remd",
+        "(well-tempered metadynamics over every residue's state dihedral (at most three), "
+        "then sampling with the bias frozen: exact weights, many more rare-basin frames per "
+        "core-second); 'auto': metad for one state dihedral, else remd",
     )
     t_max: float | None = Field(
         None, gt=0.0, le=3000.0, description="top of the REMD ladder, K (default 2 x T)"
@@ -699,15 +699,18 @@ _SAMPLE_FIELDS = ("n_samples", "sample_share", "refine", "refine_steps")
 
 def data_sampler(system, sampler: str = "auto") -> str:
     """The training-data method for ``system``: ``sampler`` unless "auto", which picks
-    metadynamics when the molecule has one to three state dihedrals
-    (:func:`boltzgen.cv.state_dihedrals`; its grid bias handles at most three) and replica
-    exchange otherwise. Evidence (benchmarks/RESULTS.md): on ADP in OBC2, metadynamics with a
-    frozen bias crossed phi ~350 times in 1,070 core-s, 5-replica REMD 22 times in 2,684."""
+    metadynamics when the molecule has a single state dihedral
+    (:func:`boltzgen.cv.state_dihedrals`) and replica exchange otherwise. Evidence
+    (benchmarks/RESULTS.md): on ADP in OBC2, metadynamics with a frozen bias crossed phi ~350
+    times in 1,070 core-s, 5-replica REMD 22 times in 2,684; but biasing two or three
+    dihedrals flattens the biased ensemble so much that the weights' ESS falls to 2-11 %
+    (ACE-SER-SER-NME, ACE-GLY-GLY-PRO-NME) and flows trained on those frames were far worse
+    than on REMD frames."""
     from boltzgen.cv import state_dihedrals
 
     if sampler != "auto":
         return sampler
-    return "metad" if 1 <= len(state_dihedrals(system)) <= 3 else "remd"
+    return "metad" if len(state_dihedrals(system)) == 1 else "remd"
 
 
 def _data_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, clock) -> dict:

@@ -71,10 +71,11 @@ def test_cv_names_resolve_per_residue():
     pro = System.from_pdb(ADP.parent / "peptides" / "ace-pro-nme.pdb")
     assert resolve_cvs(pro, None) == ["psi:2"]
     labels, names = backbone_state_labels(pro, pro.positions[None])
-    # training data: metadynamics for one to three state dihedrals, else replica exchange
+    # training data: metadynamics for one state dihedral, else replica exchange
     assert data_sampler(adp) == "metad" and data_sampler(pro) == "metad"
     assert data_sampler(adp, "remd") == "remd"
-    assert data_sampler(System.from_pdb(ADP.parent / "trp-cage.pdb")) == "remd"  # 19 of them
+    ggp = System.from_pdb(ADP.parent / "peptides" / "ace-gly-gly-pro-nme.pdb")
+    assert data_sampler(ggp) == "remd" and data_sampler(ggp, "metad") == "metad"
     psi = float(dihedral(pro, "psi")(pro.positions[None])[0])
     assert names == ["psi:2"] and labels[0] == ("+" if psi >= 0 else "-")
 
