@@ -276,8 +276,8 @@ def reference_part(args) -> None:
 def baseline_part(args) -> None:
     from boltzgen.cv import state_dihedrals
     from boltzgen.enhanced import geometric_temperatures, replica_exchange
+    from boltzgen.md import calibrate_md
     from boltzgen.metadynamics import metadynamics
-    from boltzgen.pipeline import calibrate_md
     from boltzgen.systems import System
 
     a, b = (0.0, math.pi + 1e-4), (-math.pi - 1e-4, 0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,21 @@ import openmm.unit as unit
 from boltzgen.errors import InputError, StructureError
 from boltzgen.openmm_context import (
     check_langevin_settings,
+    fastest_platform,
     langevin_integrator,
     make_context,
     openmm_seed,
 )
 from boltzgen.systems import System
 
-__all__ = ["MDData", "TrajectoryWriter", "concatenate_md", "load_md", "simulate"]
+__all__ = [
+    "MDData",
+    "TrajectoryWriter",
+    "calibrate_md",
+    "concatenate_md",
+    "load_md",
+    "simulate",
+]
 
 _FILTERS = {"complevel": 4, "complib": "zlib", "shuffle": True}
 
@@ -285,3 +294,28 @@ def concatenate_md(datasets: list[MDData]) -> MDData:
         meta,
         first.system_spec,
     )
+
+
+def calibrate_md(
+    system, *, seconds: float = 2.0, timestep: float = 0.001, platform: str = "auto", seed: int = 0
+) -> dict[str, float]:
+    """Time plain Langevin MD of ``system`` for about ``seconds``: steps per second and the
+    setup cost (context creation and a short minimisation), as :func:`boltzgen.pipeline.calibrate_remd`."""
+    t0 = time.perf_counter()
+    integrator = langevin_integrator(system.temperature, 1.0, timestep, seed + 7919)
+    context = make_context(system, integrator, fastest_platform(system, platform), threads=1)
+    context.setPositions(system.positions)
+    openmm.LocalEnergyMinimizer.minimize(context, maxIterations=100)
+    integrator.step(10)
+    ta = time.perf_counter()
+    steps, chunk = 0, 100
+    while time.perf_counter() - ta < seconds and steps < 1_000_000:
+        integrator.step(chunk)
+        steps += chunk
+        chunk = min(2 * chunk, 20_000)
+    tb = time.perf_counter()
+    return {
+        "steps_per_second": steps / max(tb - ta, 1e-6),
+        "setup_seconds": ta - t0,
+        "calibration_seconds": tb - t0,
+    }

@@ -617,35 +617,6 @@ def calibrate_remd(
     return {"steps_per_second": rate, "setup_seconds": setup, "calibration_seconds": wall}
 
 
-def calibrate_md(
-    system, *, seconds: float = 2.0, timestep: float = 0.001, platform: str = "auto", seed: int = 0
-) -> dict[str, float]:
-    """Time plain Langevin MD of ``system`` for about ``seconds``: steps per second and the
-    setup cost (context creation and a short minimisation), as :func:`calibrate_remd`."""
-    import openmm
-
-    from boltzgen.openmm_context import fastest_platform, langevin_integrator, make_context
-
-    t0 = time.perf_counter()
-    integrator = langevin_integrator(system.temperature, 1.0, timestep, seed + 7919)
-    context = make_context(system, integrator, fastest_platform(system, platform), threads=1)
-    context.setPositions(system.positions)
-    openmm.LocalEnergyMinimizer.minimize(context, maxIterations=100)
-    integrator.step(10)
-    ta = time.perf_counter()
-    steps, chunk = 0, 100
-    while time.perf_counter() - ta < seconds and steps < 1_000_000:
-        integrator.step(chunk)
-        steps += chunk
-        chunk = min(2 * chunk, 20_000)
-    tb = time.perf_counter()
-    return {
-        "steps_per_second": steps / max(tb - ta, 1e-6),
-        "setup_seconds": ta - t0,
-        "calibration_seconds": tb - t0,
-    }
-
-
 def _resolve_system(pdb_or_system: Any, config: PipelineConfig):
     from boltzgen.systems import System
 
@@ -734,6 +705,8 @@ def _metad_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, cl
     budget = split["data"]["seconds"]
     cvs = list(state_dihedrals(system).values())
     clock("data", 0.0, "calibrating MD speed")
+    from boltzgen.md import calibrate_md
+
     cal = calibrate_md(
         system,
         seconds=min(3.0, max(0.5, 0.03 * budget)),

@@ -22,6 +22,7 @@ _WORKFLOW = {
     "enhanced",
     "errors",
     "generator",
+    "metadynamics",
     "md",
     "plots",
     "refinement",
@@ -47,6 +48,7 @@ ALLOWED: dict[str, set[str]] = {
     "coordinates": {"errors"},
     "cv": {"coordinates", "errors", "systems"},
     "enhanced": {"analysis", "cv", "errors", "md", "openmm_context", "systems"},
+    "metadynamics": {"analysis", "cv", "errors", "openmm_context", "systems"},
     "refinement": {"analysis", "errors", "samples", "energy"},
     "generator": {
         "analysis",
