@@ -300,6 +300,16 @@ def test_cg_md_blow_up_raises_a_typed_error(adp_mapping, adp_cg_frames):
 
 
 # ---------------------------------------------------------------------- metrics
+def test_fes_plot_takes_weighted_panels(tmp_path):
+    from boltzgen.cg.plots import fes_plot
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-np.pi, np.pi, (2000, 2))
+    w = np.exp(-3.0 * (x[:, 0] > 0))  # a biased reference: phi > 0 weighs e^-3 less
+    path = fes_plot({"reference": (x, w), "model": x}, tmp_path / "fes.png")
+    assert path.stat().st_size > 1000
+
+
 def test_metric_sanity():
     rng = np.random.default_rng(0)
     a = rng.uniform(-np.pi, np.pi, size=(5000, 2))

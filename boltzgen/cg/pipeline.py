@@ -242,7 +242,10 @@ def simulate_and_score(
     files["metrics"] = str(out / "metrics.json")
     files["fes_plot"] = str(
         fes_plot(
-            {"reference": reference_dihedrals, f"CG ({cfg.method})": model_d},
+            {
+                "reference": (reference_dihedrals, reference_weights),
+                f"CG ({cfg.method})": model_d,
+            },
             out / "fes.png",
             cg.temperature,
         )

@@ -26,7 +26,8 @@ def fes_plot(
     vmax: float = 6.0,
     labels: tuple[str, str] = (r"$\phi$ / rad", r"$\psi$ / rad"),
 ) -> Path:
-    """One panel per entry of ``panels`` (title -> (N, 2) dihedral values in radians):
+    """One panel per entry of ``panels`` (title -> (N, 2) dihedral values in radians, or a
+    pair (values, weights (N,)) for weighted frames, e.g. a metadynamics reference):
     F = -kT ln p in kcal/mol on the 60 x 60 grid, shifted to a minimum of 0, same colour
     scale (0..``vmax``) in every panel; bins never visited are blank."""
     from boltzgen.constants import GAS_CONSTANT
@@ -36,7 +37,8 @@ def fes_plot(
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
     im = None
     for ax, (title, angles) in zip(axes[0], panels.items(), strict=True):
-        p = dihedral_histogram(angles, bins)
+        values, weights = angles if isinstance(angles, tuple) else (angles, None)
+        p = dihedral_histogram(values, bins, weights)
         with np.errstate(divide="ignore"):
             f = -kt * np.log(p)
         f[~np.isfinite(f)] = np.nan
