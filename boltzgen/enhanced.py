@@ -62,13 +62,6 @@ _TWO_PI = 2.0 * math.pi
 _UNBIASED = (1 << 31) - 1  # force groups 0..30: everything but the umbrella bias (group 31)
 
 
-def _start_positions(system: System, positions: Any) -> np.ndarray:
-    start = system.positions if positions is None else np.asarray(positions, dtype=np.float64)
-    if start.shape != (system.n_atoms, 3):
-        raise InputError(f"positions must be ({system.n_atoms}, 3) nm, got {start.shape}")
-    return start
-
-
 # ============================================================================ umbrella sampling
 def _periodic_distance(theta: np.ndarray, theta0: np.ndarray | float) -> np.ndarray:
     d = np.abs(np.asarray(theta) - theta0) % _TWO_PI
@@ -251,7 +244,7 @@ def umbrella_sampling(
     integrator = langevin_integrator(temperature, friction, timestep, seed)
     context = make_context(omm_system, integrator, platform_name, threads=threads)
     cv = Dihedral(atoms)
-    context.setPositions(_start_positions(system, positions))
+    context.setPositions(system.start_positions(positions))
     context.setParameter("k_umb", 0.0)
     openmm.LocalEnergyMinimizer.minimize(context)
     context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
@@ -435,7 +428,7 @@ def replica_exchange(
     for r, t in enumerate(temps):
         integ = langevin_integrator(float(t), friction, timestep, seed * 1000 + r)
         reps.append((make_context(system, integ, platform_name, threads=threads), integ))
-    start = _start_positions(system, positions)
+    start = system.start_positions(positions)
     ctx0 = reps[0][0]
     ctx0.setPositions(start)
     openmm.LocalEnergyMinimizer.minimize(ctx0)

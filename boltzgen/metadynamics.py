@@ -217,10 +217,7 @@ def metadynamics(
     unbiased = set(range(32)) - {bias_group}
     integrator = langevin_integrator(temperature, friction, timestep, seed)
     context = make_context(omm_system, integrator, platform_name, threads=threads)
-    start = system.positions if positions is None else np.asarray(positions, dtype=np.float64)
-    if start.shape != (system.n_atoms, 3) or not np.isfinite(start).all():
-        raise InputError(f"positions must be finite ({system.n_atoms}, 3) nm, got {start.shape}")
-    context.setPositions(start)
+    context.setPositions(system.start_positions(positions))
     openmm.LocalEnergyMinimizer.minimize(context)
     context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
     stepper = _Stepper(context, integrator)

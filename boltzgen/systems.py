@@ -24,6 +24,7 @@ import openmm.unit as unit
 from boltzgen.constants import GAS_CONSTANT
 from boltzgen.errors import (
     ForceFieldError,
+    InputError,
     MalformedPDBError,
     MissingHydrogensError,
     MissingTemplateError,
@@ -254,6 +255,16 @@ class System:
         )
 
     # ------------------------------------------------------------------ serialisation
+    def start_positions(self, positions: Any = None) -> np.ndarray:
+        """Where a simulation starts: ``positions`` (n_atoms, 3) nm checked for shape and
+        finiteness, or the system's own (energy-minimised PDB) positions if None."""
+        start = self.positions if positions is None else np.asarray(positions, dtype=np.float64)
+        if start.shape != (self.n_atoms, 3) or not np.isfinite(start).all():
+            raise InputError(
+                f"positions must be finite ({self.n_atoms}, 3) nm, got shape {start.shape}"
+            )
+        return start
+
     def to_spec(self) -> dict[str, Any]:
         """JSON-able description from which :meth:`from_spec` rebuilds an identical system."""
         return {
