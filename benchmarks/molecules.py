@@ -313,8 +313,8 @@ def baseline_part(args) -> None:
             values[:m], values[:m], a, b, n_bootstrap=200, block_size=max(1, m // 40),
             log_weights=log_w[:m], period=2 * math.pi,
         )  # fmt: skip
-        # core-seconds of this prefix: setup + learning (metad) + its share of the record
-        cost = (wall - seconds) + seconds * (learn_fraction + (1 - learn_fraction) * frac)
+        # core-seconds of this prefix: learning (metad) + its share of the record
+        cost = wall * (learn_fraction + (1 - learn_fraction) * frac)
         rows.append({"fraction": frac, "core_s": cost, "df_kT": df, "err_kT": err})
     _emit(
         {

@@ -3,13 +3,12 @@
 The stages, each within its share of one wall-clock budget (printed up front by the CLI):
 
 1. **system**: :meth:`boltzgen.systems.System.from_pdb` (force field, solvent, temperature).
-2. **data** (:func:`data_sampler` picks the method): for a single residue state dihedral,
-   well-tempered metadynamics over it with the bias then frozen
-   (:func:`boltzgen.metadynamics.metadynamics`; frames weighted exactly by exp(V/kT));
-   otherwise temperature replica exchange (:func:`boltzgen.enhanced.replica_exchange`) on a
-   ladder chosen from the molecule's size (:func:`temperature_ladder`), whose
-   target-temperature replica is the training set. The number of steps is calibrated by
-   timing a short run so the data fill their budget (:func:`calibrate_remd`).
+2. **data** (:func:`data_sampler`): by default temperature replica exchange
+   (:func:`boltzgen.enhanced.replica_exchange`) on a ladder chosen from the molecule's size
+   (:func:`temperature_ladder`), whose target-temperature replica is the training set; with
+   ``sampler="metad"`` well-tempered metadynamics over the state dihedrals with the bias then
+   frozen (:func:`boltzgen.metadynamics.metadynamics`; frames weighted by exp(V/kT)). The
+   number of steps is calibrated by timing a short run so the data fill their budget.
 3. **training**: frames balanced over the backbone dihedral states of every residue
    (:func:`backbone_state_labels`, :func:`pattern_weights`); a flow sized from the molecule's
    dimension (:func:`flow_size`), trained by likelihood until the training budget is spent.
@@ -123,7 +122,7 @@ class PipelineConfig(BaseModel):
         description="training data: 'remd' (temperature replica exchange), 'metad' "
         "(well-tempered metadynamics over every residue's state dihedral (at most three), "
         "then sampling with the bias frozen: exact weights, many more rare-basin frames per "
-        "core-second); 'auto': metad for one state dihedral, else remd",
+        "core-second, but flows trained on its weighted frames were not better); 'auto': remd",
     )
     t_max: float | None = Field(
         None, gt=0.0, le=3000.0, description="top of the REMD ladder, K (default 2 x T)"
@@ -669,19 +668,18 @@ _SAMPLE_FIELDS = ("n_samples", "sample_share", "refine", "refine_steps")
 
 
 def data_sampler(system, sampler: str = "auto") -> str:
-    """The training-data method for ``system``: ``sampler`` unless "auto", which picks
-    metadynamics when the molecule has a single state dihedral
-    (:func:`boltzgen.cv.state_dihedrals`) and replica exchange otherwise. Evidence
-    (benchmarks/RESULTS.md): on ADP in OBC2, metadynamics with a frozen bias crossed phi ~350
-    times in 1,070 core-s, 5-replica REMD 22 times in 2,684; but biasing two or three
-    dihedrals flattens the biased ensemble so much that the weights' ESS falls to 2-11 %
-    (ACE-SER-SER-NME, ACE-GLY-GLY-PRO-NME) and flows trained on those frames were far worse
-    than on REMD frames."""
-    from boltzgen.cv import state_dihedrals
+    """The training-data method: ``sampler`` unless "auto", which is replica exchange.
 
+    Evidence (benchmarks/RESULTS.md): metadynamics with a frozen bias crosses phi far more
+    often per core-second (ADP in OBC2: ~350 crossings in 1,070 core-s against 22 in 2,684
+    for 5-replica REMD), but flows trained on its weighted frames were not better: ADP vacuum
+    at 10 min gave dF 2.91 +- 0.24 kT against the reference 3.87 +- 0.16 (REMD data at 15 min:
+    3.68 +- 0.08, twice), and with two or three biased dihedrals the weights' ESS fell to
+    2-11 % and the flows failed. ``system`` is kept for a rule that looks at the molecule."""
+    del system
     if sampler != "auto":
         return sampler
-    return "metad" if len(state_dihedrals(system)) == 1 else "remd"
+    return "remd"
 
 
 def _data_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, clock) -> dict:

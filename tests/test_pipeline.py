@@ -33,7 +33,14 @@ from boltzgen.systems import System
 torch.set_num_threads(1)
 
 #: small enough for the default suite: ~1 minute on 2 cores
-TINY = {"budget_minutes": 0.6, "n_samples": 600, "n_layers": 2, "hidden": [32], "seed": 1}
+TINY = {
+    "budget_minutes": 0.6,
+    "n_samples": 600,
+    "n_layers": 2,
+    "hidden": [32],
+    "seed": 1,
+    "sampler": "metad",
+}
 
 
 def test_durations_and_budget_split():
@@ -71,11 +78,8 @@ def test_cv_names_resolve_per_residue():
     pro = System.from_pdb(ADP.parent / "peptides" / "ace-pro-nme.pdb")
     assert resolve_cvs(pro, None) == ["psi:2"]
     labels, names = backbone_state_labels(pro, pro.positions[None])
-    # training data: metadynamics for one state dihedral, else replica exchange
-    assert data_sampler(adp) == "metad" and data_sampler(pro) == "metad"
-    assert data_sampler(adp, "remd") == "remd"
-    ggp = System.from_pdb(ADP.parent / "peptides" / "ace-gly-gly-pro-nme.pdb")
-    assert data_sampler(ggp) == "remd" and data_sampler(ggp, "metad") == "metad"
+    # training data: replica exchange unless metadynamics is asked for
+    assert data_sampler(adp) == "remd" and data_sampler(pro, "metad") == "metad"
     psi = float(dihedral(pro, "psi")(pro.positions[None])[0])
     assert names == ["psi:2"] and labels[0] == ("+" if psi >= 0 else "-")
 
@@ -161,7 +165,7 @@ def test_tiny_pipeline_writes_readable_results(tiny_run):
     assert {r["label"] for r in ref["strata"]} <= {"+", "-"}
     row = s["free_energies"]["phi:2"]
     assert row["residue"] == 2 and "df_data_kT" in row  # None when the data never left phi < 0
-    # ADP has one state dihedral: the data came from metadynamics, weighted
+    # sampler="metad" (TINY): the data came from metadynamics, weighted
     assert s["data"]["sampler"] == "metad" and s["data"]["dihedrals"] == ["phi:2"]
     assert 0.0 < s["data"]["ess"] <= 1.0 and s["data"]["sign_changes"]["phi:2"] > 0
     assert "metadynamics with a frozen bias" in report
@@ -173,7 +177,19 @@ def test_cli_run_resumes_from_stage_checkpoints(tiny_run):
     from boltzgen.cli import app
 
     out, s, _ = tiny_run
-    args = ["run", str(ADP), "--out", str(out), "--budget", "36s", "--seed", "1", "--quiet"]
+    args = [
+        "run",
+        str(ADP),
+        "--out",
+        str(out),
+        "--budget",
+        "36s",
+        "--seed",
+        "1",
+        "--quiet",
+        "--sampler",
+        "metad",
+    ]
     # the CLI's config must equal TINY's for the stages to resume: n_layers etc. differ, so
     # only the data stage (same budget, seed, ladder settings) is reused
     res = CliRunner().invoke(app, args)

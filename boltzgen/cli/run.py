@@ -49,7 +49,7 @@ def run_cmd(
         str,
         typer.Option(
             help="Training data: remd (replica exchange), metad (metadynamics over the state "
-            "dihedrals, bias frozen, exact weights) or auto (metad for one state dihedral)."
+            "dihedrals, bias frozen, exact weights) or auto (remd)."
         ),
     ] = _default("sampler"),
     seed: Annotated[int, typer.Option(help="Seed of the data, flow and sampling.")] = 0,
