@@ -105,13 +105,7 @@ def run_metad(args, seed: int) -> None:
     n = len(r.bias)
     parts = {}
     for k in (2, 4):
-        vals = []
-        for i in range(k):
-            sl = slice(i * n // k, (i + 1) * n // k)
-            lw, phi = r.log_weights[sl], r.cv[sl, 0]
-            w = np.exp(lw - lw.max())
-            vals.append(round(float(np.log(w[phi < 0].sum() / w[phi >= 0].sum())), 3))
-        parts[f"df_{k}_parts_kT"] = vals
+        parts[f"df_{k}_parts_kT"] = [round(x, 3) for x in r.sign_free_energy_by_part(0, k)]
     if args.metad_out:
         out = f"{args.metad_out}-{args.solvent}-seed{seed}.npz"
         np.savez_compressed(out, phi=r.cv[:, 0], psi=r.cv[:, 1], log_weight=r.log_weights)

@@ -240,11 +240,7 @@ def reference_part(args) -> None:
             n, free = len(r.bias), {}
             for i, c in enumerate(cvs):
                 df, err = r.free_energy_difference(i, a, b)
-                halves = []
-                for h in (slice(0, n // 2), slice(n // 2, n)):
-                    w = np.exp(r.log_weights[h] - r.log_weights[h].max())
-                    v = r.cv[h, i]
-                    halves.append(float(np.log(w[v < 0].sum() / w[v >= 0].sum())))
+                halves = r.sign_free_energy_by_part(i, 2)
                 free[c.name] = {"df_kT": df, "err_kT": err, "halves_kT": halves}
                 per_seed[c.name].append((df, err))
             _emit(

@@ -300,7 +300,8 @@ def calibrate_md(
     system, *, seconds: float = 2.0, timestep: float = 0.001, platform: str = "auto", seed: int = 0
 ) -> dict[str, float]:
     """Time plain Langevin MD of ``system`` for about ``seconds``: steps per second and the
-    setup cost (context creation and a short minimisation), as :func:`boltzgen.pipeline.calibrate_remd`."""
+    setup cost (context creation and a short minimisation), as
+    :func:`boltzgen.pipeline.calibrate_remd` does for replica exchange."""
     t0 = time.perf_counter()
     integrator = langevin_integrator(system.temperature, 1.0, timestep, seed + 7919)
     context = make_context(system, integrator, fastest_platform(system, platform), threads=1)

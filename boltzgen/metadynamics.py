@@ -105,6 +105,19 @@ class MetadynamicsResult:
             period=2.0 * math.pi,
         )
 
+    def sign_free_energy_by_part(self, cv: int, n_parts: int) -> list[float]:
+        """dF = F(CV >= 0) - F(CV < 0) in kT of the biased dihedral ``cv`` (index) from each of
+        ``n_parts`` consecutive parts of the record (a convergence check: the parts should
+        agree within their errors); inf where a part holds no weight on one side."""
+        n, out = len(self.bias), []
+        for i in range(int(n_parts)):
+            part = slice(i * n // n_parts, (i + 1) * n // n_parts)
+            lw, v = self.log_weights[part], self.cv[part, cv]
+            w = np.exp(lw - lw.max())
+            with np.errstate(divide="ignore"):
+                out.append(float(np.log(w[v < 0].sum()) - np.log(w[v >= 0].sum())))
+        return out
+
     def free_energy_surface(
         self,
         dims: Sequence[int] = (0, 1),

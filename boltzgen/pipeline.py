@@ -368,9 +368,13 @@ def pattern_weights(
         raise InputError(f"min_share must be in [0, 1), got {min_share}")
     n = len(lab)
     states, inverse, counts = np.unique(lab.astype(str), return_inverse=True, return_counts=True)
-    fw = np.ones(n) if frame_weights is None else np.asarray(frame_weights, dtype=np.float64)
-    if fw.shape != (n,) or not np.isfinite(fw).all() or (fw < 0).any() or fw.sum() <= 0:
-        raise InputError(f"frame_weights must be ({n},) finite, >= 0 and not all zero")
+    from boltzgen.generator.data import check_frame_weights
+
+    fw = (
+        np.ones(n)
+        if frame_weights is None
+        else check_frame_weights(frame_weights, n, "frame_weights")
+    )
     in_state = np.bincount(inverse, weights=fw, minlength=len(states))
     natural = in_state / fw.sum()
     populated = counts >= int(min_frames)
@@ -667,7 +671,7 @@ _TRAIN_FIELDS = (
 _SAMPLE_FIELDS = ("n_samples", "sample_share", "refine", "refine_steps")
 
 
-def data_sampler(system, sampler: str = "auto") -> str:
+def data_sampler(sampler: str = "auto") -> str:
     """The training-data method: ``sampler`` unless "auto", which is replica exchange.
 
     Evidence (benchmarks/RESULTS.md): metadynamics with a frozen bias crosses phi far more
@@ -675,15 +679,12 @@ def data_sampler(system, sampler: str = "auto") -> str:
     for 5-replica REMD), but flows trained on its weighted frames were not better: ADP vacuum
     at 10 min gave dF 2.91 +- 0.24 kT against the reference 3.87 +- 0.16 (REMD data at 15 min:
     3.68 +- 0.08, twice), and with two or three biased dihedrals the weights' ESS fell to
-    2-11 % and the flows failed. ``system`` is kept for a rule that looks at the molecule."""
-    del system
-    if sampler != "auto":
-        return sampler
-    return "remd"
+    2-11 % and the flows failed."""
+    return "remd" if sampler == "auto" else sampler
 
 
 def _data_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, clock) -> dict:
-    if data_sampler(system, config.sampler) == "metad":
+    if data_sampler(config.sampler) == "metad":
         return _metad_stage(system, config, split, ckpt, stages, fp, clock)
     return _remd_stage(system, config, split, ckpt, stages, fp, clock)
 
@@ -692,6 +693,7 @@ def _metad_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, cl
     """Metadynamics over the state dihedrals (30 % of the steps learn the bias, 70 % sample
     with it frozen), frames with their exact log-weights V/kT to ``metad.npz``."""
     from boltzgen.cv import state_dihedrals
+    from boltzgen.md import calibrate_md
     from boltzgen.metadynamics import metadynamics
 
     done = stages.done("data", fp, ["metad.npz"])
@@ -703,8 +705,6 @@ def _metad_stage(system, config, split, ckpt: Path, stages: _Stages, fp: str, cl
     budget = split["data"]["seconds"]
     cvs = list(state_dihedrals(system).values())
     clock("data", 0.0, "calibrating MD speed")
-    from boltzgen.md import calibrate_md
-
     cal = calibrate_md(
         system,
         seconds=min(3.0, max(0.5, 0.03 * budget)),

@@ -56,6 +56,8 @@ def test_reweighted_dF_matches_the_umbrella_reference(run):
         bg.cv.dihedral(bg.System.alanine_dipeptide(), "phi"), PHI_POS, PHI_NEG
     )
     assert df2 == pytest.approx(df, abs=1e-6)
+    halves = run.sign_free_energy_by_part(0, 2)
+    assert len(halves) == 2 and all(abs(h - df) < 2.0 for h in halves)
     (cx, cy), f, f_err = run.free_energy_surface(bins=30)
     assert f.shape == (30, 30) and np.nanmin(f) == 0.0 and cx.shape == cy.shape == (30,)
 

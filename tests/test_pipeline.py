@@ -79,7 +79,7 @@ def test_cv_names_resolve_per_residue():
     assert resolve_cvs(pro, None) == ["psi:2"]
     labels, names = backbone_state_labels(pro, pro.positions[None])
     # training data: replica exchange unless metadynamics is asked for
-    assert data_sampler(adp) == "remd" and data_sampler(pro, "metad") == "metad"
+    assert data_sampler() == "remd" and data_sampler("metad") == "metad"
     psi = float(dihedral(pro, "psi")(pro.positions[None])[0])
     assert names == ["psi:2"] and labels[0] == ("+" if psi >= 0 else "-")
 

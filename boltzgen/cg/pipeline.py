@@ -44,6 +44,7 @@ from boltzgen.cg.metrics import evaluate
 from boltzgen.cg.plots import fes_plot
 from boltzgen.cg.teacher import CGFlow, teacher_forces
 from boltzgen.errors import InputError, ShapeError
+from boltzgen.generator.data import check_frame_weights
 from boltzgen.jsonable import json_clean
 
 __all__ = ["CGConfig", "load_frames", "run_pipeline", "run_simulation", "simulate_and_score"]
@@ -189,8 +190,7 @@ def simulate_and_score(
 ) -> dict[str, Any]:
     """Batched CG Langevin MD with ``ff`` (``cfg.n_walkers`` walkers started at random frames
     of ``starts_from`` (N, n_beads, 3) nm, drawn in proportion to ``start_weights`` (N,) if
-    given; ``cfg.n_steps`` steps) and its scores against the
-    reference CG dihedrals (N, 2) rad. Writes ``cg_traj.h5``, ``metrics.json`` and ``fes.png``
+    given; ``cfg.n_steps`` steps) and its scores against the reference CG dihedrals (N, 2) rad. Writes ``cg_traj.h5``, ``metrics.json`` and ``fes.png``
     into ``out``; returns {"md", "metrics", "files"} (JSON-able)."""
     report = progress or (lambda _f, _m: None)
     out = Path(out)
@@ -268,8 +268,8 @@ def run_simulation(
 ) -> dict[str, Any]:
     """CG MD with a trained force field (object or ``forcefield.pt``), walkers started at the
     mapped ``frames`` (all-atom, as in :func:`run_pipeline`; drawn in proportion to
-    ``frame_weights`` (N,) if given), scored against ``reference`` (default: the frames). Only the MD and scoring fields of ``config`` are used. Writes
-    ``cg_traj.h5``, ``metrics.json``, ``fes.png``, ``summary.json``; returns the summary."""
+    ``frame_weights`` (N,) if given), scored against ``reference`` (default: the frames).
+    Only the MD and scoring fields of ``config`` are used. Writes ``cg_traj.h5``, ``metrics.json``, ``fes.png``, ``summary.json``; returns the summary."""
     cfg = config if isinstance(config, CGConfig) else CGConfig.from_dict(config)
     ff = forcefield if isinstance(forcefield, CGForceField) else CGForceField.load(forcefield)
     if ff.n_beads != mapping.n_beads:
@@ -348,11 +348,7 @@ def run_pipeline(
         f_aa = np.asarray(forces)
     w_aa = None
     if frame_weights is not None:
-        w_aa = np.asarray(frame_weights, dtype=np.float64)
-        if w_aa.shape != (len(x_aa),):
-            raise ShapeError(f"frame_weights must be ({len(x_aa)},), got {w_aa.shape}")
-        if not np.isfinite(w_aa).all() or (w_aa < 0).any() or w_aa.sum() <= 0:
-            raise InputError("frame_weights must be finite, >= 0 and not all zero")
+        w_aa = check_frame_weights(frame_weights, len(x_aa), "frame_weights")
     if x_aa.ndim != 3 or x_aa.shape[1] != mapping.n_atoms:
         raise ShapeError(f"frames must be (N, {mapping.n_atoms}, 3) nm, got {x_aa.shape}")
     if cfg.max_frames is not None and len(x_aa) > cfg.max_frames:

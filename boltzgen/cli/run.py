@@ -60,8 +60,8 @@ def run_cmd(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """From a PDB to reweighted samples and free energies: enhanced-sampling data over every
-    backbone state (metadynamics or replica exchange), a flow sized from the molecule, training within the budget, sampling,
-    refinement, and a report (report.md, summary.json, model.pt, samples.h5, plots/).
+    backbone state (replica exchange or metadynamics), a flow sized from the molecule,
+    training within the budget, sampling, refinement, and a report (report.md, summary.json, model.pt, samples.h5, plots/).
 
     Rerunning with the same options resumes after the last finished stage."""
     import torch

@@ -26,6 +26,20 @@ from boltzgen.generator.config import check_state_shares
 __all__ = ["TrainingData", "as_training_data", "check_state_shares", "state_weights"]
 
 
+def check_frame_weights(weights: Any, n: int, name: str = "weights") -> np.ndarray:
+    """``weights`` as float64 (n,): one relative weight per frame, finite, >= 0, not all zero
+    (e.g. exp(V/kT) of frames sampled under a bias V). ``name`` is the argument's name in the
+    errors: ShapeError for the wrong shape, InputError otherwise."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (int(n),):
+        raise ShapeError(f"{name} must be ({n},) (one per frame), got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise InputError(f"{name} must be finite and >= 0")
+    if w.sum() <= 0:
+        raise InputError(f"{name} are all zero")
+    return w
+
+
 @dataclass
 class TrainingData:
     """Positions (N, n_atoms, 3) nm, optional forces (N, n_atoms, 3) kJ/mol/nm and optional
@@ -52,14 +66,7 @@ class TrainingData:
                 )
             self.forces = f
         if self.weights is not None:
-            w = np.asarray(self.weights, dtype=np.float64)
-            if w.shape != (x.shape[0],):
-                raise ShapeError(f"weights must be ({x.shape[0]},) (one per frame), got {w.shape}")
-            if not np.isfinite(w).all() or (w < 0).any():
-                raise InputError("frame weights must be finite and >= 0")
-            if w.sum() <= 0:
-                raise InputError("frame weights are all zero")
-            self.weights = w
+            self.weights = check_frame_weights(self.weights, x.shape[0])
 
     def __len__(self) -> int:
         return self.positions.shape[0]

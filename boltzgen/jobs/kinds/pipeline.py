@@ -20,8 +20,8 @@ from boltzgen.pipeline import PipelineConfig
 class PipelineParams(SystemParams, PipelineConfig):
     """PDB in, results out: enhanced-sampling data over every backbone state (metadynamics or
     REMD, ``sampler``), a flow sized from the molecule, training within the budget, sampling,
-    stratified refinement, reweighting and a report. Solvent, temperature and force field set here rebuild the uploaded system
-    with them; unset, the system's own are used."""
+    stratified refinement, reweighting and a report. Solvent, temperature and force field set
+    here rebuild the uploaded system with them; unset, the system's own are used."""
 
 
 def pipeline_config(params: PipelineParams) -> PipelineConfig:
