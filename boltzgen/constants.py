@@ -6,3 +6,7 @@ GAS_CONSTANT = 0.00831446261815324
 
 #: kJ per kcal (thermochemical calorie).
 KJ_PER_KCAL = 4.184
+
+#: The default OpenMM force field (a file shipped with OpenMM), written once: systems, the
+#: pipeline, the wire schemas, the CLI and the SDK all take their default from here.
+DEFAULT_FORCEFIELD: tuple[str, ...] = ("amber99sbildn.xml",)

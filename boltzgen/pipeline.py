@@ -42,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from boltzgen.constants import DEFAULT_FORCEFIELD
 from boltzgen.errors import InputError
 from boltzgen.jsonable import json_clean
 
@@ -88,7 +89,7 @@ class PipelineConfig(BaseModel):
     solvent: str = Field("vacuum", description="vacuum, obc2, obc1, gbn, gbn2 or hct")
     temperature: float = Field(300.0, gt=0.0, le=2000.0, description="target temperature, K")
     forcefield: tuple[str, ...] = Field(
-        ("amber99sbildn.xml",), min_length=1, description="OpenMM force-field XML files"
+        DEFAULT_FORCEFIELD, min_length=1, description="OpenMM force-field XML files"
     )
     budget_minutes: float = Field(
         60.0, gt=0.0, le=7 * 24 * 60, description="wall-clock budget of the whole run, minutes"

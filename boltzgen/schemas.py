@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from boltzgen.constants import DEFAULT_FORCEFIELD
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -28,7 +30,7 @@ class SystemCreate(BaseModel):
     pdb: str = Field(min_length=1, description="PDB file contents")
     name: str | None = Field(None, max_length=200)
     forcefield: list[str] = Field(
-        default_factory=lambda: ["amber99sbildn.xml"], min_length=1, max_length=16
+        default_factory=lambda: list(DEFAULT_FORCEFIELD), min_length=1, max_length=16
     )
     solvent: str = Field("vacuum", max_length=32)
     temperature: float = Field(

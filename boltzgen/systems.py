@@ -21,7 +21,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from boltzgen.constants import GAS_CONSTANT
+from boltzgen.constants import DEFAULT_FORCEFIELD, GAS_CONSTANT
 from boltzgen.errors import (
     ForceFieldError,
     InputError,
@@ -156,7 +156,7 @@ class System:
     def __init__(
         self,
         pdb_text: str,
-        forcefield: tuple[str, ...] | list[str] | str = ("amber99sbildn.xml",),
+        forcefield: tuple[str, ...] | list[str] | str = DEFAULT_FORCEFIELD,
         solvent: str = "vacuum",
         temperature: float = 300.0,
         constraints: str | None = None,
@@ -209,7 +209,7 @@ class System:
     def from_pdb(
         cls,
         path_or_text: str | os.PathLike[str],
-        forcefield: tuple[str, ...] | list[str] | str = ("amber99sbildn.xml",),
+        forcefield: tuple[str, ...] | list[str] | str = DEFAULT_FORCEFIELD,
         solvent: str = "vacuum",
         temperature: float = 300.0,
         constraints: str | None = None,
@@ -222,7 +222,7 @@ class System:
         cls,
         topology: mdtraj.Topology | app.Topology,
         positions: Any,
-        forcefield: tuple[str, ...] | list[str] | str = ("amber99sbildn.xml",),
+        forcefield: tuple[str, ...] | list[str] | str = DEFAULT_FORCEFIELD,
         solvent: str = "vacuum",
         temperature: float = 300.0,
         constraints: str | None = None,
@@ -248,7 +248,7 @@ class System:
         """ACE-ALA-NME (22 atoms) with amber99sbildn, shipped in ``data/``."""
         return cls.from_pdb(
             data_file("alanine-dipeptide.pdb"),
-            forcefield=("amber99sbildn.xml",),
+            forcefield=DEFAULT_FORCEFIELD,
             solvent=solvent,
             temperature=temperature,
             constraints=constraints,
@@ -288,7 +288,7 @@ class System:
             )
         return cls(
             spec["pdb"],
-            tuple(spec.get("forcefield", ("amber99sbildn.xml",))),
+            tuple(spec.get("forcefield", DEFAULT_FORCEFIELD)),
             spec.get("solvent", "vacuum"),
             spec.get("temperature", 300.0),
             spec.get("constraints"),

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from boltzgen.constants import DEFAULT_FORCEFIELD as _DEFAULT_FORCEFIELD
+
 PdbOption = Annotated[
     Path | None, typer.Option(help="PDB file with hydrogens (default: shipped alanine dipeptide).")
 ]
@@ -15,7 +17,7 @@ ForceFieldOption = Annotated[
     list[str], typer.Option(help="OpenMM force-field XML file(s); repeat for several.")
 ]
 SolventOption = Annotated[str, typer.Option(help="vacuum, obc2, obc1, gbn, gbn2 or hct.")]
-DEFAULT_FORCEFIELD = ["amber99sbildn.xml"]
+DEFAULT_FORCEFIELD = list(_DEFAULT_FORCEFIELD)
 
 
 def system_from_options(

@@ -22,6 +22,8 @@ from typing import Annotated
 
 import typer
 
+from boltzgen.constants import DEFAULT_FORCEFIELD
+
 URL = Annotated[
     str | None, typer.Option("--url", envvar="BOLTZGEN_URL", help="server URL (default local)")
 ]
@@ -233,7 +235,7 @@ def submit(
     temperature: Annotated[float, typer.Option(help="with --pdb, K")] = 300.0,
     forcefield: Annotated[
         str, typer.Option(help="with --pdb, comma-separated")
-    ] = "amber99sbildn.xml",
+    ] = DEFAULT_FORCEFIELD[0],
     model_id: Annotated[str | None, typer.Option(help="a trained model")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="makes resubmission safe")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job to its end")] = False,

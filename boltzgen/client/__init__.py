@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from boltzgen.constants import DEFAULT_FORCEFIELD
 from boltzgen.errors import BoltzgenError
 from boltzgen.schemas import (
     ArtifactInfo,
@@ -365,7 +366,7 @@ class Client:
         pdb: str | os.PathLike[str],
         *,
         name: str | None = None,
-        forcefield: tuple[str, ...] | list[str] = ("amber99sbildn.xml",),
+        forcefield: tuple[str, ...] | list[str] = DEFAULT_FORCEFIELD,
         solvent: str = "vacuum",
         temperature: float = 300.0,
         constraints: str | None = None,
@@ -583,7 +584,7 @@ class Client:
         system_id: str | None = None,
         solvent: str = "vacuum",
         temperature: float = 300.0,
-        forcefield: tuple[str, ...] | list[str] = ("amber99sbildn.xml",),
+        forcefield: tuple[str, ...] | list[str] = DEFAULT_FORCEFIELD,
         budget_minutes: float | None = None,
         cvs: list[str] | None = None,
         wait: bool = False,
@@ -737,7 +738,7 @@ class AsyncClient:
         pdb: str | os.PathLike[str],
         *,
         name: str | None = None,
-        forcefield: tuple[str, ...] | list[str] = ("amber99sbildn.xml",),
+        forcefield: tuple[str, ...] | list[str] = DEFAULT_FORCEFIELD,
         solvent: str = "vacuum",
         temperature: float = 300.0,
         constraints: str | None = None,
