@@ -2,7 +2,8 @@
 
 A :class:`Samples` file is an ordinary mdtraj HDF5 trajectory (``mdtraj.load(path)`` opens it)
 with three more arrays: ``/log_weights``, ``/log_q``, ``/reduced_energy`` (float64, one entry
-per frame) and optional extra per-frame arrays under ``/boltzgen_extra``.
+per frame) and optional extra per-frame arrays under ``/boltzgen_extra``; the format is
+:mod:`boltzgen.h5io`'s.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from typing import Any
 import mdtraj
 import numpy as np
 
-from boltzgen.errors import InputError, ShapeError, StructureError
+from boltzgen.errors import InputError, ShapeError
+from boltzgen.h5io import SAMPLE_ARRAYS, read_samples, write_samples
 
 __all__ = ["Samples", "clip_log_weights"]
 
 log = logging.getLogger(__name__)
-
-_FILTERS = {"complevel": 4, "complib": "zlib", "shuffle": True}
 
 
 def _vec(name: str, a: Any, n: int) -> np.ndarray:
@@ -169,47 +169,16 @@ class Samples:
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write an mdtraj HDF5 file (``mdtraj.load`` reads the positions) plus the weight
-        arrays; :meth:`load` reads everything back."""
-        import tables
-
+        arrays (:func:`boltzgen.h5io.write_samples`); :meth:`load` reads everything back."""
         if self.topology is None:
             raise InputError("cannot save samples without a topology")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with mdtraj.formats.HDF5TrajectoryFile(str(path), mode="w", force_overwrite=True) as f:
-            f.topology = self.topology
-            f.write(coordinates=self.positions)
-            h = f._handle
-            filters = tables.Filters(**_FILTERS)
-            for name in ("log_weights", "log_q", "reduced_energy"):
-                h.create_carray("/", name, obj=getattr(self, name), filters=filters)
-            if self.extra:
-                group = h.create_group("/", "boltzgen_extra")
-                for k, v in self.extra.items():
-                    h.create_carray(group, k, obj=np.ascontiguousarray(v), filters=filters)
-        return path
+        arrays = {name: getattr(self, name) for name in SAMPLE_ARRAYS}
+        return write_samples(path, self.topology, self.positions, arrays, self.extra)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Samples:
         """Read a file written by :meth:`save`."""
-        import tables
-
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"samples file {str(path)!r} does not exist")
-        traj = mdtraj.load(str(path))
-        with tables.open_file(str(path), "r") as h:
-            missing = [k for k in ("log_weights", "log_q", "reduced_energy") if f"/{k}" not in h]
-            if missing:
-                raise StructureError(
-                    f"{path} has no {', '.join(missing)} (not a samples file; for MD frames use "
-                    "Samples.from_trajectory(mdtraj.load(path)))"
-                )
-            arrays = {k: h.get_node(f"/{k}")[:] for k in ("log_weights", "log_q", "reduced_energy")}
-            extra = {}
-            if "/boltzgen_extra" in h:
-                for node in h.list_nodes("/boltzgen_extra"):
-                    extra[node.name] = node[:]
+        traj, arrays, extra = read_samples(path)
         return cls(positions=traj.xyz, topology=traj.topology, extra=extra, **arrays)
 
 
