@@ -11,7 +11,9 @@ Biasing (phi, psi) together equilibrates both, which 1-D umbrella windows along 
 for a peptide, biasing every residue's state dihedral (:func:`boltzgen.cv.state_dihedrals`)
 gives a reference in each of them.
 
-Uses OpenMM's ``openmm.app.Metadynamics`` (grid bias, well-tempered heights). Units at the
+Uses OpenMM's ``openmm.app.Metadynamics`` (grid bias, well-tempered heights) on the one MD
+driver, :class:`boltzgen.simulation.Simulation`, which supplies what ``Metadynamics.step``
+reads of an ``app.Simulation`` (context, integrator, currentStep, step). Units at the
 boundary: nm, ps, K, kJ/mol, radians; free energies in kT.
 """
 
@@ -31,11 +33,12 @@ import openmm.unit as unit
 from boltzgen.analysis import free_energy_difference, free_energy_surface, kish_ess
 from boltzgen.cv import Dihedral
 from boltzgen.errors import InputError
-from boltzgen.openmm_context import (
-    fastest_platform,
-    langevin_integrator,
-    make_context,
-    openmm_seed,
+from boltzgen.simulation import (
+    LangevinConfig,
+    Simulation,
+    openmm_copy,
+    resolve_langevin,
+    run_in_chunks,
 )
 from boltzgen.systems import GAS_CONSTANT, System
 
@@ -142,17 +145,6 @@ class MetadynamicsResult:
         )
 
 
-class _Stepper:
-    """The three attributes ``openmm.app.Metadynamics.step`` uses of a Simulation."""
-
-    def __init__(self, context: openmm.Context, integrator: openmm.Integrator) -> None:
-        self.context, self.integrator, self.currentStep = context, integrator, 0
-
-    def step(self, n: int) -> None:
-        self.integrator.step(int(n))
-        self.currentStep += int(n)
-
-
 def metadynamics(
     system: System,
     cvs: Sequence[Dihedral],
@@ -163,20 +155,21 @@ def metadynamics(
     height: float = 1.2,
     width: float = 0.35,
     deposit_interval: int = 500,
-    timestep: float = 0.001,
-    friction: float = 1.0,
+    timestep: float | None = None,
+    friction: float | None = None,
     temperature: float | None = None,
-    seed: int = 0,
-    platform: str = "auto",
-    threads: int | None = 1,
+    seed: int | None = None,
+    platform: str | None = None,
+    threads: int | None = None,
     positions: np.ndarray | None = None,
     time_limit: float | None = None,
     progress: ProgressFn | None = None,
+    langevin: LangevinConfig | None = None,
 ) -> MetadynamicsResult:
     """Learn a bias over ``cvs`` by well-tempered metadynamics, then sample with it frozen.
 
     Args:
-        system: what to simulate (``temperature`` defaults to the system's).
+        system: what to simulate (its temperature unless ``langevin.temperature`` is set).
         cvs: one to three :class:`boltzgen.cv.Dihedral` (e.g. ``boltzgen.cv.dihedral(s,
             "phi")`` and ``"psi"``), biased on a periodic grid over [-pi, pi) (90 points per
             CV for one or two, 40 for three: the whole grid is re-uploaded at every deposit).
@@ -185,9 +178,10 @@ def metadynamics(
         n_steps: steps of the fixed-bias phase; a frame every ``report_interval`` steps.
         bias_factor: well-tempered gamma (CVs sampled as if at gamma * T); height: initial
             Gaussian height, kJ/mol; width: Gaussian standard deviation, rad.
-        timestep: ps; friction: 1/ps; seed: velocities and the Langevin stream.
-        platform: OpenMM platform ("auto": :func:`boltzgen.openmm_context.fastest_platform`);
-            threads: CPU threads.
+        langevin: :class:`boltzgen.simulation.LangevinConfig` (default: 1 fs, 1/ps, platform
+            "auto", seed 0, one CPU thread); the seed seeds the velocities and the Langevin
+            stream. The old keywords timestep, friction, temperature, seed, platform and
+            threads still work (deprecated).
         positions: start (n_atoms, 3) nm (default: the system's, energy-minimised).
         time_limit: wall-clock seconds for both phases (setup included): each phase stops
             early when its share of the limit (in proportion to its steps) is spent, so the
@@ -197,6 +191,17 @@ def metadynamics(
 
     Returns: :class:`MetadynamicsResult` (``free_energy_difference``, ``free_energy_surface``).
     """
+    cfg = resolve_langevin(
+        langevin,
+        LangevinConfig(),
+        "metadynamics",
+        timestep=timestep,
+        friction=friction,
+        temperature=temperature,
+        seed=seed,
+        platform=platform,
+        threads=threads,
+    )
     t0 = time.perf_counter()
     cvs = list(cvs)
     if len(cvs) not in (1, 2, 3) or not all(isinstance(c, Dihedral) for c in cvs):
@@ -210,13 +215,12 @@ def metadynamics(
         raise InputError("need n_metadynamics_steps >= 0 and n_steps >= report_interval >= 1")
     if deposit_interval < 1 or not bias_factor > 1 or not height > 0 or not width > 0:
         raise InputError("need deposit_interval >= 1, bias_factor > 1, height > 0, width > 0")
-    temperature = float(system.temperature if temperature is None else temperature)
+    temperature = cfg.temperature_of(system)
     kT = GAS_CONSTANT * temperature
-    platform_name = fastest_platform(system, platform)
 
-    omm_system = openmm.XmlSerializer.deserialize(system.serialize_openmm())
-    variables = []
+    omm_system = openmm_copy(system)
     grid = 90 if len(cvs) < 3 else 40
+    variables = []
     for c in cvs:
         torsion = openmm.CustomTorsionForce("theta")
         torsion.addTorsion(*c.atoms, [])
@@ -227,46 +231,26 @@ def metadynamics(
         omm_system, variables, temperature * unit.kelvin, bias_factor, height, deposit_interval
     )
     bias_group = omm_system.getForce(omm_system.getNumForces() - 1).getForceGroup()
-    unbiased = set(range(32)) - {bias_group}
-    integrator = langevin_integrator(temperature, friction, timestep, seed)
-    context = make_context(omm_system, integrator, platform_name, threads=threads)
-    context.setPositions(system.start_positions(positions))
-    openmm.LocalEnergyMinimizer.minimize(context)
-    context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
-    stepper = _Stepper(context, integrator)
+    sim = Simulation(system, cfg, openmm_system=omm_system)
+    sim.start(positions)
     total = n_metadynamics_steps + n_steps
-    limit = math.inf if time_limit is None else float(time_limit)
-    learn_deadline = t0 + limit * n_metadynamics_steps / max(total, 1)
+    limit = None if time_limit is None else float(time_limit)
     chunk = max(
         deposit_interval, (n_metadynamics_steps // 100) // deposit_interval * deposit_interval
     )
-    done = 0
-    while done < n_metadynamics_steps and time.perf_counter() < learn_deadline:
-        k = min(chunk, n_metadynamics_steps - done)
-        meta.step(stepper, k)
-        done += k
-        if progress is not None:
-            progress(done, total)
-    n_metadynamics_steps = done
-
-    # phase 2: the bias is frozen (no meta.step), so frames follow exp(-(U + V)/kT) exactly
-    n_rec = n_steps // report_interval
-    pos = np.empty((n_rec, system.n_atoms, 3), dtype=np.float32)
-    bias, energy = np.empty(n_rec), np.empty(n_rec)
-    every = max(1, n_rec // 100)
-    for j in range(n_rec):
-        if j >= 2 and time.perf_counter() > t0 + limit:
-            n_rec, n_steps = j, j * report_interval
-            pos, bias, energy = pos[:j], bias[:j], energy[:j]
-            break
-        integrator.step(report_interval)
-        st = context.getState(getPositions=True, getEnergy=True, groups=unbiased)
-        pos[j] = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        energy[j] = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-        b = context.getState(getEnergy=True, groups={bias_group}).getPotentialEnergy()
-        bias[j] = b.value_in_unit(unit.kilojoule_per_mole)
-        if progress is not None and (j + 1) % every == 0:
-            progress(n_metadynamics_steps + (j + 1) * report_interval, total)
+    n_metadynamics_steps = run_in_chunks(
+        lambda k: meta.step(sim, k),
+        n_metadynamics_steps,
+        chunk,
+        progress=progress,
+        total=total,
+        deadline=None if limit is None else t0 + limit * n_metadynamics_steps / max(total, 1),
+    )
+    pos, bias, energy = _sample_frozen(
+        sim, bias_group, n_steps // report_interval, report_interval, progress,
+        n_metadynamics_steps, total, None if limit is None else t0 + limit,
+    )  # fmt: skip
+    n_steps = len(bias) * report_interval
     cv = np.stack([c(pos) for c in cvs], axis=1)
     settings = {
         "cvs": {c.name: list(c.atoms) for c in cvs},
@@ -277,11 +261,11 @@ def metadynamics(
         "height_kJ_per_mol": float(height),
         "width_rad": float(width),
         "deposit_interval": deposit_interval,
-        "timestep_ps": float(timestep),
-        "friction_per_ps": float(friction),
+        "timestep_ps": cfg.timestep,
+        "friction_per_ps": cfg.friction,
         "temperature_K": temperature,
-        "seed": int(seed),
-        "platform": platform_name,
+        "seed": cfg.seed,
+        "platform": sim.platform,
     }
     return MetadynamicsResult(
         cv=cv,
@@ -295,3 +279,43 @@ def metadynamics(
         wall_time=time.perf_counter() - t0,
         settings=settings,
     )
+
+
+def _sample_frozen(
+    sim: Simulation,
+    bias_group: int,
+    n_rec: int,
+    report_interval: int,
+    progress: ProgressFn | None,
+    done_before: int,
+    total: int,
+    deadline: float | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phase 2: the bias is frozen (no deposits), so frames follow exp(-(U + V)/kT) exactly.
+    Up to ``n_rec`` frames (at least 2 before the deadline stops it): positions float32 nm,
+    frozen bias V and unbiased energy U, kJ/mol."""
+    unbiased = set(range(32)) - {bias_group}
+    pos = np.empty((n_rec, sim.system.n_atoms, 3), dtype=np.float32)
+    bias, energy = np.empty(n_rec), np.empty(n_rec)
+
+    def record(j: int) -> None:
+        st = sim.context.getState(positions=True, energy=True, groups=unbiased)
+        pos[j] = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        energy[j] = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        b = sim.context.getState(energy=True, groups={bias_group}).getPotentialEnergy()
+        bias[j] = b.value_in_unit(unit.kilojoule_per_mole)
+
+    done = run_in_chunks(
+        sim.step,
+        n_rec * report_interval,
+        report_interval,
+        report=record,
+        progress=progress,
+        progress_every=max(1, n_rec // 100),
+        done_before=done_before,
+        total=total,
+        deadline=deadline,
+        min_chunks=2,
+    )
+    j = done // report_interval
+    return pos[:j], bias[:j], energy[:j]

@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 import boltzgen as bg
-from boltzgen.enhanced import (
-    _periodic_distance,
-    _umbrella_plan,
-    geometric_temperatures,
-    replica_exchange,
-    umbrella_sampling,
-)
+from boltzgen.enhanced import geometric_temperatures, replica_exchange, umbrella_sampling
 from boltzgen.errors import InputError
+from boltzgen.umbrella import _periodic_distance, _umbrella_plan
 
 
 @pytest.fixture(scope="module")
