@@ -41,6 +41,7 @@ def emit(**row) -> None:
 def run_umbrella(args, solvent: str, seed: int) -> None:
     import boltzgen as bg
     from boltzgen.enhanced import umbrella_sampling
+    from boltzgen.simulation import LangevinConfig
 
     system = bg.System.alanine_dipeptide(solvent=solvent)
     phi = bg.cv.dihedral(system, "phi")
@@ -53,10 +54,9 @@ def run_umbrella(args, solvent: str, seed: int) -> None:
         n_steps_per_window=args.steps_per_window,
         n_equilibration=args.equilibration,
         report_interval=args.report_interval,
-        timestep=args.timestep,
-        seed=seed,
-        platform=args.platform,
-        threads=args.threads,
+        langevin=LangevinConfig(
+            timestep=args.timestep, seed=seed, platform=args.platform, threads=args.threads
+        ),
     )
     df, err = r.free_energy_difference(STATE_A, STATE_B)
     c, f, f_err = r.profile(bins=36)
@@ -87,6 +87,7 @@ def run_metad(args, seed: int) -> None:
     quarters (convergence), the 2-D FES, and an npz of (phi, psi, log-weight) per frame."""
     import boltzgen as bg
     from boltzgen.metadynamics import metadynamics
+    from boltzgen.simulation import LangevinConfig
 
     system = bg.System.alanine_dipeptide(solvent=args.solvent)
     cvs = [bg.cv.dihedral(system, "phi"), bg.cv.dihedral(system, "psi")]
@@ -97,9 +98,7 @@ def run_metad(args, seed: int) -> None:
         n_steps=args.metad_production_steps,
         report_interval=args.report_interval,
         bias_factor=args.bias_factor,
-        seed=seed,
-        platform=args.platform,
-        threads=args.threads,
+        langevin=LangevinConfig(seed=seed, platform=args.platform, threads=args.threads),
     )
     df, err = r.free_energy_difference(0, STATE_A, STATE_B)
     n = len(r.bias)
@@ -129,6 +128,7 @@ def run_metad(args, seed: int) -> None:
 def run_remd(args) -> None:
     import boltzgen as bg
     from boltzgen.enhanced import geometric_temperatures, replica_exchange
+    from boltzgen.simulation import LangevinConfig
 
     system = bg.System.alanine_dipeptide(solvent=args.solvent)
     temps = geometric_temperatures(300.0, args.t_max, args.replicas)
@@ -139,11 +139,10 @@ def run_remd(args) -> None:
         exchange_interval=args.exchange_interval,
         report_interval=args.remd_interval,
         n_equilibration=args.remd_equilibration,
-        timestep=args.timestep,
-        seed=args.seed,
         out=args.remd_out,
-        platform=args.platform,
-        threads=args.threads,
+        langevin=LangevinConfig(
+            timestep=args.timestep, seed=args.seed, platform=args.platform, threads=args.threads
+        ),
     )
     row = {
         **remd_stats(system, r.trajectory.xyz),

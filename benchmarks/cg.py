@@ -50,6 +50,7 @@ def make_metad_data(path: str, args) -> None:
     log-weights exp(V/kT) to an npz."""
     import boltzgen as bg
     from boltzgen.metadynamics import metadynamics
+    from boltzgen.simulation import LangevinConfig
 
     system = System.alanine_dipeptide()
     t0 = time.perf_counter()
@@ -59,8 +60,7 @@ def make_metad_data(path: str, args) -> None:
         n_metadynamics_steps=args.metad_steps,
         n_steps=args.metad_production_steps,
         report_interval=args.metad_interval,
-        seed=args.seed,
-        platform="Reference",
+        langevin=LangevinConfig(seed=args.seed, platform="Reference"),
     )
     em = bg.EnergyModel(system, n_workers=1, platform="Reference")
     forces = np.concatenate(

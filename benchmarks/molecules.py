@@ -215,6 +215,7 @@ def run_part(args) -> None:
 def reference_part(args) -> None:
     from boltzgen.cv import RING_LOCKED_PHI, backbone_dihedrals, state_dihedrals
     from boltzgen.metadynamics import metadynamics
+    from boltzgen.simulation import LangevinConfig
     from boltzgen.systems import System
 
     a, b = (0.0, math.pi + 1e-4), (-math.pi - 1e-4, 0.0)
@@ -234,8 +235,7 @@ def reference_part(args) -> None:
                 cvs,
                 n_metadynamics_steps=args.metad_steps,
                 n_steps=args.production_steps,
-                seed=seed,
-                platform=args.platform,
+                langevin=LangevinConfig(seed=seed, platform=args.platform),
             )
             n, free = len(r.bias), {}
             for i, c in enumerate(cvs):
@@ -274,20 +274,22 @@ def baseline_part(args) -> None:
     from boltzgen.enhanced import geometric_temperatures, replica_exchange
     from boltzgen.md import calibrate_md
     from boltzgen.metadynamics import metadynamics
+    from boltzgen.simulation import LangevinConfig
     from boltzgen.systems import System
 
     a, b = (0.0, math.pi + 1e-4), (-math.pi - 1e-4, 0.0)
+    langevin = LangevinConfig(seed=args.seed)
     system = System.from_pdb(args.pdb, solvent=args.solvent)
     cvs = list(state_dihedrals(system).values())
     t0 = time.perf_counter()
-    cal = calibrate_md(system, seconds=3.0, seed=args.seed)
+    cal = calibrate_md(system, seconds=3.0, langevin=langevin)
     seconds = 60.0 * args.minutes - (time.perf_counter() - t0)
     if args.method == "remd":
         temps = geometric_temperatures(system.temperature, 2 * system.temperature, 5)
         steps = int(0.9 * seconds * cal["steps_per_second"] / len(temps)) // 1000 * 1000
         r = replica_exchange(
             system, temps, n_steps=steps, exchange_interval=100, report_interval=200,
-            n_equilibration=20_000, seed=args.seed,
+            n_equilibration=20_000, langevin=langevin,
         )  # fmt: skip
         values, log_w = cvs[0](r.trajectory.xyz), np.zeros(r.trajectory.n_frames)
         learn_fraction = 0.0
@@ -295,7 +297,7 @@ def baseline_part(args) -> None:
         total = int(0.85 * seconds * cal["steps_per_second"])
         learn = int(0.3 * total) // 500 * 500
         r = metadynamics(system, cvs, n_metadynamics_steps=learn, n_steps=total - learn,
-                         report_interval=200, seed=args.seed)  # fmt: skip
+                         report_interval=200, langevin=langevin)  # fmt: skip
         values, log_w = r.cv[:, 0], r.log_weights
         learn_fraction = learn / total
     wall = time.perf_counter() - t0

@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "concatenate_md": "boltzgen.md",
     "load_md": "boltzgen.md",
     "simulate": "boltzgen.md",
+    "LangevinConfig": "boltzgen.simulation",
     "BoxNormalizer": "boltzgen.coordinates",
     "ICNormalizer": "boltzgen.coordinates",
     "InternalCoordinates": "boltzgen.coordinates",
@@ -85,6 +86,7 @@ __all__ = [
     "ICNormalizer",
     "InputError",
     "InternalCoordinates",
+    "LangevinConfig",
     "MDData",
     "MalformedPDBError",
     "MissingHydrogensError",
@@ -162,4 +164,5 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from boltzgen.md import MDData, TrajectoryWriter, concatenate_md, load_md, simulate
     from boltzgen.openmm_context import fastest_platform, make_context, select_platform
     from boltzgen.samples import Samples, clip_log_weights
+    from boltzgen.simulation import LangevinConfig
     from boltzgen.systems import System

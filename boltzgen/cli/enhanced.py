@@ -44,6 +44,7 @@ def remd_cmd(
 
     from boltzgen.enhanced import geometric_temperatures, replica_exchange
     from boltzgen.errors import BoltzgenError
+    from boltzgen.simulation import LangevinConfig
 
     try:
         system = system_from_options(pdb, forcefield, solvent, temperature)
@@ -62,11 +63,10 @@ def remd_cmd(
                 exchange_interval=exchange_interval,
                 report_interval=interval,
                 n_equilibration=equilibration,
-                timestep=timestep,
-                seed=seed,
                 out=out,
-                platform=platform,
-                threads=threads,
+                langevin=LangevinConfig(
+                    timestep=timestep, seed=seed, platform=platform, threads=threads
+                ),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     except BoltzgenError as exc:
@@ -107,6 +107,7 @@ def umbrella_cmd(
     from boltzgen import cv
     from boltzgen.enhanced import umbrella_sampling
     from boltzgen.errors import BoltzgenError
+    from boltzgen.simulation import LangevinConfig
 
     try:
         system = system_from_options(pdb, forcefield, solvent, temperature)
@@ -122,9 +123,7 @@ def umbrella_cmd(
             k=k,
             n_steps_per_window=steps,
             n_equilibration=equilibration,
-            timestep=timestep,
-            seed=seed,
-            platform=platform,
+            langevin=LangevinConfig(timestep=timestep, seed=seed, platform=platform),
         )
         df, err = r.free_energy_difference(a, b)
     except (BoltzgenError, ValueError) as exc:
@@ -163,6 +162,7 @@ def metad_cmd(
     from boltzgen import cv
     from boltzgen.errors import BoltzgenError, InputError
     from boltzgen.metadynamics import metadynamics
+    from boltzgen.simulation import LangevinConfig
 
     try:
         system = system_from_options(pdb, forcefield, solvent, temperature)
@@ -182,8 +182,7 @@ def metad_cmd(
             n_steps=steps,
             report_interval=interval,
             bias_factor=bias_factor,
-            seed=seed,
-            platform=platform,
+            langevin=LangevinConfig(seed=seed, platform=platform),
         )
         a, b = (0.0, math.pi + 1e-4), (-math.pi - 1e-4, 0.0)
         free = {}

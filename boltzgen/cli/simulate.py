@@ -45,10 +45,13 @@ def simulate_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from boltzgen.errors import BoltzgenError
-    from boltzgen.md import simulate
+    from boltzgen.md import SIMULATE_DEFAULTS, simulate
 
     try:
         system = system_from_options(pdb, forcefield, solvent, temperature, constraints)
+        langevin = SIMULATE_DEFAULTS.replace(
+            timestep=timestep, friction=friction, seed=seed, platform=platform
+        )
         with Progress(
             TextColumn("[bold]MD"),
             BarColumn(),
@@ -59,13 +62,10 @@ def simulate_cmd(
             traj = simulate(
                 system,
                 n_steps=steps,
-                timestep=timestep,
                 report_interval=interval,
                 out=out,
-                seed=seed,
-                friction=friction,
                 minimize=minimize,
-                platform=platform,
+                langevin=langevin,
                 progress=lambda done, total: bar.update(task, completed=done),
             )
     except BoltzgenError as exc:

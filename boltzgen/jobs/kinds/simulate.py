@@ -57,7 +57,7 @@ def simulate(
     frame of chunk k-1 with velocities drawn afresh at T (seed ``seed``, chunk k): a valid move
     for Langevin dynamics, and the same whether or not the job was interrupted, so a resumed
     run reproduces an uninterrupted one on a deterministic platform."""
-    from boltzgen.md import TrajectoryWriter, load_md
+    from boltzgen.md import SIMULATE_DEFAULTS, TrajectoryWriter, load_md
     from boltzgen.md import simulate as md_simulate
 
     system = params.load_system()
@@ -91,12 +91,12 @@ def simulate(
         md_simulate(
             system,
             n_steps=steps,
-            timestep=params.timestep,
             report_interval=every,
             out=tmp,
-            seed=params.seed * 100_003 + k,
             minimize=k == 0,
-            platform=params.platform,
+            langevin=SIMULATE_DEFAULTS.replace(
+                timestep=params.timestep, seed=params.seed * 100_003 + k, platform=params.platform
+            ),
             positions=start,
             progress=report,
         )
