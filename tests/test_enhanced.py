@@ -52,8 +52,7 @@ def test_tiny_umbrella_gives_finite_mbar_output(adp):
         n_equilibration=100,
         report_interval=20,
         n_minimum_search=200,
-        seed=1,
-        platform="Reference",
+        langevin=bg.LangevinConfig(seed=1, platform="Reference"),
         progress=lambda i, n: calls.append((i, n)),
     )
     assert calls[-1] == (3, 3)
@@ -90,9 +89,8 @@ def test_tiny_remd_swaps_and_writes_readable_file(adp, tmp_path):
         exchange_interval=20,
         report_interval=100,
         n_equilibration=200,
-        seed=3,
         out=out,
-        platform="Reference",
+        langevin=bg.LangevinConfig(seed=3, platform="Reference"),
     )
     assert r.trajectory.n_frames == 20
     assert r.n_attempts.sum() > 0 and np.all(r.acceptance > 0)  # neighbours do swap
@@ -161,3 +159,86 @@ def test_cli_umbrella_takes_residue_numbered_dihedrals():
     assert json.loads(res.output)["cv_atoms"] == list(
         bg.cv.dihedral(bg.System.alanine_dipeptide(), "phi").atoms
     )
+
+
+def test_old_keywords_still_work_with_a_deprecation_warning(adp):
+    kw = dict(n_steps=400, exchange_interval=100, report_interval=200, n_equilibration=0)
+    new = replica_exchange(
+        adp, [300.0, 330.0], langevin=bg.LangevinConfig(seed=5, platform="Reference"), **kw
+    )
+    with pytest.warns(DeprecationWarning, match="langevin="):
+        old = replica_exchange(adp, [300.0, 330.0], seed=5, platform="Reference", **kw)
+    np.testing.assert_array_equal(old.trajectory.xyz, new.trajectory.xyz)
+    assert old.settings["seed"] == 5 and old.settings["platform"] == "Reference"
+    with pytest.raises(InputError, match="not both"):
+        replica_exchange(adp, [300.0, 330.0], langevin=bg.LangevinConfig(), seed=1, **kw)
+
+
+# ------------------------------------------------------------------ the exchange criterion
+def test_exchange_log_acceptance_is_the_closed_form():
+    from boltzgen.constants import GAS_CONSTANT
+    from boltzgen.remd import exchange_log_acceptance
+
+    for u_i, u_j, t_i, t_j in [(-50.0, -40.0, 300.0, 350.0), (-40.0, -50.0, 300.0, 450.0),
+                               (12.0, 12.0, 300.0, 400.0), (-7.5, 3.0, 280.0, 290.0)]:  # fmt: skip
+        expected = (1 / (GAS_CONSTANT * t_i) - 1 / (GAS_CONSTANT * t_j)) * (u_i - u_j)
+        assert exchange_log_acceptance(u_i, u_j, t_i, t_j) == pytest.approx(expected, rel=1e-12)
+    # the lower energy moving to the lower temperature is always accepted; the reverse is not
+    assert exchange_log_acceptance(-40.0, -50.0, 300.0, 350.0) > 0
+    assert exchange_log_acceptance(-50.0, -40.0, 300.0, 350.0) < 0
+    # symmetric: swapping the roles of the two replicas gives the same number
+    assert exchange_log_acceptance(-50.0, -40.0, 300.0, 350.0) == pytest.approx(
+        exchange_log_acceptance(-40.0, -50.0, 350.0, 300.0)
+    )
+
+
+def test_exchange_sweep_accepts_at_the_closed_form_rate():
+    from boltzgen.constants import GAS_CONSTANT
+    from boltzgen.remd import exchange_sweep
+
+    temps = np.array([300.0, 330.0, 363.0, 400.0])
+    u = np.array([-60.0, -52.0, -49.0, -30.0])  # every neighbour pair unfavourable to swap
+    beta = 1 / (GAS_CONSTANT * temps)
+    p = np.minimum(1.0, np.exp((beta[:-1] - beta[1:]) * (u[:-1] - u[1:])))
+    assert np.all((p > 0.05) & (p < 0.95))  # a rate to measure, not 0 or 1
+    rng = np.random.default_rng(0)
+    n = 20_000
+    counts = np.zeros(3)
+    for trial in range(n):
+        for i in exchange_sweep(u, temps, trial % 2, rng):
+            counts[i] += 1
+    attempts = np.array([n / 2, n / 2, n / 2])  # even pairs on even sweeps, odd on odd
+    rate = counts / attempts
+    sigma = np.sqrt(p * (1 - p) / attempts)
+    assert np.all(np.abs(rate - p) < 4 * sigma), (rate, p)
+    # favourable swaps are always taken and draw no random number
+    state = rng.bit_generator.state
+    assert exchange_sweep(u[::-1].copy(), temps, 0, rng) == [0, 2]
+    assert rng.bit_generator.state == state
+
+
+def test_two_replicas_swap_at_the_rate_their_energy_distributions_predict(adp, tmp_path):
+    """Plain MD at each temperature gives the energy distributions; the expected acceptance
+    of a swap of independent draws is E[min(1, exp((beta_1 - beta_2)(U_1 - U_2)))]. High
+    friction (which leaves the distributions unchanged) decorrelates the energies within a few
+    steps, so short runs pin the prediction down (0.63 +- 0.01 over MD seeds; doubling or
+    halving the exponent would predict 0.50 or 0.76)."""
+    from boltzgen.remd import exchange_log_acceptance
+
+    temps = [300.0, 340.0]
+    energies = []
+    for t in temps:
+        cfg = bg.LangevinConfig(temperature=t, friction=50.0, seed=11, platform="Reference")
+        out = tmp_path / f"md{t:.0f}.h5"
+        bg.simulate(adp, 30_000, report_interval=20, out=out, langevin=cfg)
+        energies.append(bg.load_md(out).potential_energy[250:])  # 5000 steps to equilibrate
+    log_acc = exchange_log_acceptance(energies[0][:, None], energies[1][None, :], *temps)
+    predicted = float(np.minimum(1.0, np.exp(log_acc)).mean())
+    r = replica_exchange(
+        adp, temps, n_steps=30_000, exchange_interval=20, report_interval=100,
+        n_equilibration=5000,
+        langevin=bg.LangevinConfig(friction=50.0, seed=4, platform="Reference"),
+    )  # fmt: skip
+    assert 0.2 < predicted < 0.9
+    assert r.n_attempts[0] > 800
+    assert abs(r.acceptance[0] - predicted) < 0.06, (r.acceptance[0], predicted)

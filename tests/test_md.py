@@ -152,3 +152,53 @@ def test_load_md_names_files_that_are_not_md(tmp_path):
         h.create_array("/", "a", obj=[1, 2])
     with pytest.raises(StructureError, match="not an mdtraj HDF5 trajectory"):
         load_md(tmp_path / "other.h5")
+
+
+# ------------------------------------------------------------------ the one MD driver
+def test_langevin_config_validates_and_matches_the_keywords(vac, tmp_path):
+    from boltzgen.simulation import LangevinConfig
+
+    for bad in ({"timestep": 0.0}, {"friction": -1.0}, {"temperature": 0.0}, {"threads": 0},
+                {"seed": 1.5}, {"platform": ""}):  # fmt: skip
+        with pytest.raises(InputError):
+            LangevinConfig(**bad)
+    kw = dict(n_steps=300, report_interval=100)
+    cfg = LangevinConfig(timestep=0.0015, friction=2.0, seed=7, platform="Reference")
+    a = simulate(vac, langevin=cfg, out=tmp_path / "a.h5", **kw)
+    b = simulate(vac, timestep=0.0015, friction=2.0, seed=7, platform="Reference", **kw)
+    np.testing.assert_array_equal(a.xyz, b.xyz)
+    meta = load_md(tmp_path / "a.h5").metadata
+    assert meta["timestep_ps"] == 0.0015 and meta["friction_per_ps"] == 2.0 and meta["seed"] == 7
+    with pytest.raises(InputError, match="not both"):
+        simulate(vac, langevin=cfg, seed=1, **kw)
+    hot = simulate(vac, langevin=cfg.replace(temperature=500.0), out=tmp_path / "h.h5", **kw)
+    assert load_md(tmp_path / "h.h5").metadata["temperature_K"] == 500.0 and hot.n_frames == 3
+
+
+def test_run_in_chunks_reports_progress_and_stops_at_the_deadline():
+    import time
+
+    from boltzgen.simulation import run_in_chunks
+
+    steps, reports, seen = [], [], []
+    done = run_in_chunks(
+        steps.append, 250, 100, report=reports.append,
+        progress=lambda d, t: seen.append((d, t)), done_before=50, total=400,
+    )  # fmt: skip
+    assert done == 250 and steps == [100, 100, 50] and reports == [0, 1, 2]
+    assert seen == [(150, 400), (250, 400), (300, 400)]
+    # past the deadline only the guaranteed chunks run
+    steps.clear()
+    done = run_in_chunks(steps.append, 1000, 10, deadline=time.perf_counter() - 1, min_chunks=2)
+    assert done == 20 and steps == [10, 10]
+
+
+def test_frames_written_in_several_flushes_read_back_whole(vac, tmp_path):
+    out = tmp_path / "f.h5"
+    traj = simulate(vac, 700, timestep=0.001, report_interval=50, out=out, flush_every=4,
+                    platform="Reference")  # fmt: skip
+    data = load_md(out)
+    assert traj.n_frames == data.trajectory.n_frames == 14 and data.forces.shape == (14, 22, 3)
+    np.testing.assert_array_equal(data.trajectory.xyz, traj.xyz)
+    np.testing.assert_allclose(data.time, traj.time, rtol=1e-6)
+    assert mdtraj.load(str(out)).n_frames == 14

@@ -27,7 +27,11 @@ def adp():
 def run(adp):
     cvs = [bg.cv.dihedral(adp, "phi"), bg.cv.dihedral(adp, "psi")]
     return metadynamics(
-        adp, cvs, n_metadynamics_steps=600_000, n_steps=800_000, seed=3, platform="Reference"
+        adp,
+        cvs,
+        n_metadynamics_steps=600_000,
+        n_steps=800_000,
+        langevin=bg.LangevinConfig(seed=3, platform="Reference"),
     )
 
 
@@ -99,7 +103,7 @@ def test_time_limit_makes_the_step_counts_upper_bounds(adp):
     t0 = time.perf_counter()
     r = metadynamics(
         adp, [phi], n_metadynamics_steps=10**7, n_steps=10**7, time_limit=4.0,
-        platform="Reference",
+        langevin=bg.LangevinConfig(platform="Reference"),
     )  # fmt: skip
     assert time.perf_counter() - t0 < 10.0
     assert 0 < r.settings["n_metadynamics_steps"] < 10**7
