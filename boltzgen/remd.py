@@ -21,6 +21,7 @@ from typing import Any
 
 import mdtraj
 import numpy as np
+import openmm.unit as unit
 
 from boltzgen.errors import InputError
 from boltzgen.h5io import TrajectoryWriter
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 ProgressFn = Callable[[int, int], None]
+_KJ = unit.kilojoule_per_mole
 
 
 @dataclass
@@ -141,7 +143,7 @@ class _Ladder:
         states = [
             s.context.getState(energy=True, positions=True, velocities=True) for s in self.sims
         ]
-        u = np.array([s.getPotentialEnergy()._value for s in states])
+        u = np.array([s.getPotentialEnergy().value_in_unit(_KJ) for s in states])
         if not np.isfinite(u).all():
             raise InputError(
                 f"REMD blew up (non-finite energy at T = {self.temps[~np.isfinite(u)].tolist()} "
