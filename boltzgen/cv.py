@@ -27,7 +27,7 @@ import torch
 
 from boltzgen.coordinates import geometry
 from boltzgen.coordinates.dihedrals import DIHEDRAL_NAMES, dihedral_indices
-from boltzgen.coordinates.zmatrix import as_mdtraj_topology
+from boltzgen.coordinates.topology import as_mdtraj_topology
 from boltzgen.errors import InputError, ShapeError
 
 __all__ = [

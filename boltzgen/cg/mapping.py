@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from boltzgen.cg.system import CGSystem
-from boltzgen.coordinates.zmatrix import as_mdtraj_topology
+from boltzgen.coordinates.topology import as_mdtraj_topology
 from boltzgen.errors import InputError, ShapeError
 
 __all__ = ["CAP_BEADS", "Mapping"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mdtraj
 import numpy as np
 
-from boltzgen.coordinates.zmatrix import as_mdtraj_topology
+from boltzgen.coordinates.topology import as_mdtraj_topology
 from boltzgen.errors import InputError
 
 _FUNCS = {

@@ -34,26 +34,13 @@ from dataclasses import dataclass, field
 import mdtraj
 import numpy as np
 
+from boltzgen.coordinates.dihedrals import dihedral_indices
+from boltzgen.coordinates.topology import as_mdtraj_topology
 from boltzgen.errors import InputError, TopologyError
 
 #: atom names that form the chain the spanning tree prefers (in protein residues and caps)
 BACKBONE_NAMES = frozenset({"N", "CA", "C", "CH3"})
 _CAP_RESIDUES = frozenset({"ACE", "NME", "NHE", "NH2"})
-
-
-def as_mdtraj_topology(topology) -> mdtraj.Topology:
-    """Accept an ``mdtraj.Topology``, an ``openmm.app.Topology``, or an object with a
-    ``.topology`` attribute holding one (``boltzgen.System``, ``mdtraj.Trajectory``, ``PDBFile``)."""
-    if isinstance(topology, mdtraj.Topology):
-        return topology
-    inner = getattr(topology, "topology", None)
-    if inner is not None and inner is not topology:
-        return as_mdtraj_topology(inner)
-    if hasattr(topology, "atoms") and hasattr(topology, "bonds") and hasattr(topology, "residues"):
-        return mdtraj.Topology.from_openmm(topology)
-    raise InputError(
-        f"expected an mdtraj.Topology or openmm.app.Topology, got {type(topology).__name__}"
-    )
 
 
 @dataclass(frozen=True)
@@ -177,7 +164,6 @@ def build_zmatrix(
     backbone = np.array([_is_backbone(a) for a in atoms])
     # preferred tree edges: backbone bonds and bonds along side-chain chi dihedrals (so that,
     # e.g., the proline ring is closed at N-CD and chi1 = N-CA-CB-CG stays a torsion)
-    from boltzgen.coordinates.dihedrals import dihedral_indices
 
     preferred: set[tuple[int, int]] = set()
     proper = backbone.copy()  # atoms that must get the proper torsion along the tree
