@@ -86,7 +86,7 @@ def make_metad_data(path: str, args) -> None:
 
 
 def _load(path: str):
-    """(frames for run_pipeline, frame weights or None, MD record or None)."""
+    """(frames for cg.train_and_simulate, frame weights or None, MD record or None)."""
     if str(path).endswith(".npz"):
         d = np.load(path)
         lw = d["log_weight"]
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         row = {"run": spec, "data": args.data, "reference": args.reference or args.data}
         try:
-            s = cg.run_pipeline(
+            s = cg.train_and_simulate(
                 data,
                 mapping,
                 out_root / spec.replace(":", "_"),

@@ -25,6 +25,15 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+def _save_as_is(fig, path: str | Path) -> Path:
+    """Save without tight_layout (a colour bar shared by several axes does not take it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _weights(log_w: np.ndarray | None, n: int) -> np.ndarray:
     if log_w is None:
         return np.full(n, 1.0 / n)
@@ -37,30 +46,61 @@ def _weights(log_w: np.ndarray | None, n: int) -> np.ndarray:
     return w
 
 
+def dihedral_map(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    path: str | Path,
+    *,
+    bins: int = 60,
+    scale: float = 1.0,
+    unit: str = "kT",
+    vmax: float = 10.0,
+    labels: tuple[str, str] = (r"$\phi$ / rad", r"$\psi$ / rad"),
+    shared_colorbar: bool = False,
+) -> Path:
+    """Free-energy maps of two dihedrals on [-pi, pi]^2, one panel per entry.
+
+    ``panels`` maps a title to ``(x, y, weights)``: angles (n,) in radians and relative weights
+    (n,) >= 0, or None for unweighted frames. Colour is F = -scale * ln p (``scale`` = 1 for
+    kT, kT in kcal/mol for kcal/mol), shifted to a minimum of 0 per panel, from 0 to ``vmax``;
+    bins never visited are blank. One colour bar per panel, or one for all.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
+    edges = np.linspace(-np.pi, np.pi, int(bins) + 1)
+    for ax, (title, (x, y, w)) in zip(axes[0], panels.items(), strict=True):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        ok = np.isfinite(x) & np.isfinite(y)
+        ww = None if w is None else np.asarray(w, dtype=np.float64)[ok]
+        hist, _, _ = np.histogram2d(x[ok], y[ok], bins=[edges, edges], weights=ww)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = -scale * np.log(hist / hist.sum())
+        f[~np.isfinite(f)] = np.nan
+        if np.isfinite(f).any():
+            f -= np.nanmin(f)
+        im = ax.pcolormesh(edges, edges, f.T, cmap="viridis", vmin=0.0, vmax=vmax)
+        ax.set(title=title, xlabel=labels[0], ylabel=labels[1], aspect="equal")
+        if not shared_colorbar:
+            fig.colorbar(im, ax=ax, label=f"F / {unit}")
+    if shared_colorbar:
+        fig.colorbar(im, ax=list(axes[0]), label=f"F / {unit}")
+        return _save_as_is(fig, path)
+    return _save(fig, path)
+
+
 def ramachandran(
     panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     path: str | Path,
     bins: int = 60,
 ) -> Path:
-    """Side-by-side phi/psi histograms as free energies, one panel per entry.
+    """Side-by-side phi/psi histograms as free energies in kT, one panel per entry.
 
     ``panels`` maps a title to ``(phi, psi, log_weights)``: angles (n,) in radians, log-weights
     (n,) or None for unweighted data (MD). Colour is -log p in kT, shifted to a minimum of 0.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    edges = np.linspace(-np.pi, np.pi, bins + 1)
-    for ax, (title, (phi, psi, log_w)) in zip(axes[0], panels.items(), strict=True):
-        hist, _, _ = np.histogram2d(
-            phi, psi, bins=[edges, edges], weights=_weights(log_w, len(phi))
-        )
-        with np.errstate(divide="ignore"):
-            f = -np.log(hist)
-        f -= np.nanmin(f[np.isfinite(f)]) if np.isfinite(f).any() else 0.0
-        f[~np.isfinite(f)] = np.nan
-        im = ax.pcolormesh(edges, edges, f.T, cmap="viridis", vmax=10)
-        ax.set(title=title, xlabel=r"$\phi$ / rad", ylabel=r"$\psi$ / rad", aspect="equal")
-        fig.colorbar(im, ax=ax, label="F / kT")
-    return _save(fig, path)
+    weighted = {
+        title: (phi, psi, None if log_w is None else _weights(log_w, len(phi)))
+        for title, (phi, psi, log_w) in panels.items()
+    }
+    return dihedral_map(weighted, path, bins=bins)
 
 
 def free_energy_profile(

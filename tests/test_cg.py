@@ -351,7 +351,7 @@ def test_pipeline_end_to_end(adp_md, adp_mapping, tmp_path):
         "n_steps": 300,
         "report_interval": 10,
     }
-    summary = cg.run_pipeline(
+    summary = cg.train_and_simulate(
         adp_md, adp_mapping, tmp_path / "flow", cfg, progress=lambda f, m: seen.append((f, m))
     )
     assert json.loads((tmp_path / "flow" / "summary.json").read_text())["method"] == "flow"
@@ -370,11 +370,17 @@ def test_pipeline_end_to_end(adp_md, adp_mapping, tmp_path):
     assert fracs == sorted(fracs) and fracs[-1] == 1.0
     # classical force matching on mapped all-atom forces, same function
     cfg_f = {**cfg, "method": "forces", "n_steps": 100}
-    s2 = cg.run_pipeline(adp_md, adp_mapping, tmp_path / "fm", cfg_f)
+    s2 = cg.train_and_simulate(adp_md, adp_mapping, tmp_path / "fm", cfg_f)
     assert s2["method"] == "forces" and "teacher" not in s2 and s2["n_force_samples"] == 2000
     with pytest.raises(InputError, match="needs all-atom forces"):
-        cg.run_pipeline(adp_md.trajectory[:50], adp_mapping, tmp_path / "x", cfg_f)
+        cg.train_and_simulate(adp_md.trajectory[:50], adp_mapping, tmp_path / "x", cfg_f)
     with pytest.raises(ShapeError, match="frame_weights"):
-        cg.run_pipeline(adp_md, adp_mapping, tmp_path / "x", cfg_f, frame_weights=np.ones(3))
+        cg.train_and_simulate(adp_md, adp_mapping, tmp_path / "x", cfg_f, frame_weights=np.ones(3))
     with pytest.raises(InputError, match="unknown CG config"):
+        cg.train_and_simulate(adp_md, adp_mapping, tmp_path / "x", {"epochz": 1})
+    # the old name still works for one release, with a warning
+    with (
+        pytest.warns(DeprecationWarning, match="train_and_simulate"),
+        pytest.raises(InputError, match="unknown CG config"),
+    ):
         cg.run_pipeline(adp_md, adp_mapping, tmp_path / "x", {"epochz": 1})

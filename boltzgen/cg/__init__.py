@@ -10,7 +10,8 @@
 * :mod:`~boltzgen.cg.md` - :func:`simulate_cg` (batched Langevin BAOAB), :class:`CGMDError`.
 * :mod:`~boltzgen.cg.metrics` - 60 x 60 dihedral histograms, KL, PMF MSE, dF, :func:`evaluate`.
 * :mod:`~boltzgen.cg.plots` - :func:`fes_plot`.
-* :mod:`~boltzgen.cg.pipeline` - :func:`run_pipeline` with :class:`CGConfig`.
+* :mod:`~boltzgen.cg.pipeline` - :func:`train_and_simulate` (train, simulate, score) and
+  :func:`run_simulation` with :class:`CGConfig` (``run_pipeline``: its deprecated name).
 
 Units: nm, kJ/mol, kJ/mol/nm, K, ps, g/mol.
 """
@@ -34,6 +35,7 @@ from boltzgen.cg.pipeline import (
     run_pipeline,
     run_simulation,
     simulate_and_score,
+    train_and_simulate,
 )
 from boltzgen.cg.plots import fes_plot
 from boltzgen.cg.system import CGSystem, dihedrals
@@ -62,5 +64,6 @@ __all__ = [
     "run_pipeline",
     "simulate_cg",
     "teacher_forces",
+    "train_and_simulate",
     "unreached_mass",
 ]

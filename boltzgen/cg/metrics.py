@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from boltzgen.analysis import free_energy_difference
 from boltzgen.constants import KJ_PER_KCAL
 from boltzgen.errors import InputError, ShapeError
 
@@ -85,16 +86,19 @@ def unreached_mass(p_ref: np.ndarray, p_model: np.ndarray) -> float:
 
 
 def delta_f(phi: Any, weights: Any = None) -> float:
-    """F(phi > 0) - F(phi < 0) in kT (inf if phi > 0 is never visited)."""
+    """F(phi > 0) - F(phi < 0) in kT (inf if phi > 0 is never visited): the library's
+    :func:`boltzgen.analysis.free_energy_difference` without a bootstrap."""
     v = np.asarray(phi, dtype=np.float64).reshape(-1)
-    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
     ok = np.isfinite(v)
-    pos, neg = w[ok & (v > 0)].sum(), w[ok & (v <= 0)].sum()
-    if neg <= 0:
-        return -math.inf
-    if pos <= 0:
-        return math.inf
-    return float(-math.log(pos / neg))
+    lw = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        with np.errstate(divide="ignore"):
+            lw = np.log(w[ok])
+    df, _ = free_energy_difference(
+        v[ok], v[ok], (0.0, math.inf), (-math.inf, 0.0), n_bootstrap=0, log_weights=lw
+    )
+    return df
 
 
 def evaluate(

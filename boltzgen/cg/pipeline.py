@@ -1,6 +1,6 @@
 """The whole coarse-graining pipeline in one call: map, teacher, forces, student, CG MD, scores.
 
-``run_pipeline(frames, mapping, out_dir, config, progress=...)`` with ``config.method``
+``train_and_simulate(frames, mapping, out_dir, config, progress=...)`` with ``config.method``
 
 * ``"flow"`` (flow matching, Koehler et al. 2023): a smooth flow is fitted to the mapped
   frames by maximum likelihood (no forces needed), its forces kT grad log q on
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -47,7 +48,14 @@ from boltzgen.errors import InputError, ShapeError
 from boltzgen.generator.data import check_frame_weights
 from boltzgen.jsonable import json_clean
 
-__all__ = ["CGConfig", "load_frames", "run_pipeline", "run_simulation", "simulate_and_score"]
+__all__ = [
+    "CGConfig",
+    "load_frames",
+    "run_pipeline",
+    "run_simulation",
+    "simulate_and_score",
+    "train_and_simulate",
+]
 
 METHODS = ("flow", "forces")
 Progress = Callable[[float, str], None]
@@ -76,7 +84,7 @@ _LIMITS = {
 
 @dataclass
 class CGConfig:
-    """Options of :func:`run_pipeline` (JSON-able). Units: ps, 1/ps, (kJ/mol/nm)^2."""
+    """Options of :func:`train_and_simulate` (JSON-able). Units: ps, 1/ps, (kJ/mol/nm)^2."""
 
     method: str = "flow"
     max_frames: int | None = None  # evenly strided subset of the frames
@@ -267,7 +275,7 @@ def run_simulation(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """CG MD with a trained force field (object or ``forcefield.pt``), walkers started at the
-    mapped ``frames`` (all-atom, as in :func:`run_pipeline`; drawn in proportion to
+    mapped ``frames`` (all-atom, as in :func:`train_and_simulate`; drawn in proportion to
     ``frame_weights`` (N,) if given), scored against ``reference`` (default: the frames).
     Only the MD and scoring fields of ``config`` are used. Writes ``cg_traj.h5``, ``metrics.json``, ``fes.png``, ``summary.json``; returns the summary."""
     cfg = config if isinstance(config, CGConfig) else CGConfig.from_dict(config)
@@ -309,7 +317,7 @@ def run_simulation(
     return summary
 
 
-def run_pipeline(
+def train_and_simulate(
     frames: Any,
     mapping: Mapping,
     out_dir: str | Path,
@@ -321,7 +329,8 @@ def run_pipeline(
     reference_weights: Any = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run the CG pipeline (see the module docstring) and return a JSON-able summary.
+    """Train a CG force field and simulate and score it (see the module docstring); return a
+    JSON-able summary.
 
     Args:
         frames: all-atom training frames: positions (N, n_atoms, 3) nm, mdtraj.Trajectory,
@@ -342,7 +351,66 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
+    x_aa, f_aa, w_aa = _training_frames(frames, forces, frame_weights, mapping, cfg)
+    cg = mapping.cg_system()
+    x_cg = np.asarray(mapping.map_positions(x_aa), dtype=np.float32)
+    summary: dict[str, Any] = {
+        "method": cfg.method,
+        "config": asdict(cfg),
+        "n_frames": int(len(x_cg)),
+        "frame_ess": None if w_aa is None else float(w_aa.sum() ** 2 / (w_aa**2).sum()),
+        "n_beads": cg.n_beads,
+        "bead_atoms": mapping.atoms.tolist(),
+        "temperature_K": cg.temperature,
+    }
+    files: dict[str, str] = {}
+    if cfg.method == "flow":
+        x_train, f_train = _teacher_targets(cg, x_cg, w_aa, cfg, out, summary, files, report)
+    else:
+        x_train, f_train = _mapped_force_targets(mapping, x_aa, f_aa, x_cg)
+    summary["n_force_samples"] = int(len(x_train))
+    ff = _train_student(cg, x_cg, x_train, f_train, cfg, summary, report)
+    files["forcefield"] = str(
+        ff.save(out / "forcefield.pt", extra={"system": cg.to_spec(), "method": cfg.method})
+    )
+    ref_d = _reference_dihedrals(x_aa if reference is None else reference, mapping, cg)
+    scored = simulate_and_score(
+        ff,
+        cg,
+        x_cg,
+        cfg,
+        out,
+        ref_d,
+        reference_weights=reference_weights,
+        start_weights=w_aa,
+        progress=lambda f, m: report(0.75 + 0.25 * f, m),
+    )
+    summary["md"], summary["metrics"] = scored["md"], scored["metrics"]
+    files.update(scored["files"])
+    files["summary"] = str(out / "summary.json")
+    summary["files"] = files
+    summary["time_s"] = time.perf_counter() - t_start
+    summary = json_clean(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    report(1.0, "done")
+    return summary
 
+
+def run_pipeline(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Deprecated name of :func:`train_and_simulate` (kept for one release)."""
+    warnings.warn(
+        "boltzgen.cg.run_pipeline is deprecated; use boltzgen.cg.train_and_simulate",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return train_and_simulate(*args, **kwargs)
+
+
+def _training_frames(
+    frames: Any, forces: Any, frame_weights: Any, mapping: Mapping, cfg: CGConfig
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """All-atom positions, forces (or None) and frame weights (or None), checked and thinned
+    evenly to ``cfg.max_frames``."""
     x_aa, f_aa = load_frames(frames)
     if forces is not None:
         f_aa = np.asarray(forces)
@@ -356,75 +424,75 @@ def run_pipeline(
         x_aa = x_aa[sel]
         f_aa = None if f_aa is None else f_aa[sel]
         w_aa = None if w_aa is None else w_aa[sel]
-    cg = mapping.cg_system()
-    x_cg = np.asarray(mapping.map_positions(x_aa), dtype=np.float32)
-    summary: dict[str, Any] = {
-        "method": cfg.method,
-        "config": asdict(cfg),
-        "n_frames": int(len(x_cg)),
-        "frame_ess": None if w_aa is None else float(w_aa.sum() ** 2 / (w_aa**2).sum()),
-        "n_beads": cg.n_beads,
-        "bead_atoms": mapping.atoms.tolist(),
-        "temperature_K": cg.temperature,
+    return x_aa, f_aa, w_aa
+
+
+def _teacher_targets(
+    cg, x_cg: np.ndarray, w_aa, cfg: CGConfig, out: Path, summary: dict, files: dict, report
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flow matching: fit the teacher flow to the mapped frames, return flow samples and their
+    forces kT grad log q (outliers filtered)."""
+    report(0.0, "training the teacher flow")
+    t0 = time.perf_counter()
+    teacher = CGFlow.build(
+        cg,
+        x_cg,
+        n_layers=cfg.teacher_layers,
+        hidden=tuple(cfg.teacher_hidden),
+        n_components=cfg.teacher_components,
+        tails=cfg.teacher_tails,
+        seed=cfg.seed,
+    )
+
+    def on_epoch(ev: dict) -> None:
+        if ev.get("event") == "epoch":
+            report(0.35 * ev["progress"], f"teacher epoch {ev['epoch']}/{ev['epochs']}")
+
+    hist = teacher.fit(
+        x_cg,
+        weights=w_aa,
+        epochs=_epochs(
+            cfg.teacher_epochs, cfg.teacher_steps, len(x_cg), cfg.teacher_batch_size, 0.1
+        ),
+        batch_size=cfg.teacher_batch_size,
+        lr=cfg.teacher_lr,
+        seed=cfg.seed,
+        callbacks=[on_epoch],
+    )
+    files["teacher"] = str(teacher.save(out / "teacher.pt"))
+    report(0.35, "teacher forces on flow samples")
+    tf = teacher_forces(
+        teacher,
+        cfg.n_teacher_samples,
+        filter_factor=cfg.force_filter_factor,
+        max_msf=cfg.max_msf,
+        seed=cfg.seed,
+    )
+    finite_val = [v for v in hist["val_nll"] if math.isfinite(v)]
+    summary["teacher"] = {
+        "best_val_nll": min(finite_val) if finite_val else math.nan,
+        "epochs_run": len(hist["train_loss"]),
+        "time_s": time.perf_counter() - t0,
+        "forces": tf.summary(),
     }
-    files: dict[str, str] = {}
+    return tf.positions, tf.forces
 
-    # ---------------------------------------------------------------- targets
-    if cfg.method == "flow":
-        report(0.0, "training the teacher flow")
-        t0 = time.perf_counter()
-        teacher = CGFlow.build(
-            cg,
-            x_cg,
-            n_layers=cfg.teacher_layers,
-            hidden=tuple(cfg.teacher_hidden),
-            n_components=cfg.teacher_components,
-            tails=cfg.teacher_tails,
-            seed=cfg.seed,
-        )
 
-        def on_epoch(ev: dict) -> None:
-            if ev.get("event") == "epoch":
-                report(0.35 * ev["progress"], f"teacher epoch {ev['epoch']}/{ev['epochs']}")
+def _mapped_force_targets(
+    mapping: Mapping, x_aa: np.ndarray, f_aa: np.ndarray | None, x_cg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Classical force matching: the mapped all-atom forces of the frames."""
+    if f_aa is None:
+        raise InputError("method 'forces' needs all-atom forces (an MD file or forces=)")
+    if f_aa.shape != x_aa.shape:
+        raise ShapeError(f"forces must have the shape of the frames {x_aa.shape}")
+    return x_cg, np.asarray(mapping.map_forces(f_aa), dtype=np.float32)
 
-        hist = teacher.fit(
-            x_cg,
-            weights=w_aa,
-            epochs=_epochs(
-                cfg.teacher_epochs, cfg.teacher_steps, len(x_cg), cfg.teacher_batch_size, 0.1
-            ),
-            batch_size=cfg.teacher_batch_size,
-            lr=cfg.teacher_lr,
-            seed=cfg.seed,
-            callbacks=[on_epoch],
-        )
-        files["teacher"] = str(teacher.save(out / "teacher.pt"))
-        report(0.35, "teacher forces on flow samples")
-        tf = teacher_forces(
-            teacher,
-            cfg.n_teacher_samples,
-            filter_factor=cfg.force_filter_factor,
-            max_msf=cfg.max_msf,
-            seed=cfg.seed,
-        )
-        finite_val = [v for v in hist["val_nll"] if math.isfinite(v)]
-        summary["teacher"] = {
-            "best_val_nll": min(finite_val) if finite_val else math.nan,
-            "epochs_run": len(hist["train_loss"]),
-            "time_s": time.perf_counter() - t0,
-            "forces": tf.summary(),
-        }
-        x_train, f_train = tf.positions, tf.forces
-    else:
-        if f_aa is None:
-            raise InputError("method 'forces' needs all-atom forces (an MD file or forces=)")
-        if f_aa.shape != x_aa.shape:
-            raise ShapeError(f"forces must have the shape of the frames {x_aa.shape}")
-        x_train = x_cg
-        f_train = np.asarray(mapping.map_forces(f_aa), dtype=np.float32)
-    summary["n_force_samples"] = int(len(x_train))
 
-    # ---------------------------------------------------------------- student
+def _train_student(
+    cg, x_cg: np.ndarray, x_train, f_train, cfg: CGConfig, summary: dict, report
+) -> CGForceField:
+    """The CG force field (priors fitted to the mapped frames) trained on the force targets."""
     report(0.45, "training the CG force field")
     ff = CGForceField.from_data(
         x_cg,
@@ -454,29 +522,4 @@ def run_pipeline(
         "time_s": sh["time"],
         "n_parameters": int(sum(p.numel() for p in ff.parameters())),
     }
-    files["forcefield"] = str(
-        ff.save(out / "forcefield.pt", extra={"system": cg.to_spec(), "method": cfg.method})
-    )
-
-    # ---------------------------------------------------------------- CG MD and scores
-    ref_d = _reference_dihedrals(x_aa if reference is None else reference, mapping, cg)
-    scored = simulate_and_score(
-        ff,
-        cg,
-        x_cg,
-        cfg,
-        out,
-        ref_d,
-        reference_weights=reference_weights,
-        start_weights=w_aa,
-        progress=lambda f, m: report(0.75 + 0.25 * f, m),
-    )
-    summary["md"], summary["metrics"] = scored["md"], scored["metrics"]
-    files.update(scored["files"])
-    files["summary"] = str(out / "summary.json")
-    summary["files"] = files
-    summary["time_s"] = time.perf_counter() - t_start
-    summary = json_clean(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    report(1.0, "done")
-    return summary
+    return ff

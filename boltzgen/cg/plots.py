@@ -1,4 +1,5 @@
-"""Free-energy surfaces of two CG dihedrals, reference and model side by side (to a file)."""
+"""Free-energy surfaces of two CG dihedrals, reference and model side by side (to a file),
+drawn by the library's :func:`boltzgen.plots.dihedral_map` in kcal/mol."""
 
 from __future__ import annotations
 
@@ -6,13 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from boltzgen.cg.metrics import BINS, KCAL, dihedral_histogram  # noqa: E402
+from boltzgen.cg.metrics import BINS, KCAL
+from boltzgen.constants import GAS_CONSTANT
+from boltzgen.plots import dihedral_map
 
 __all__ = ["fes_plot"]
 
@@ -30,24 +29,19 @@ def fes_plot(
     pair (values, weights (N,)) for weighted frames, e.g. a metadynamics reference):
     F = -kT ln p in kcal/mol on the 60 x 60 grid, shifted to a minimum of 0, same colour
     scale (0..``vmax``) in every panel; bins never visited are blank."""
-    from boltzgen.constants import GAS_CONSTANT
-
     kt = GAS_CONSTANT * float(temperature) / KCAL
-    edges = np.linspace(-np.pi, np.pi, int(bins) + 1)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
-    im = None
-    for ax, (title, angles) in zip(axes[0], panels.items(), strict=True):
+    maps = {}
+    for title, angles in panels.items():
         values, weights = angles if isinstance(angles, tuple) else (angles, None)
-        p = dihedral_histogram(values, bins, weights)
-        with np.errstate(divide="ignore"):
-            f = -kt * np.log(p)
-        f[~np.isfinite(f)] = np.nan
-        f -= np.nanmin(f)
-        im = ax.pcolormesh(edges, edges, f.T, cmap="viridis", vmin=0.0, vmax=vmax)
-        ax.set(title=title, xlabel=labels[0], ylabel=labels[1], aspect="equal")
-    fig.colorbar(im, ax=list(axes[0]), label="F / kcal mol$^{-1}$")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        values = np.asarray(values, dtype=np.float64)
+        maps[title] = (values[:, 0], values[:, 1], weights)
+    return dihedral_map(
+        maps,
+        path,
+        bins=bins,
+        scale=kt,
+        unit="kcal mol$^{-1}$",
+        vmax=vmax,
+        labels=labels,
+        shared_colorbar=True,
+    )

@@ -91,7 +91,7 @@ def train_cmd(
     score it: forcefield.pt, cg_traj.h5, metrics.json, fes.png, summary.json in --out."""
     import torch
 
-    from boltzgen.cg import run_pipeline
+    from boltzgen.cg import train_and_simulate
     from boltzgen.md import load_md
 
     torch.set_num_threads(threads)
@@ -107,7 +107,7 @@ def train_cmd(
     md = _run(load_md, data)
     mapping = _run(_mapping, md.system(), beads)
     typer.echo(f"{mapping.n_beads} beads: atoms {mapping.atoms.tolist()}")
-    summary = _run(run_pipeline, md, mapping, out, cfg, reference=reference)
+    summary = _run(train_and_simulate, md, mapping, out, cfg, reference=reference)
     _echo_scores(summary, out)
 
 

@@ -79,9 +79,9 @@ def cg_train(
 ) -> dict[str, Any]:
     """forcefield.pt, teacher.pt (flow method), cg_traj.h5 (mdtraj), metrics.json, fes.png,
     summary.json; the summary holds KL, PMF MSE, dF and the unreached reference mass."""
-    from boltzgen.cg.pipeline import run_pipeline
+    from boltzgen.cg.pipeline import train_and_simulate
 
-    return _run(run_pipeline, (), params, workdir, progress)
+    return _run(train_and_simulate, (), params, workdir, progress)
 
 
 @job_kind("cg_simulate", CGSimulateParams)
