@@ -230,3 +230,13 @@ def test_quadrature_fails_without_the_internal_coordinate_jacobian(three_atoms, 
     total, _ = _quadrature(gen, n=21)
     # without 1/(b1^2 b2^2 sin theta) the "density" integrates to ~0.153^4 sin(109.5) ~ 5e-4
     assert not 0.5 < total < 2.0, total
+
+
+def test_a_flow_that_is_its_own_target_has_ess_one(adp):
+    # target = q (reduced energy -log q): every log-weight -u - log q is 0 and the Kish ESS
+    # is exactly 1, provided sample() reports the same log q that log_prob computes
+    gen = _make_generator(adp, "smooth", "remove")
+    gen.energy = lambda x: -gen.log_prob(x)
+    s = gen.sample(256)
+    assert np.abs(s.log_weights).max() < 1e-8
+    assert s.ess == pytest.approx(1.0, abs=1e-12)

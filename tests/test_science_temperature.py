@@ -75,7 +75,10 @@ def test_langevin_thermostat_kinetic_temperature_at_400K(adp400):
     ctx.setVelocitiesToTemperature(100.0 * unit.kelvin, 5)  # start cold: the bath must heat it
     integrator.step(5_000)  # 5 ps: 5 friction times
     masses = np.array(
-        [adp400.openmm_system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(adp400.n_atoms)]
+        [
+            adp400.openmm_system.getParticleMass(i).value_in_unit(unit.dalton)
+            for i in range(adp400.n_atoms)
+        ]
     )
     n_dof = 3 * adp400.n_atoms  # no constraints, centre-of-mass motion not removed
     temps = []
