@@ -1,4 +1,5 @@
-"""Umbrella sampling + MBAR and metadynamics against a closed-form free energy.
+"""Umbrella sampling + MBAR, metadynamics and a reweighted Boltzmann generator against a
+closed-form free energy.
 
 The molecule is a 4-carbon chain (``tests/data/torsion_chain.pdb`` / ``.xml``) with harmonic
 bonds and angles and one torsion term V(phi) = 5 (1 + cos 2 phi) + 3.3 (1 + cos(phi - pi/2))
