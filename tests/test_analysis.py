@@ -191,7 +191,9 @@ def test_samples_weights_and_inf_energy():
     assert s.normalized_weights.sum() == pytest.approx(1.0)
     assert s.normalized_weights[1] == 0.0
     assert s.n_eff == pytest.approx(s.ess * 4)
-    assert 0.25 < s.ess < 0.75
+    # Kish: weights e^-1, 0, e^-1, e^-2 -> (sum w)^2 / (n sum w^2) over all n = 4 draws
+    a, b = math.exp(-1.0), math.exp(-2.0)
+    assert s.ess == pytest.approx((2 * a + b) ** 2 / (4 * (2 * a * a + b * b)), rel=1e-12)
 
 
 def _adp_samples(adp_pdb, n=30, seed=0) -> Samples:

@@ -280,7 +280,9 @@ def test_alanine_dipeptide_energy_model(tmp_path):
     assert r.positions.dtype == np.float32 and r.positions.shape == (n, system.n_atoms, 3)
     assert r.n_energy_evals == n * (1 + 2 * 2 * 3)
     assert np.isfinite(r.log_weights).all() and np.isfinite(r.reduced_energy).all()
-    assert np.isfinite(r.log_z) and 0 < r.ess <= 1
+    assert np.isfinite(r.log_z)
+    w = np.exp(r.log_weights - r.log_weights.max())  # Kish of the final weights, by hand
+    assert r.ess == pytest.approx(w.sum() ** 2 / (n * (w**2).sum()), rel=1e-9)
     np.testing.assert_allclose(r.reduced_energy, u_final, atol=0.05)  # float32 positions
     np.testing.assert_array_equal(r.log_q, 0.0)
     assert np.mean(r.history["acceptance"]) > 0.1
@@ -363,7 +365,9 @@ def test_stratified_refinement_minor_basin(mass):
         p_minor.append(float(w[r.positions[:, 0] > 0].sum()))
         log_z.append(r.log_z)
         err.append(r.log_z_err)
-        assert 0 < r.ess <= 1
+        lw = r.log_weights  # the ESS is Kish's of the final weights (by hand)
+        w = np.exp(lw - lw.max())
+        assert r.ess == pytest.approx(w.sum() ** 2 / (len(w) * (w**2).sum()), rel=1e-9)
     log_z, p_minor = np.array(log_z), np.array(p_minor)
     k = len(log_z)
     assert abs(log_z.mean() - LOG_Z_MINOR) < 4 * log_z.std(ddof=1) / math.sqrt(k) + 2e-3
