@@ -228,6 +228,10 @@ def reference_part(args) -> None:
             both = [bb[k] for k in (f"phi:{res}", f"psi:{res}") if k in bb]
             if system.topology.atom(cvs[0].atoms[1]).residue.name not in RING_LOCKED_PHI:
                 cvs = both
+        if args.side_chain:  # slow rotamers (e.g. an indole's chi1/chi2) biased too: at most 3
+            from boltzgen.cv import dihedral
+
+            cvs = cvs[:1] + [dihedral(system, name) for name in args.side_chain]
         per_seed: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cvs}
         for seed in args.seeds:
             r = metadynamics(
@@ -354,6 +358,12 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--metad-steps", type=int, default=1_500_000)
     f.add_argument("--production-steps", type=int, default=3_000_000)
     f.add_argument("--platform", default="auto")
+    f.add_argument(
+        "--side-chain",
+        nargs="+",
+        default=None,
+        help="side-chain dihedrals biased beside the first state dihedral, e.g. chi1:2 chi2:2",
+    )
     bl = sub.add_parser("baseline")
     bl.add_argument("pdb")
     bl.add_argument("--method", choices=["remd", "metad"], default="remd")
