@@ -129,6 +129,9 @@ class TrainConfig(_Config):
     guard_every: int = Field(
         0, ge=0, le=100_000, description="epochs between state-mass checks (0: at the end)"
     )
+    guard_min_ratio: float = Field(
+        0.2, gt=0.0, le=1.0, description="a state with flow/data mass below this is dropped"
+    )
     max_steps: int | None = Field(None, ge=1)
     time_limit: float | None = Field(None, gt=0.0, description="seconds of training")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the data split and draws")

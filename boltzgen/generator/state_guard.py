@@ -36,7 +36,7 @@ def state_masses(
     data_labels: Any,
     flow_log_weights: Any = None,
     data_weights: Any = None,
-    min_ratio: float = 0.1,
+    min_ratio: float = 0.2,
 ) -> dict[str, Any]:
     """Compare state populations of flow draws and data frames.
 
@@ -50,7 +50,7 @@ def state_masses(
 
     Returns:
         ``{"states": {label: {"data", "flow", "reweighted"}}, "dropped": [labels],
-        "min_ratio": min over data states of flow share / data share}``.
+        "worst_ratio": min over data states of flow share / data share}``.
     """
     fl = np.asarray(flow_labels).astype(str)
     dl = np.asarray(data_labels).astype(str)
@@ -78,7 +78,7 @@ def state_masses(
     return {
         "states": states,
         "dropped": sorted(k for k, r in ratios.items() if r < min_ratio),
-        "min_ratio": float(min(ratios.values())) if ratios else float("nan"),
+        "worst_ratio": float(min(ratios.values())) if ratios else float("nan"),
     }
 
 

@@ -132,7 +132,7 @@ def _resolve_state_fn(gen, state_fn: StateFn | str | None, cfg: TrainConfig) -> 
 
 @torch.no_grad()
 def state_guard(
-    gen, state_fn: StateFn, data_labels, data_weights=None, n: int = 2000
+    gen, state_fn: StateFn, data_labels, data_weights=None, n: int = 2000, min_ratio: float = 0.2
 ) -> dict[str, Any]:
     """Each state's mass in ``n`` fresh flow draws (own share and self-normalised reweighted
     share) against the data's (:func:`~boltzgen.generator.state_guard.state_masses`)."""
@@ -142,7 +142,8 @@ def state_guard(
         xs.append(x.double())
         lws.append(-gen.energy(x.double()).double() - lq.double())
     x = torch.cat(xs).numpy()
-    return state_masses(state_fn(x), data_labels, torch.cat(lws).numpy(), data_weights)
+    lw = torch.cat(lws).numpy()
+    return state_masses(state_fn(x), data_labels, lw, data_weights, min_ratio)
 
 
 class _Run:
@@ -259,10 +260,12 @@ def _end_epoch(gen, run: _Run, objective, d: _Data, cfg: TrainConfig, means, t0:
 
 
 def _record_guard(gen, run: _Run, state_fn, d: _Data, cfg: TrainConfig) -> dict[str, Any]:
-    rec = state_guard(gen, state_fn, d.labels, d.label_weights, cfg.guard_samples)
+    rec = state_guard(
+        gen, state_fn, d.labels, d.label_weights, cfg.guard_samples, cfg.guard_min_ratio
+    )
     rec["epoch"] = run.epoch
     run.history.setdefault("state_guard", []).append(rec)
-    run.history.setdefault("guard_min_ratio", []).append(rec["min_ratio"])
+    run.history.setdefault("guard_worst_ratio", []).append(rec["worst_ratio"])
     return rec
 
 
