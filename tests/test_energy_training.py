@@ -226,3 +226,24 @@ def test_anneal_raises_flow_ess_over_likelihood_alone_at_equal_epochs():
 def test_bad_state_fn_is_an_input_error():
     with pytest.raises(InputError, match="state_fn"):
         fit(ToyGenerator(), exact_samples(50, 0), epochs=1, state_fn="phi")
+
+
+def test_front_ends_accept_the_anneal_loss(tmp_path):
+    from typer.testing import CliRunner
+
+    import boltzgen as bg
+    from boltzgen.cli import app
+    from boltzgen.jobs.kinds.train import TrainParams
+
+    spec = bg.System.alanine_dipeptide().to_spec()
+    params = TrainParams.model_validate({"system": spec, "loss": "anneal", "anneal_start": 3})
+    assert params.anneal_start == 3.0 and params.data is None  # energy-only training
+    with pytest.raises(ValueError, match="needs training data"):
+        TrainParams.model_validate({"system": spec, "loss": "nll"})
+    # the CLI's --set reaches TrainConfig, which names a bad field
+    res = CliRunner().invoke(
+        app, ["train", str(tmp_path / "none.h5"), "--loss", "anneal", "--set", "anneal_stagez=2"]
+    )
+    assert res.exit_code == 2 and "anneal_stagez" in res.output, res.output
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "none.h5"), "--set", "oops"])
+    assert res.exit_code != 0 and "FIELD=VALUE" in res.output, res.output
