@@ -16,7 +16,11 @@ All in kT units, averaged over the batch:
   ``anneal_samples`` configurations (no gradient), their reduced energies u (kT at T) give
   log w = -u T/T_k - log q, the draws are resampled by the self-normalised weights into a
   buffer, and each step minimises -log q on a minibatch of that buffer (the self-normalised
-  importance-weighted likelihood, an estimate of the forward KL to p_{T_k}). A forward KL is
+  importance-weighted likelihood, an estimate of the forward KL to p_{T_k}). Two safeguards
+  for a flow whose ESS is low: weights are truncated at sqrt(n) times their mean, and the
+  buffer term is scaled by min(1, effective draws / batch_size), so a buffer of a few distinct
+  draws is not memorised (measured on ADP: without them, anneal from a 1.5 %-ESS flow fell to
+  0.2 % while NLL alone rose to 3 %). A forward KL is
   mass-covering and the data NLL keeps every state the data visit, so no state is lost; the
   energies need no forces and are evaluated once per epoch, not per step (cheap on CPU).
   Why this rather than FAB's alpha-2 divergence: FAB needs AIS with HMC (forces, several
@@ -144,6 +148,7 @@ class AnnealObjective:
         self.cfg = cfg
         self.needs_data = False
         self.buffer: torch.Tensor | None = None
+        self.scale = 1.0
 
     def selectable(self, epoch: int) -> bool:
         return anneal_temperature(self.cfg, epoch) == 1.0  # the target is fixed from here on
@@ -163,17 +168,25 @@ class AnnealObjective:
         if not bool(torch.isfinite(lw).any()):
             raise TrainingError("every annealing draw had a non-finite energy or density")
         w = torch.softmax(lw, 0)
+        ess = float(1.0 / (w**2).sum() / n)
+        # truncated importance sampling (Ionides 2008): no draw weighs more than sqrt(n) times
+        # the mean, so one lucky draw cannot fill the buffer with copies of itself
+        w = torch.minimum(w, torch.full_like(w, 1.0 / math.sqrt(n)))
+        w = w / w.sum()
+        n_eff = float(1.0 / (w**2).sum())
+        # a buffer of fewer distinct effective draws than a minibatch would be memorised: its
+        # term is scaled down in proportion (the data NLL carries training meanwhile)
+        self.scale = min(1.0, n_eff / self.cfg.batch_size)
         idx = torch.multinomial(w, n, replacement=True)
         self.buffer = torch.cat(xs)[idx]
-        ess = float(1.0 / (w**2).sum() / n)
-        return {"anneal_temperature": ratio, "anneal_ess": ess}
+        return {"anneal_temperature": ratio, "anneal_ess": ess, "anneal_scale": self.scale}
 
     def batch(self, gen, x, f) -> tuple[torch.Tensor, dict[str, float]]:
         if self.buffer is None:
             raise TrainingError("anneal: start_epoch must fill the buffer first")
         idx = torch.randint(len(self.buffer), (min(self.cfg.batch_size, len(self.buffer)),))
         flow_nll = nll_loss(gen, self.buffer[idx])
-        total, parts = flow_nll, {"anneal": float(flow_nll.detach())}
+        total, parts = self.scale * flow_nll, {"anneal": float(flow_nll.detach())}
         if x is not None and self.cfg.data_weight > 0:
             nll = nll_loss(gen, x)
             total = total + self.cfg.data_weight * nll
