@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--anneal-samples", type=int, default=4096)
+    ap.add_argument("--anneal-start", type=float, default=2.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     system = bg.System.alanine_dipeptide()
@@ -64,6 +65,7 @@ def main() -> None:
             epochs=args.extra_epochs,
             state_fn=None if loss == "nll" else "auto",
             anneal_samples=args.anneal_samples,
+            anneal_start=args.anneal_start,
             **common,
         )
         guard = hist.get("state_guard", [{}])[-1]
@@ -72,6 +74,7 @@ def main() -> None:
                 {
                     "arm": f"nll base + {loss}",
                     "extra_epochs": args.extra_epochs,
+                    "anneal_start": args.anneal_start,
                     "core_s": base_s + time.process_time() - t0,
                     "energy_evals": args.extra_epochs * args.anneal_samples
                     if loss == "anneal"
