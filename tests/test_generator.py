@@ -82,7 +82,7 @@ def test_nll_training_improves_and_resumes(adp, md_data, tmp_path):
     assert len(hist2["val_nll"]) == 4
 
 
-@pytest.mark.parametrize("loss", ["kl", "mixed", "force"])
+@pytest.mark.parametrize("loss", ["kl", "mixed", "force", "anneal"])
 def test_other_losses_run_and_are_finite(adp, md_data, loss):
     gen = bg.BoltzmannGenerator.build(adp, data=md_data, n_layers=2, hidden=(16,), n_components=3)
     hist = gen.fit(
@@ -92,9 +92,17 @@ def test_other_losses_run_and_are_finite(adp, md_data, loss):
         max_steps=3,
         batch_size=32,
         kl_batch_size=16,
+        anneal_samples=64,
+        guard_samples=200,
         weights={"nll": 1.0, "kl": 0.1, "force": 0.01},
     )
     assert math.isfinite(hist["train_loss"][-1])
+    if loss in ("kl", "mixed", "anneal"):  # energy-based: the phi-sign state guard ran
+        guard = hist["state_guard"][-1]
+        assert set(guard["states"]) <= {"+", "-"} and "-" in guard["states"]
+        assert guard["states"]["-"]["data"] > 0.5  # MD at 300 K sits mostly at phi < 0
+    else:
+        assert "state_guard" not in hist
 
 
 def test_force_matching_needs_forces(adp, md_data):

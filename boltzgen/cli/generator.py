@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -68,9 +70,9 @@ def train_cmd(
         "bg-model"
     ),
     flow: Annotated[str, typer.Option(help="smooth or spline.")] = _default(FlowConfig, "flow"),
-    loss: Annotated[str, typer.Option(help="nll, kl, mixed or force.")] = _default(
-        TrainConfig, "loss"
-    ),
+    loss: Annotated[
+        str, typer.Option(help="nll, kl, mixed, force or anneal (energy + data NLL).")
+    ] = _default(TrainConfig, "loss"),
     epochs: Annotated[int, typer.Option(help="Maximum number of epochs.")] = _default(
         TrainConfig, "epochs"
     ),
@@ -106,6 +108,14 @@ def train_cmd(
     balance_share: Annotated[
         list[float] | None, typer.Option(help="Share of the frames' weight per state.")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any other training option FIELD=VALUE (repeatable), e.g. anneal_start=3, "
+            "data_weight=0.5, anneal_samples=8192 (see TrainConfig).",
+        ),
+    ] = None,
 ) -> None:
     """Train a Boltzmann generator on MD data (the system is read from the data file).
 
@@ -134,12 +144,9 @@ def train_cmd(
         )
         train = make_config(
             TrainConfig,
-            loss=loss,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            time_limit=time_limit,
-            seed=seed,
+            {"loss": loss, "epochs": epochs, "batch_size": batch_size, "lr": lr}
+            | {"time_limit": time_limit, "seed": seed},
+            **_train_options(set_ or ()),  # --set wins over the options above
         )
         balance = (
             make_config(
@@ -171,6 +178,21 @@ def train_cmd(
         f"{summary['epochs_run']} epochs, {summary['stop_reason']}): best validation NLL "
         f"{summary['best_val_nll']:.3f}; model in {Path(out) / 'model.pt'}"
     )
+
+
+def _train_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["anneal_start=3", "weights={\"nll\": 1}"]`` -> TrainConfig overrides; values are
+    JSON when they parse as JSON, else strings (TrainConfig validates them)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected FIELD=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def _widths(text: str) -> tuple[int, ...]:

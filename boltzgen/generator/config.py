@@ -37,8 +37,10 @@ __all__ = [
     "make_config",
 ]
 
-LOSSES = ("nll", "kl", "mixed", "force")
+LOSSES = ("nll", "kl", "mixed", "force", "anneal")
 LOSS_TERMS = ("nll", "kl", "force")
+# losses that train on the energy (draw from the flow, evaluate the target)
+ENERGY_LOSSES = ("kl", "mixed", "anneal")
 
 
 class _Config(BaseModel):
@@ -88,8 +90,10 @@ class FlowConfig(_Config):
 class TrainConfig(_Config):
     """Options of :func:`boltzgen.generator.training.fit` (JSON-able, stored in checkpoints)."""
 
-    loss: Literal["nll", "kl", "mixed", "force"] = Field(
-        "nll", description="nll (likelihood), kl (reverse KL), mixed, force (force matching)"
+    loss: Literal["nll", "kl", "mixed", "force", "anneal"] = Field(
+        "nll",
+        description="nll (likelihood), kl (reverse KL), mixed, force (force matching), anneal "
+        "(temperature-annealed reweighted likelihood on flow draws + data NLL, as TA-BG)",
     )
     weights: dict[str, float] = Field(
         default_factory=lambda: {"nll": 1.0, "kl": 0.1},
@@ -107,6 +111,27 @@ class TrainConfig(_Config):
     kl_batch_size: int = Field(128, ge=1, le=65_536)
     kl_steps_per_epoch: int = Field(50, ge=1, le=100_000, description="data-free epochs")
     energy_cutoff: float = Field(1e3, gt=0.0, description="kT; above it energies are softened")
+    data_weight: float = Field(
+        1.0, ge=0.0, le=1e6, description="loss='anneal': weight of the data NLL mixed in"
+    )
+    anneal_start: float = Field(
+        2.0, ge=1.0, le=100.0, description="anneal: first target temperature / system's"
+    )
+    anneal_stages: int = Field(
+        4, ge=1, le=1000, description="anneal: geometric temperature ladder down to the system's"
+    )
+    anneal_samples: int = Field(
+        4096, ge=16, le=1_000_000, description="anneal: flow draws (energies) per epoch"
+    )
+    guard_samples: int = Field(
+        2000, ge=0, le=1_000_000, description="flow draws of the state-mass guard (0: off)"
+    )
+    guard_every: int = Field(
+        0, ge=0, le=100_000, description="epochs between state-mass checks (0: at the end)"
+    )
+    guard_min_ratio: float = Field(
+        0.2, gt=0.0, le=1.0, description="a state with flow/data mass below this is dropped"
+    )
     max_steps: int | None = Field(None, ge=1)
     time_limit: float | None = Field(None, gt=0.0, description="seconds of training")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the data split and draws")

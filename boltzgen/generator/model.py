@@ -224,8 +224,10 @@ class BoltzmannGenerator(nn.Module):
 
     # ------------------------------------------------------------------ training
     def fit(self, data: Any = None, loss: str | None = None, **kwargs):
-        """Train; ``loss`` and ``**kwargs`` are :class:`TrainConfig` fields (or pass
-        ``config=``); see :func:`boltzgen.generator.training.fit`."""
+        """Train; ``loss`` ("nll" | "kl" | "mixed" | "force" | "anneal") and ``**kwargs`` are
+        :class:`TrainConfig` fields (or pass ``config=``, ``checkpoint=``, ``state_fn=``); see
+        :func:`boltzgen.generator.training.fit`. Energy-based losses report each backbone
+        state's flow mass against the data's in ``history["state_guard"]``."""
         from boltzgen.generator.training import fit
 
         return fit(self, data, loss=loss, **kwargs)

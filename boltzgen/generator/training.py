@@ -1,18 +1,12 @@
-"""Training a Boltzmann generator: maximum likelihood, reverse KL, their mixture, force matching.
+"""Training a Boltzmann generator: the loop shared by every loss.
 
-Losses per batch (all in kT units, averaged over the batch):
+The losses (nll, kl, force, mixed, anneal) are objects in :mod:`boltzgen.generator.losses`;
+this module runs them: minibatches, Adam, gradient clipping, the learning-rate schedule,
+validation NLL on a held-out split (early stopping, best weights restored at the end),
+checkpoints and the state-mass guard (:mod:`boltzgen.generator.state_guard`).
 
-* ``nll``   : -log q(x) on MD frames (maximum likelihood).
-* ``kl``    : E_q[u_E(x) + log q(x)] on flow samples (reverse KL up to log Z); energies above
-  ``energy_cutoff`` are softened as ``cut + log(1 + u - cut)`` and non-finite ones dropped
-  (counted in the history), so one bad sample cannot blow up a step.
-* ``force`` : mean squared error between the flow force grad_x log q(x) and the data force
-  F(x)/kT (kT/nm), per Cartesian component.
-* ``mixed`` : ``weights["nll"] * nll + weights["kl"] * kl + weights["force"] * force``.
-
-Validation NLL on a held-out split drives early stopping and the plateau LR schedule; the
-best-validation weights are restored at the end. Checkpoints hold model, optimizer, scheduler,
-RNG states and history, so a resumed run continues where it stopped.
+Checkpoints hold model, optimizer, scheduler, torch RNG state and history, and each epoch's
+frame order is seeded by (seed, epoch), so a resumed run repeats the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,61 +22,31 @@ import numpy as np
 import torch
 
 from boltzgen.errors import InputError, TrainingError
-from boltzgen.generator.config import LOSSES, TrainConfig, make_config
+from boltzgen.generator.config import ENERGY_LOSSES, LOSSES, TrainConfig, make_config
 from boltzgen.generator.data import as_training_data
+from boltzgen.generator.losses import (  # re-exported: they lived here before the split
+    force_loss,
+    kl_loss,
+    make_objective,
+    nll_loss,
+    reweighted_nll,
+)
+from boltzgen.generator.state_guard import StateFn, dihedral_sign_states, state_masses
 
-__all__ = ["LOSSES", "TrainConfig", "fit", "validation_nll", "epoch_order"]
+__all__ = [
+    "LOSSES",
+    "TrainConfig",
+    "epoch_order",
+    "fit",
+    "force_loss",
+    "kl_loss",
+    "nll_loss",
+    "reweighted_nll",
+    "state_guard",
+    "validation_nll",
+]
 
 Callback = Callable[[dict[str, Any]], None]
-
-
-def _soft_cap(u: torch.Tensor, cut: float) -> torch.Tensor:
-    """Identity below ``cut``, logarithmic above: keeps gradients of huge energies bounded."""
-    return torch.where(u < cut, u, cut + torch.log1p((u - cut).clamp_min(0.0)))
-
-
-def kl_loss(gen, n: int, cut: float) -> tuple[torch.Tensor, int]:
-    """Reverse-KL estimate on ``n`` flow samples; returns (loss, number of dropped samples)."""
-    x, log_q = gen.sample_positions(n)
-    u = gen.energy(x.double()).to(x.dtype)
-    ok = torch.isfinite(u) & torch.isfinite(log_q)
-    if not bool(ok.any()):
-        raise TrainingError("every reverse-KL sample had a non-finite energy or density")
-    return (_soft_cap(u[ok], cut) + log_q[ok]).mean(), int((~ok).sum())
-
-
-def nll_loss(gen, x: torch.Tensor) -> torch.Tensor:
-    lq = gen.log_prob(x)
-    ok = torch.isfinite(lq)
-    if not bool(ok.any()):
-        raise TrainingError("no training frame lies inside the model's support")
-    return -lq[ok].mean()
-
-
-def force_loss(gen, x: torch.Tensor, f: torch.Tensor, kT: float) -> torch.Tensor:
-    _, g = gen.force(x, create_graph=True)
-    return ((g - f / kT) ** 2).mean()
-
-
-def _batch_loss(gen, cfg: TrainConfig, w: dict[str, float], x, f) -> tuple[torch.Tensor, dict]:
-    parts: dict[str, float] = {}
-    total = torch.zeros((), dtype=gen.dtype)
-    if w.get("nll"):
-        nll = nll_loss(gen, x)
-        total = total + w["nll"] * nll
-        parts["nll"] = float(nll.detach())
-    if w.get("force"):
-        if f is None:
-            raise InputError("force matching needs training data with forces")
-        fm = force_loss(gen, x, f, gen.system.kT)
-        total = total + w["force"] * fm
-        parts["force"] = float(fm.detach())
-    if w.get("kl"):
-        kl, dropped = kl_loss(gen, cfg.kl_batch_size, cfg.energy_cutoff)
-        total = total + w["kl"] * kl
-        parts["kl"] = float(kl.detach())
-        parts["kl_dropped"] = dropped
-    return total, parts
 
 
 @torch.no_grad()
@@ -120,6 +85,190 @@ def _make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     return None
 
 
+@dataclass
+class _Data:
+    """Training and validation tensors plus the data's state labels for the guard."""
+
+    x: torch.Tensor | None = None
+    f: torch.Tensor | None = None
+    p: np.ndarray | None = None
+    x_val: torch.Tensor | None = None
+    w_val: np.ndarray | None = None
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    label_weights: np.ndarray | None = None
+
+
+def _prepare_data(gen, data: Any, cfg: TrainConfig, objective, state_fn) -> _Data:
+    if data is None:
+        if objective.needs_data:
+            raise InputError(f"loss {cfg.loss!r} needs training data")
+        return _Data()
+    td = as_training_data(data, gen.system.n_atoms)
+    if objective.needs_forces and td.forces is None:
+        raise InputError("force matching needs training data with forces")
+    train, val = td.split(cfg.val_fraction, cfg.seed)
+    x, f = train.tensors(gen.dtype)
+    out = _Data(x, f, train.probabilities())
+    if val is not None:
+        out.x_val, out.w_val = val.tensors(gen.dtype)[0], val.weights
+    if state_fn is not None:
+        out.labels, out.label_weights = np.asarray(state_fn(td.positions)), td.weights
+    return out
+
+
+def _resolve_state_fn(gen, state_fn: StateFn | str | None, cfg: TrainConfig) -> StateFn | None:
+    """ "auto": dihedral-sign states for the energy-based losses (when the molecule has a
+    backbone), None: off, a callable: positions (N, n_atoms, 3) nm -> labels (N,)."""
+    if state_fn is None or cfg.guard_samples == 0:
+        return None
+    if isinstance(state_fn, str):
+        if state_fn != "auto":
+            raise InputError(f"state_fn must be a callable, 'auto' or None, got {state_fn!r}")
+        return dihedral_sign_states(gen.system) if cfg.loss in ENERGY_LOSSES else None
+    if not callable(state_fn):
+        raise InputError(f"state_fn must be a callable, 'auto' or None, got {state_fn!r}")
+    return state_fn
+
+
+@torch.no_grad()
+def state_guard(
+    gen, state_fn: StateFn, data_labels, data_weights=None, n: int = 2000, min_ratio: float = 0.2
+) -> dict[str, Any]:
+    """Each state's mass in ``n`` fresh flow draws (own share and self-normalised reweighted
+    share) against the data's (:func:`~boltzgen.generator.state_guard.state_masses`)."""
+    xs, lws = [], []
+    for s in range(0, n, 4096):
+        x, lq = gen.sample_positions(min(4096, n - s))
+        xs.append(x.double())
+        lws.append(-gen.energy(x.double()).double() - lq.double())
+    x = torch.cat(xs).numpy()
+    lw = torch.cat(lws).numpy()
+    return state_masses(state_fn(x), data_labels, lw, data_weights, min_ratio)
+
+
+class _Run:
+    """What a checkpoint holds: optimizer, scheduler, history and the early-stopping state."""
+
+    def __init__(self, gen, cfg: TrainConfig, steps_per_epoch: int) -> None:
+        self.opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = _make_scheduler(self.opt, cfg, steps_per_epoch)
+        self.history: dict[str, list] = {"train_loss": [], "val_nll": [], "lr": [], "time": []}
+        self.epoch, self.best, self.best_state, self.bad_epochs, self.step = 0, math.inf, None, 0, 0
+
+    def load(self, gen, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        gen.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.sched is not None and state.get("scheduler"):
+            self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history = state["history"]
+        self.epoch, self.best, self.bad_epochs, self.step = (
+            state["epoch"],
+            state["best"],
+            state["bad_epochs"],
+            state["step"],
+        )
+        self.best_state = state.get("best_state")
+
+    def save(self, gen, path: Path, cfg: TrainConfig) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        state = {
+            "model": gen.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "epoch": self.epoch,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "step": self.step,
+            "best_state": self.best_state,
+            "config": cfg.model_dump(mode="json"),
+        }
+        torch.save(state, tmp)
+        tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
+
+
+def _train_epoch(gen, run: _Run, objective, d: _Data, cfg: TrainConfig, steps: int, t0: float):
+    """One epoch of steps; returns (mean of each loss part, stop reason or None)."""
+    gen.train()
+    sums: dict[str, float] = {}
+    n_batches, stop = 0, None
+    rng = np.random.default_rng([cfg.seed, run.epoch])  # per epoch: resumes repeat it
+    order = epoch_order(rng, len(d.x), d.p) if d.x is not None else None
+    for b in range(steps):
+        xb = fb = None
+        if order is not None:
+            idx = torch.as_tensor(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+            xb, fb = d.x[idx], (d.f[idx] if d.f is not None else None)
+        total, parts = objective.batch(gen, xb, fb)
+        if not torch.isfinite(total):
+            raise TrainingError(f"non-finite loss at epoch {run.epoch + 1}, step {run.step + 1}")
+        run.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(gen.parameters(), cfg.clip_grad)
+        run.opt.step()
+        if isinstance(run.sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+            run.sched.step()
+        run.step += 1
+        n_batches += 1
+        for k, v in {"loss": float(total.detach()), **parts}.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        if cfg.max_steps is not None and run.step >= cfg.max_steps:
+            stop = "max_steps"
+            break
+        if cfg.time_limit is not None and time.perf_counter() - t0 > cfg.time_limit:
+            stop = "time_limit"
+            break
+    gen.eval()
+    return {k: v / n_batches for k, v in sums.items()}, stop
+
+
+def _end_epoch(gen, run: _Run, objective, d: _Data, cfg: TrainConfig, means, t0: float):
+    """Validation, schedule, best weights and the history of the epoch just run."""
+    h = run.history
+    h["train_loss"].append(means.pop("loss"))
+    for k, v in means.items():
+        h.setdefault(f"train_{k}", []).append(v)
+    has_val = d.x_val is not None
+    metric = validation_nll(gen, d.x_val, weights=d.w_val) if has_val else h["train_loss"][-1]
+    h["val_nll"].append(metric if has_val else math.nan)
+    h["lr"].append(run.opt.param_groups[0]["lr"])
+    h["time"].append(time.perf_counter() - t0)
+    if objective.selectable(run.epoch):  # annealing: only once the target is the final one
+        if isinstance(run.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            run.sched.step(metric)
+        if metric < run.best:
+            run.best, run.bad_epochs = metric, 0
+            run.best_state = {k: v.detach().clone() for k, v in gen.state_dict().items()}
+        else:
+            run.bad_epochs += 1
+    run.epoch += 1
+    return {
+        "event": "epoch",
+        "epoch": run.epoch,
+        "epochs": cfg.epochs,
+        "progress": run.epoch / cfg.epochs,
+        "step": run.step,
+        "lr": h["lr"][-1],
+        "train_loss": h["train_loss"][-1],
+        "val_nll": h["val_nll"][-1],
+        **{f"train_{k}": v for k, v in means.items()},
+    }
+
+
+def _record_guard(gen, run: _Run, state_fn, d: _Data, cfg: TrainConfig) -> dict[str, Any]:
+    rec = state_guard(
+        gen, state_fn, d.labels, d.label_weights, cfg.guard_samples, cfg.guard_min_ratio
+    )
+    rec["epoch"] = run.epoch
+    run.history.setdefault("state_guard", []).append(rec)
+    run.history.setdefault("guard_worst_ratio", []).append(rec["worst_ratio"])
+    return rec
+
+
 def fit(
     gen,
     data: Any = None,
@@ -129,171 +278,76 @@ def fit(
     callbacks: list[Callback] | tuple[Callback, ...] = (),
     checkpoint: str | Path | None = None,
     resume: bool = True,
+    state_fn: StateFn | str | None = "auto",
     **options,
 ) -> dict[str, list[float]]:
     """Train ``gen`` in place and return its history (per-epoch lists).
 
     Args:
         data: training frames (see :func:`~boltzgen.generator.data.as_training_data`); needed
-            for "nll", "force" and "mixed" with a data term; "kl" may train from scratch.
-        loss: "nll" | "kl" | "mixed" | "force" (default: ``config``'s, else "nll").
+            for "nll", "force" and "mixed" with a data term; "kl" and "anneal" may train from
+            scratch (anneal mixes in ``data_weight`` * data NLL when data are given).
+        loss: "nll" | "kl" | "mixed" | "force" | "anneal" (default: ``config``'s, else "nll");
+            see :mod:`boltzgen.generator.losses`.
         config: a :class:`~boltzgen.generator.config.TrainConfig` (or dict of its fields);
             ``loss`` and ``**options`` override its fields.
         callbacks: called with a dict per epoch (``epoch``, ``progress`` in [0, 1], losses,
             ``val_nll``, ``lr``) and once with ``event="done"``.
         checkpoint: file written after every epoch (atomically); with ``resume`` an existing
             file is loaded first and training continues from its epoch.
+        state_fn: the state-mass guard's labeller, positions (N, n_atoms, 3) nm -> labels (N,);
+            "auto" (default): signs of the state dihedrals for the energy-based losses; None:
+            off. Each check (every ``guard_every`` epochs and at the end) appends a
+            :func:`~boltzgen.generator.state_guard.state_masses` record to
+            ``history["state_guard"]`` (its ``dropped`` lists the states the flow lost).
         **options: fields of :class:`TrainConfig`.
     """
     if loss is not None:
         options["loss"] = loss
     cfg = make_config(TrainConfig, config, **options)
-    loss = cfg.loss
-    weights = cfg.loss_weights()
-    needs_data = bool(weights.get("nll") or weights.get("force"))
+    objective = make_objective(cfg)
     torch.manual_seed(cfg.seed)
-    if data is None:
-        if needs_data:
-            raise InputError(f"loss {loss!r} needs training data")
-        train, val = None, None
-    else:
-        td = as_training_data(data, gen.system.n_atoms)
-        if weights.get("force") and td.forces is None:
-            raise InputError("force matching needs training data with forces")
-        train, val = td.split(cfg.val_fraction, cfg.seed)
-    x_train, f_train = train.tensors(gen.dtype) if train is not None else (None, None)
-    x_val = val.tensors(gen.dtype)[0] if val is not None else None
-    p_train = train.probabilities() if train is not None else None
-    w_val = val.weights if val is not None else None
-
-    steps_per_epoch = (
-        max(1, math.ceil(len(train) / cfg.batch_size))
-        if train is not None
-        else cfg.kl_steps_per_epoch
-    )
-    opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = _make_scheduler(opt, cfg, steps_per_epoch)
-    history: dict[str, list[float]] = {"train_loss": [], "val_nll": [], "lr": [], "time": []}
-    start_epoch, best, best_state, bad_epochs, step = 0, math.inf, None, 0, 0
+    guard_fn = _resolve_state_fn(gen, state_fn, cfg)
+    d = _prepare_data(gen, data, cfg, objective, guard_fn)
+    steps = max(1, math.ceil(len(d.x) / cfg.batch_size)) if d.x is not None else None
+    run = _Run(gen, cfg, steps or cfg.kl_steps_per_epoch)
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        gen.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and state.get("scheduler"):
-            sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        history = state["history"]
-        start_epoch, best, bad_epochs, step = (
-            state["epoch"],
-            state["best"],
-            state["bad_epochs"],
-            state["step"],
-        )
-        best_state = state.get("best_state")
-
-    rng = np.random.default_rng(cfg.seed + start_epoch)
-    t0 = time.perf_counter() - (history["time"][-1] if history["time"] else 0.0)
+        run.load(gen, ckpt)
+    t0 = time.perf_counter() - (run.history["time"][-1] if run.history["time"] else 0.0)
     stop_reason = "epochs"
-    for epoch in range(start_epoch, cfg.epochs):
-        gen.train()
-        sums: dict[str, float] = {}
-        n_batches = 0
-        order = epoch_order(rng, len(x_train), p_train) if x_train is not None else None
-        for b in range(steps_per_epoch):
-            if order is not None:
-                idx = torch.as_tensor(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-                xb, fb = x_train[idx], (f_train[idx] if f_train is not None else None)
-            else:
-                xb, fb = None, None
-            total, parts = _batch_loss(gen, cfg, weights, xb, fb)
-            if not torch.isfinite(total):
-                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}")
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(gen.parameters(), cfg.clip_grad)
-            opt.step()
-            if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
-                sched.step()
-            step += 1
-            n_batches += 1
-            sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                stop_reason = "max_steps"
-                break
-            if cfg.time_limit is not None and time.perf_counter() - t0 > cfg.time_limit:
-                stop_reason = "time_limit"
-                break
-        gen.eval()
-        means = {k: v / n_batches for k, v in sums.items()}
-        history["train_loss"].append(means.pop("loss"))
-        for k, v in means.items():
-            history.setdefault(f"train_{k}", []).append(v)
-        metric = (
-            validation_nll(gen, x_val, weights=w_val)
-            if x_val is not None
-            else history["train_loss"][-1]
-        )
-        history["val_nll"].append(metric if x_val is not None else math.nan)
-        history["lr"].append(opt.param_groups[0]["lr"])
-        history["time"].append(time.perf_counter() - t0)
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            sched.step(metric)
-        if metric < best:
-            best, bad_epochs = metric, 0
-            best_state = {k: v.detach().clone() for k, v in gen.state_dict().items()}
-        else:
-            bad_epochs += 1
-        event = {
-            "event": "epoch",
-            "epoch": epoch + 1,
-            "epochs": cfg.epochs,
-            "progress": (epoch + 1) / cfg.epochs,
-            "step": step,
-            "lr": history["lr"][-1],
-            "train_loss": history["train_loss"][-1],
-            "val_nll": history["val_nll"][-1],
-            **{f"train_{k}": v for k, v in means.items()},
-        }
+    while run.epoch < cfg.epochs:
+        for k, v in objective.start_epoch(gen, run.epoch).items():
+            run.history.setdefault(k, []).append(v)
+        means, stop = _train_epoch(gen, run, objective, d, cfg, steps or cfg.kl_steps_per_epoch, t0)
+        event = _end_epoch(gen, run, objective, d, cfg, means, t0)
+        if guard_fn is not None and cfg.guard_every and run.epoch % cfg.guard_every == 0:
+            event["guard_dropped"] = _record_guard(gen, run, guard_fn, d, cfg)["dropped"]
         if ckpt is not None:
-            tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
-            torch.save(
-                {
-                    "model": gen.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                    "epoch": epoch + 1,
-                    "best": best,
-                    "bad_epochs": bad_epochs,
-                    "step": step,
-                    "best_state": best_state,
-                    "config": cfg.model_dump(mode="json"),
-                },
-                tmp,
-            )
-            tmp.replace(ckpt)
+            run.save(gen, ckpt, cfg)
         for cb in callbacks:
             cb(event)
-        if stop_reason != "epochs":
+        stop_reason = stop or ("early_stopping" if run.bad_epochs >= cfg.patience else None)
+        if stop_reason is not None:
             break
-        if bad_epochs >= cfg.patience:
-            stop_reason = "early_stopping"
-            break
-    if best_state is not None:
-        gen.load_state_dict(best_state)
-    gen.history = history
+    stop_reason = stop_reason or "epochs"
+    if run.best_state is not None:
+        gen.load_state_dict(run.best_state)
+    return _finish(gen, run, guard_fn, d, cfg, stop_reason, callbacks)
+
+
+def _finish(gen, run: _Run, guard_fn, d: _Data, cfg, stop_reason: str, callbacks) -> dict:
+    history = run.history
     summary = {
         "event": "done",
         "stop_reason": stop_reason,
-        "best_val_nll": best if x_val is not None else math.nan,
+        "best_val_nll": run.best if d.x_val is not None else math.nan,
         "epochs_run": len(history["train_loss"]),
     }
-    history["stop_reason"] = [stop_reason]  # type: ignore[list-item]
+    if guard_fn is not None:  # the returned (best) weights, checked once more
+        summary["guard_dropped"] = _record_guard(gen, run, guard_fn, d, cfg)["dropped"]
+    history["stop_reason"] = [stop_reason]
+    gen.history = history
     for cb in callbacks:
         cb(summary)
     return history

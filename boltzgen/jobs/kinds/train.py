@@ -21,10 +21,11 @@ from boltzgen.jsonable import json_clean
 
 class TrainParams(SystemParams, FlowConfig, TrainConfig):
     """Train a Boltzmann generator on MD frames (an artifact, e.g. a simulate job's
-    ``trajectory.h5``), by likelihood, reverse KL, their mixture or force matching."""
+    ``trajectory.h5``), by likelihood, reverse KL, their mixture, force matching or
+    temperature-annealed training on the energy (loss='anneal', with the data NLL mixed in)."""
 
     data: ArtifactPath | None = Field(
-        None, description="artifact id of an MD HDF5 file; optional for loss='kl'"
+        None, description="artifact id of an MD HDF5 file; optional for loss='kl' or 'anneal'"
     )
     balance: BalanceConfig | None = Field(
         None, description="give a rare CV state a fixed share of the frames (proposal shaping)"
@@ -32,7 +33,7 @@ class TrainParams(SystemParams, FlowConfig, TrainConfig):
 
     @model_validator(mode="after")
     def _check(self) -> TrainParams:
-        if self.data is None and self.loss != "kl":
+        if self.data is None and self.loss not in ("kl", "anneal"):
             raise ValueError(f"loss {self.loss!r} needs training data (field 'data')")
         if self.data is None and self.balance is not None:
             raise ValueError("'balance' weights training frames: it needs 'data'")
