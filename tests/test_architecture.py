@@ -39,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "flows": {"errors"},  # flows know no physics
     "analysis": {"errors"},
     "samples": {"analysis", "errors"},
+    "diagnostics": {"analysis", "errors"},  # arrays in, verdicts out (numpy, scipy, arviz-stats)
     "plots": {"errors"},
     "systems": {"errors", "paths"},
     "openmm_context": {"errors", "systems"},
