@@ -7,7 +7,10 @@ or over worker processes that each own one OpenMM Context (``n_workers > 1``; CP
 Guarantees: every frame is evaluated afresh (no cache), chunks are tagged so results go back to
 the frame they came from, a dead worker raises :class:`EnergyWorkerError` instead of hanging,
 and an invalid frame (non-finite or overlapping coordinates, non-finite OpenMM energy) gets
-u = +inf with a zero gradient, a warning and a count in :attr:`EnergyModel.n_invalid`.
+u = +inf with a zero gradient and a count in :attr:`EnergyModel.n_invalid`. The console says
+so once: one :class:`InvalidConfigurationWarning` per model (with a fixed message, so Python's
+default filter shows it once per process), the per-batch details go to the log at DEBUG, and
+:meth:`EnergyModel.invalid_summary` gives the counts a stage reports once.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from boltzgen.openmm_context import (  # platform choice, re-exported here (publ
 from boltzgen.systems import System
 
 __all__ = [
+    "INVALID_MESSAGE",
     "EnergyModel",
     "InvalidConfigurationWarning",
     "PLATFORM_PREFERENCE",
@@ -48,6 +52,15 @@ log = logging.getLogger(__name__)
 
 class InvalidConfigurationWarning(UserWarning):
     """Some configurations were invalid and got u = +inf (see ``EnergyModel.n_invalid``)."""
+
+
+# One fixed text: the warnings registry keys on (text, category, location), so the default
+# filter prints it once per process however many batches and models meet invalid frames.
+INVALID_MESSAGE = (
+    "some configurations invalid (non-finite or overlapping coordinates, or a non-finite "
+    "energy): u = +inf with zero gradient; warned once per EnergyModel: its n_invalid, "
+    "invalid_counts and invalid_summary() count them, the DEBUG log has each batch"
+)
 
 
 class _EnergyFunction(torch.autograd.Function):
@@ -80,6 +93,7 @@ class EnergyModel:
             the workers are alive; a dead worker is always detected).
 
     Attributes:
+        n_evaluated: running count of frames evaluated.
         n_invalid: running count of frames that got u = +inf.
         invalid_counts: the same split by cause (``nonfinite_input``, ``overlap``,
             ``nonfinite_energy``).
@@ -107,8 +121,10 @@ class EnergyModel:
         self.timeout = timeout
         self.kT = system.kT
         self.n_atoms = system.n_atoms
+        self.n_evaluated = 0
         self.n_invalid = 0
         self.invalid_counts = {"nonfinite_input": 0, "overlap": 0, "nonfinite_energy": 0}
+        self._warned_invalid = False
         self._xml = system.serialize_openmm()
         self._evaluator: energy_worker.Evaluator | None = None
         self._workers: list[tuple[Any, Any]] = []  # (process, connection)
@@ -142,6 +158,17 @@ class EnergyModel:
         xt = self._check(torch.as_tensor(x))
         energy, _ = self._evaluate(self._to_numpy(xt), forces=False)
         return energy
+
+    def invalid_summary(self, since: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Invalid frames so far (JSON-able): ``n_evaluated``, ``n_invalid``, ``fraction``
+        (0 when nothing was evaluated) and the count per cause. ``since``: an earlier summary
+        of this model, to report one stage's share (the difference) rather than the total."""
+        out: dict[str, Any] = {"n_evaluated": self.n_evaluated, "n_invalid": self.n_invalid}
+        out.update(self.invalid_counts)
+        if since is not None:
+            out = {k: v - int(since.get(k, 0)) for k, v in out.items()}
+        out["fraction"] = out["n_invalid"] / out["n_evaluated"] if out["n_evaluated"] else 0.0
+        return out
 
     @property
     def worker_pids(self) -> list[int]:
@@ -216,6 +243,7 @@ class EnergyModel:
             status, energy, force = self._evaluator(x, forces)
         else:
             status, energy, force = self._evaluate_parallel(x, forces)
+        self.n_evaluated += len(x)
         self._count_invalid(status)
         return energy, force
 
@@ -232,12 +260,19 @@ class EnergyModel:
             self.invalid_counts[key] += value
         self.n_invalid += len(bad)
         detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v)
-        msg = (
-            f"{len(bad)} of {len(status)} configurations invalid ({detail}; first index "
-            f"{bad[0]}): energy set to +inf with zero gradient (total so far {self.n_invalid})"
+        log.debug(
+            "%d of %d configurations invalid (%s; first index %d): energy set to +inf with "
+            "zero gradient (total so far %d)",
+            len(bad),
+            len(status),
+            detail,
+            bad[0],
+            self.n_invalid,
         )
-        log.warning(msg)
-        warnings.warn(msg, InvalidConfigurationWarning, stacklevel=4)
+        if not self._warned_invalid:
+            self._warned_invalid = True
+            # a fixed location too (this line), so the default filter's registry dedups it
+            warnings.warn(INVALID_MESSAGE, InvalidConfigurationWarning, stacklevel=1)
 
     # ------------------------------------------------------------------ worker pool
     def _start_workers(self) -> None:

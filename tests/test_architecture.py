@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "analysis": {"errors"},
     "samples": {"analysis", "errors", "h5io"},
     "h5io": {"errors", "systems"},
+    "diagnostics": {"analysis", "errors"},  # arrays in, verdicts out (numpy, scipy, arviz-stats)
     "plots": {"errors"},
     "systems": {"errors", "paths"},
     "openmm_context": {"errors", "systems"},

@@ -15,7 +15,12 @@ import openmm.unit as unit
 import pytest
 import torch
 
-from boltzgen.energy import EnergyModel, InvalidConfigurationWarning, select_platform
+from boltzgen.energy import (
+    INVALID_MESSAGE,
+    EnergyModel,
+    InvalidConfigurationWarning,
+    select_platform,
+)
 from boltzgen.errors import EnergyWorkerError, InputError, PlatformError, ShapeError
 from boltzgen.systems import System
 
@@ -128,7 +133,7 @@ def test_nan_gives_inf_with_zero_grad_and_counts(vac):
     x = _batch(vac, 3, seed=7)
     x[1, 5, 2] = float("nan")
     x.requires_grad_(True)
-    with pytest.warns(InvalidConfigurationWarning, match="1 of 3"):
+    with pytest.warns(InvalidConfigurationWarning, match="configurations invalid"):
         u = m(x)
     assert torch.isinf(u[1]) and u[1] > 0 and torch.isfinite(u[[0, 2]]).all()
     u.sum().backward()
@@ -140,7 +145,7 @@ def test_overlapping_atoms_give_inf(vac):
     m = EnergyModel(vac, platform="Reference")
     x = _batch(vac, 2, seed=8)
     x[0, 3] = x[0, 10] + 0.001
-    with pytest.warns(InvalidConfigurationWarning, match="overlap"):
+    with pytest.warns(InvalidConfigurationWarning, match="configurations invalid"):
         u, f = m.energy_and_forces(x)
     assert u[0] == float("inf") and torch.isfinite(u[1]) and (f[0] == 0).all()
     assert m.invalid_counts["overlap"] == 1
@@ -223,7 +228,7 @@ def test_nonfinite_openmm_energy_gives_inf():
     x[0] += 0.2 - x[0, 0, 0] + 0.05  # atom 0 at x = 0.25
     m = EnergyModel(system, platform="Reference")
     x.requires_grad_(True)
-    with pytest.warns(InvalidConfigurationWarning, match="nonfinite energy"):
+    with pytest.warns(InvalidConfigurationWarning, match="configurations invalid"):
         u = m(x)
     assert torch.isfinite(u[0]) and u[1] == float("inf")
     u.sum().backward()
@@ -305,3 +310,52 @@ def test_make_context_platform_choice_threads_and_seed(vac):
     assert integ.getRandomNumberSeed() == openmm_seed(5)
     with pytest.raises(InputError, match="timestep"):
         langevin_integrator(300.0, 1.0, 0.0, seed=0)
+
+
+def test_invalid_frames_warn_once_per_model_and_are_counted(vac, caplog):
+    """Many batches with clashing or broken frames: one warning per model, a DEBUG log line
+    per batch with the details, and counts a stage can report once (total and per stage)."""
+    m = EnergyModel(vac, platform="Reference")
+    caplog.set_level("DEBUG", logger="boltzgen.energy")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # even when every warning would be shown
+        for k in range(40):
+            x = _batch(vac, 3, seed=k)
+            x[k % 3, 4, 0] = float("nan")
+            if k % 2:
+                x[(k + 1) % 3, 3] = x[(k + 1) % 3, 10] + 0.001  # an overlap too
+            m.energy_and_forces(x)
+        half = m.invalid_summary()
+        m(_batch(vac, 5, seed=99))  # a clean batch
+    ours = [w for w in seen if issubclass(w.category, InvalidConfigurationWarning)]
+    assert len(ours) == 1 and str(ours[0].message) == INVALID_MESSAGE
+    assert ours[0].filename.endswith("energy.py")  # one fixed location: the registry dedups
+    debug = [r for r in caplog.records if r.name == "boltzgen.energy"]
+    assert len(debug) == 40 and all(r.levelname == "DEBUG" for r in debug)
+    assert "1 overlap" in debug[1].getMessage() and "first index 1" in debug[1].getMessage()
+    assert m.n_invalid == 60 and m.n_evaluated == 125
+    assert m.invalid_counts == {"nonfinite_input": 40, "overlap": 20, "nonfinite_energy": 0}
+    total = m.invalid_summary()
+    assert total["fraction"] == pytest.approx(60 / 125) and total["overlap"] == 20
+    stage = m.invalid_summary(since=half)
+    assert stage == {
+        "n_evaluated": 5,
+        "n_invalid": 0,
+        "nonfinite_input": 0,
+        "overlap": 0,
+        "nonfinite_energy": 0,
+        "fraction": 0.0,
+    }
+
+
+def test_invalid_warning_shows_once_per_process_under_the_default_filter(vac):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")  # Python's default for UserWarning
+        for _ in range(3):  # three models (e.g. three stages), many batches each
+            m = EnergyModel(vac, platform="Reference")
+            for k in range(5):
+                x = _batch(vac, 2, seed=k)
+                x[0, 0, 0] = float("inf")
+                m(x)
+            assert m.n_invalid == 5
+    assert sum(issubclass(w.category, InvalidConfigurationWarning) for w in seen) == 1
