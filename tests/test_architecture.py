@@ -49,7 +49,10 @@ ALLOWED: dict[str, set[str]] = {
     "cv": {"coordinates", "errors", "systems"},
     "enhanced": {"analysis", "cv", "errors", "md", "openmm_context", "systems"},
     "metadynamics": {"analysis", "cv", "errors", "openmm_context", "systems"},
-    "refinement": {"analysis", "errors", "samples", "energy"},
+    "remd_ladder": {"enhanced", "errors"},
+    # refinement.planning stratifies by backbone state (generator.balance); the generator
+    # imports the refinement only inside gen.sample(refine=True)
+    "refinement": {"analysis", "errors", "generator", "samples", "energy"},
     "generator": {
         "analysis",
         "coordinates",
@@ -63,7 +66,7 @@ ALLOWED: dict[str, set[str]] = {
         "samples",
         "systems",
     },
-    "pipeline": _WORKFLOW,
+    "pipeline": _WORKFLOW | {"remd_ladder"},
     "cg": {
         "analysis",
         "coordinates",

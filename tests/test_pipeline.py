@@ -16,18 +16,11 @@ from typer.testing import CliRunner
 
 from boltzgen.cv import dihedral
 from boltzgen.errors import InputError
-from boltzgen.pipeline import (
-    PipelineConfig,
-    backbone_state_labels,
-    budget_split,
-    data_sampler,
-    parse_duration,
-    pattern_weights,
-    resolve_cvs,
-    run_pipeline,
-    strata_free_energy,
-    stratified_allocation,
-)
+from boltzgen.generator.balance import backbone_state_labels, pattern_weights
+from boltzgen.pipeline.analysis import resolve_cvs
+from boltzgen.pipeline.config import PipelineConfig, budget_split, data_sampler, parse_duration
+from boltzgen.pipeline.run import run_pipeline
+from boltzgen.refinement.planning import strata_free_energy, stratified_allocation
 from boltzgen.systems import System
 
 torch.set_num_threads(1)
@@ -41,6 +34,30 @@ TINY = {
     "seed": 1,
     "sampler": "metad",
 }
+
+
+def test_moved_names_still_import_from_boltzgen_pipeline():
+    """The science the pipeline used to hold lives in the library now; the old names still
+    work and are the same objects."""
+    import boltzgen.pipeline as pl
+    from boltzgen import analysis, remd_ladder, samples
+    from boltzgen.generator import balance, config
+    from boltzgen.refinement import planning
+
+    homes = {
+        remd_ladder: ["temperature_ladder", "calibrate_remd", "predicted_acceptance"],
+        balance: ["backbone_state_labels", "pattern_weights"],
+        config: ["flow_size"],
+        samples: ["clash_fraction"],
+        analysis: ["ess_curve"],
+        planning: ["refine_within", "refine_by_backbone_state", "strata_free_energy"],
+    }
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(pl, name) is getattr(module, name), name
+    assert pl.run_pipeline is run_pipeline and pl.PipelineConfig is PipelineConfig
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        pl.nope  # noqa: B018
 
 
 def test_durations_and_budget_split():
