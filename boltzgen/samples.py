@@ -2,7 +2,8 @@
 
 A :class:`Samples` file is an ordinary mdtraj HDF5 trajectory (``mdtraj.load(path)`` opens it)
 with three more arrays: ``/log_weights``, ``/log_q``, ``/reduced_energy`` (float64, one entry
-per frame) and optional extra per-frame arrays under ``/boltzgen_extra``.
+per frame) and optional extra per-frame arrays under ``/boltzgen_extra``. :func:`clash_fraction`
+counts the samples that are no physical molecule (overlapping atoms or infinite energy).
 """
 
 from __future__ import annotations

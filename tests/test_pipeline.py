@@ -60,6 +60,49 @@ def test_moved_names_still_import_from_boltzgen_pipeline():
         pl.nope  # noqa: B018
 
 
+def test_size_ladder_and_diagnostics_rules():
+    from boltzgen.analysis import ess_curve
+    from boltzgen.generator.config import flow_size
+    from boltzgen.remd_ladder import predicted_acceptance, temperature_ladder
+    from boltzgen.samples import clash_fraction
+
+    # the documented examples of the size rule
+    assert flow_size(60) == {"n_layers": 8, "hidden": (64, 64), "lr": 5e-4}
+    assert flow_size(120)["n_layers"] == 10 and flow_size(120)["hidden"] == (128, 128)
+    assert flow_size(906)["n_layers"] == 12 and flow_size(906)["hidden"] == (256, 256)
+    with pytest.raises(InputError, match="dimension"):
+        flow_size(0)
+    # alanine dipeptide: 5 replicas 300-600 K, predicted neighbour acceptance ~0.5
+    temps, info = temperature_ladder(System.from_pdb(ADP))
+    assert len(temps) == 5 and temps[0] == pytest.approx(300) and temps[-1] == pytest.approx(600)
+    assert info["predicted_acceptance"] == pytest.approx(0.50, abs=0.03)
+    assert predicted_acceptance(1.0, 60) == pytest.approx(1.0)
+    # ESS curve: equal weights keep ESS 1 on every prefix; one huge weight drags it down
+    flat = ess_curve(np.zeros(1000))
+    assert flat["n"][-1] == 1000 and np.allclose(flat["ess"], 1.0)
+    spiky = np.zeros(1000)
+    spiky[0] = 50.0
+    assert ess_curve(spiky)["ess"][-1] < 0.01
+
+    # clashes: two atoms 3 bonds apart, 0.05 nm apart in one frame of two
+    class Atom:
+        def __init__(self, i):
+            self.index = i
+
+    class Topology:
+        n_atoms = 4
+        bonds = [(Atom(0), Atom(1)), (Atom(1), Atom(2)), (Atom(2), Atom(3))]
+
+    class Frames:
+        positions = np.array([np.eye(4, 3), np.eye(4, 3)])
+        reduced_energy = np.array([0.0, np.inf])
+
+    Frames.positions[0, 3] = Frames.positions[0, 0] + 0.05
+    c = clash_fraction(Frames, Topology)
+    assert c["overlap_fraction"] == 0.5 and c["infinite_energy_fraction"] == 0.5
+    assert c["clash_fraction"] == 1.0 and c["n_checked"] == 2
+
+
 def test_durations_and_budget_split():
     assert parse_duration("90s") == 90 and parse_duration("60m") == 3600
     assert parse_duration("1.5h") == 5400 and parse_duration(" 2 min ") == 120

@@ -34,6 +34,25 @@ def data_stage(
     return _remd_stage(system, config, split, ckpt, stages, fp, clock)
 
 
+def _metad_steps(cal: dict, left: float, budget: float, n_atoms: int) -> tuple[int, int, int]:
+    """(steps learning the bias, steps sampling with it frozen, report interval) that fit in
+    ``left`` seconds at the calibrated rate ``cal``; InputError when fewer than 20 frames."""
+    # steps at the plain-MD rate are an upper bound: bias deposits (dearer with more CVs) and
+    # frame reads slow metadynamics down, so the run is held to the time left instead
+    total = int(max(left - cal["setup_seconds"], 0.0) * cal["steps_per_second"])
+    n_learn = int(0.3 * total) // 500 * 500
+    report = max(50, math.ceil((total - n_learn) / 20_000 / 50) * 50)
+    n_prod = (total - n_learn) // report * report
+    if n_prod < 20 * report or n_learn < 500:
+        need = (40 * report + 1000) / cal["steps_per_second"] + cal["setup_seconds"]
+        raise InputError(
+            f"the data budget ({budget:.0f} s) is too small for {n_atoms} atoms: MD runs "
+            f"{cal['steps_per_second']:.0f} steps/s, metadynamics needs about {need:.0f} s; "
+            "raise the budget or data_share"
+        )
+    return n_learn, n_prod, report
+
+
 def _metad_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, clock) -> dict:
     """Metadynamics over the state dihedrals (30 % of the steps learn the bias, 70 % sample
     with it frozen), frames with their exact log-weights V/kT to ``metad.npz``."""
@@ -54,19 +73,7 @@ def _metad_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, clo
         seed=config.seed,
     )
     left = budget - (time.perf_counter() - t0)
-    # steps at the plain-MD rate are an upper bound: bias deposits (dearer with more CVs) and
-    # frame reads slow metadynamics down, so the run is held to the time left instead
-    total = int(max(left - cal["setup_seconds"], 0.0) * cal["steps_per_second"])
-    n_learn = int(0.3 * total) // 500 * 500
-    report = max(50, math.ceil((total - n_learn) / 20_000 / 50) * 50)
-    n_prod = (total - n_learn) // report * report
-    if n_prod < 20 * report or n_learn < 500:
-        need = (40 * report + 1000) / cal["steps_per_second"] + cal["setup_seconds"]
-        raise InputError(
-            f"the data budget ({budget:.0f} s) is too small for {system.n_atoms} atoms: MD runs "
-            f"{cal['steps_per_second']:.0f} steps/s, metadynamics needs about {need:.0f} s; "
-            "raise the budget or data_share"
-        )
+    n_learn, n_prod, report = _metad_steps(cal, left, budget, system.n_atoms)
     names = ", ".join(c.name for c in cvs)
     clock("data", 0.02, f"metadynamics over {names}")
 
@@ -126,7 +133,34 @@ def load_stage_data(ckpt: Path, data_rec: dict) -> tuple[np.ndarray, Any, np.nda
     return np.asarray(md.trajectory.xyz), md.forces, None
 
 
+_EXCHANGE = 100  # REMD steps between exchange attempts
+
+
+def _remd_steps(
+    cal: dict, left: float, budget: float, n_atoms: int, n_replicas: int
+) -> tuple[int, int, int]:
+    """(equilibration steps, production steps, report interval) per replica that fit in
+    ``left`` seconds at the calibrated rate ``cal``; InputError when fewer than 20 frames."""
+    total_steps = int(0.97 * max(left, 0.0) * cal["steps_per_second"])
+    n_equil = min(20_000, total_steps // 10) // _EXCHANGE * _EXCHANGE
+    n_prod = total_steps - n_equil
+    # one frame per exchange interval or sparser: at most 20,000 frames (consecutive frames
+    # are correlated; more of them only lengthen the epochs)
+    report = max(_EXCHANGE, math.ceil(n_prod / 20_000 / _EXCHANGE) * _EXCHANGE)
+    n_prod = n_prod // report * report
+    if n_prod < 20 * report:
+        need = (20 * report + n_equil) / cal["steps_per_second"] + cal["setup_seconds"]
+        raise InputError(
+            f"the data budget ({budget:.0f} s) is too small for {n_atoms} atoms with "
+            f"{n_replicas} replicas: REMD runs {cal['steps_per_second']:.0f} steps/s, 20 frames "
+            f"need about {need:.0f} s; raise the budget or data_share"
+        )
+    return n_equil, n_prod, report
+
+
 def _remd_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, clock) -> dict:
+    """Replica exchange on the ladder from the molecule's size, the target replica's frames
+    (with energies and forces) to ``remd.h5``."""
     done = stages.done("data", fp, ["remd.h5"])
     if done is not None:
         clock("data", 1.0, "REMD data from the checkpoint")
@@ -146,22 +180,8 @@ def _remd_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, cloc
         platform=config.platform,
         seed=config.seed,
     )
-    exchange = 100
     left = budget - (time.perf_counter() - t0) - cal["setup_seconds"]
-    total_steps = int(0.97 * max(left, 0.0) * cal["steps_per_second"])
-    n_equil = min(20_000, total_steps // 10) // exchange * exchange
-    n_prod = total_steps - n_equil
-    # one frame per exchange interval or sparser: at most 20,000 frames (consecutive frames
-    # are correlated; more of them only lengthen the epochs)
-    report = max(exchange, math.ceil(n_prod / 20_000 / exchange) * exchange)
-    n_prod = n_prod // report * report
-    if n_prod < 20 * report:
-        need = (20 * report + n_equil) / cal["steps_per_second"] + cal["setup_seconds"]
-        raise InputError(
-            f"the data budget ({budget:.0f} s) is too small for {system.n_atoms} atoms with "
-            f"{len(temps)} replicas: REMD runs {cal['steps_per_second']:.0f} steps/s, 20 frames "
-            f"need about {need:.0f} s; raise the budget or data_share"
-        )
+    n_equil, n_prod, report = _remd_steps(cal, left, budget, system.n_atoms, len(temps))
     clock("data", 0.02, f"REMD {len(temps)} replicas {temps[0]:.0f}-{temps[-1]:.0f} K")
     part = ckpt / "remd.part.h5"
     total = n_prod + n_equil
@@ -173,7 +193,7 @@ def _remd_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, cloc
         system,
         temps,
         n_steps=n_prod,
-        exchange_interval=exchange,
+        exchange_interval=_EXCHANGE,
         report_interval=report,
         n_equilibration=n_equil,
         timestep=config.timestep,
@@ -196,7 +216,7 @@ def _remd_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, cloc
         "n_steps_per_replica": n_prod,
         "n_equilibration_steps": n_equil,
         "simulated_ns_per_replica": total * config.timestep / 1000.0,
-        "exchange_interval_steps": exchange,
+        "exchange_interval_steps": _EXCHANGE,
         "report_interval_steps": report,
         "n_frames": int(r.trajectory.n_frames),
         "walkers_at_target": len(walkers),

@@ -55,6 +55,20 @@ def _stratum_row(key: Any, n: int, mass: float, log_z: float, rel: float, res) -
     }
 
 
+def _combined(
+    z_k: list[float], var_k: list[float], rows: list[dict], n: int
+) -> tuple[float, float, float]:
+    """(log Z = log sum_k Z_k, its relative error, the variance-equivalent ESS fraction) from
+    the strata's log Z_k, relative variances and rows."""
+    z_k_arr = np.array(z_k)
+    log_z = float(logsumexp(z_k_arr))
+    share_k = np.exp(z_k_arr - log_z)
+    log_z_err = float(math.sqrt(np.sum(share_k**2 * np.array(var_k))))
+    # the stratified estimator's variance-equivalent sample size: 1 / sum_k s_k^2 / n_eff_k
+    n_eff_k = np.array([max(r["ess"], 1e-12) * r["n"] for r in rows])
+    return log_z, log_z_err, float(1.0 / np.sum(share_k**2 / n_eff_k) / n)
+
+
 def refine_stratified(
     x: torch.Tensor,
     template: Samples | None,
@@ -120,13 +134,7 @@ def refine_stratified(
         z_k.append(zk)
         var_k.append(rel**2 + rel_mass**2)
         rows.append(_stratum_row(key, len(members), mass[k], zk, rel, res))
-    z_k_arr = np.array(z_k)
-    log_z = float(logsumexp(z_k_arr))
-    share_k = np.exp(z_k_arr - log_z)
-    log_z_err = float(math.sqrt(np.sum(share_k**2 * np.array(var_k))))
-    # the stratified estimator's variance-equivalent sample size: 1 / sum_k s_k^2 / n_eff_k
-    n_eff_k = np.array([max(r["ess"], 1e-12) * r["n"] for r in rows])
-    ess = float(1.0 / np.sum(share_k**2 / n_eff_k) / n)
+    log_z, log_z_err, ess = _combined(z_k, var_k, rows, n)
     hist: dict[str, Any] = {
         "strata": rows,
         "ess": [min(1.0, ess)],
