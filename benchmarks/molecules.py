@@ -72,14 +72,11 @@ def _emit(row: dict) -> None:
 def refine_part(args) -> None:
     from boltzgen.analysis import free_energy_difference
     from boltzgen.cv import dihedral
+    from boltzgen.generator.balance import backbone_state_labels
     from boltzgen.generator.config import BalanceConfig
     from boltzgen.generator.workflow import train_model
     from boltzgen.md import load_md
-    from boltzgen.pipeline import (
-        backbone_state_labels,
-        refine_by_backbone_state,
-        strata_free_energy,
-    )
+    from boltzgen.refinement.planning import refine_by_backbone_state, strata_free_energy
 
     md = load_md(args.data)
     system = md.system()

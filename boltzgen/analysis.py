@@ -28,6 +28,7 @@ from boltzgen.errors import InputError, ShapeError
 __all__ = [
     "as_log_weights",
     "cv_values",
+    "ess_curve",
     "free_energy_difference",
     "free_energy_surface",
     "in_state",
@@ -401,3 +402,20 @@ def free_energy_surface(
         err = np.where((counts > 1) & np.isfinite(f), sd, np.nan)
     centers = centers_list[0] if dim == 1 else tuple(centers_list)
     return centers, f - f_min, err
+
+
+def ess_curve(log_weights: Any, n_points: int = 25, n_min: int = 100) -> dict[str, list]:
+    """Kish ESS of the first n samples for n on a geometric grid up to all of them (samples
+    are independent draws, so prefixes are fair subsets): ``n``, ``ess`` (fraction),
+    ``n_eff``. A falling fraction means rare large weights: the proposal misses mass."""
+    lw = np.asarray(log_weights, dtype=np.float64)
+    total = len(lw)
+    grid = np.unique(np.geomspace(min(n_min, total), total, n_points).astype(int))
+    out: dict[str, list] = {"n": [], "ess": [], "n_eff": []}
+    for m in grid:
+        part = lw[:m]
+        ne = n_effective(part) if np.isfinite(part).any() else 0.0
+        out["n"].append(int(m))
+        out["n_eff"].append(float(ne))
+        out["ess"].append(float(ne / m))
+    return out

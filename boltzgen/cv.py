@@ -32,6 +32,7 @@ from boltzgen.errors import InputError, ShapeError
 
 __all__ = [
     "DIHEDRAL_NAMES",
+    "backbone_state_labels",
     "RING_LOCKED_PHI",
     "Dihedral",
     "backbone_dihedrals",
@@ -219,3 +220,20 @@ def state_dihedrals(system_or_topology: Any) -> dict[str, Dihedral]:
         key = psi if res.name.upper() in RING_LOCKED_PHI and psi in bb else name
         out[key] = bb[key]
     return out
+
+
+def backbone_state_labels(system, positions: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Label frames by the sign pattern of every residue's state dihedral
+    (:func:`boltzgen.cv.state_dihedrals`: phi, or psi for proline).
+
+    Returns (labels (N,) strings such as ``"+-"`` with one character per residue in chain
+    order, ``+`` for an angle in [0, pi) and ``-`` otherwise; the dihedrals' names in that
+    order, e.g. ``["phi:2", "psi:3"]``). A molecule without a backbone gets one label ``""``.
+    """
+    dihedrals = state_dihedrals(system)
+    n = len(positions)
+    if not dihedrals:
+        return np.full(n, "", dtype=object), []
+    signs = np.stack([d(positions) >= 0.0 for d in dihedrals.values()], axis=1)
+    labels = np.array(["".join("+" if s else "-" for s in row) for row in signs], dtype=object)
+    return labels, list(dihedrals)

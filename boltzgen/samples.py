@@ -3,7 +3,8 @@
 A :class:`Samples` file is an ordinary mdtraj HDF5 trajectory (``mdtraj.load(path)`` opens it)
 with three more arrays: ``/log_weights``, ``/log_q``, ``/reduced_energy`` (float64, one entry
 per frame) and optional extra per-frame arrays under ``/boltzgen_extra``; the format is
-:mod:`boltzgen.h5io`'s.
+:mod:`boltzgen.h5io`'s. :func:`clash_fraction` counts the samples that are no physical
+molecule (overlapping atoms or infinite energy).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from boltzgen.errors import InputError, ShapeError
 from boltzgen.h5io import SAMPLE_ARRAYS, read_samples, write_samples
 
-__all__ = ["Samples", "clip_log_weights"]
+__all__ = ["CLASH_DISTANCE_NM", "Samples", "clash_fraction", "clip_log_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +210,65 @@ def clip_log_weights(samples: Samples, quantile: float = 0.999) -> tuple[Samples
     }
     log.info("clipped %d of %d log-weights at %.4g", report["n_clipped"], len(lw), thr)
     return new, report
+
+
+#: Two atoms more than two bonds apart closer than this (nm) are a clash. The closest such
+#: pair in 20,000 alanine-dipeptide REMD frames (300 K, amber99sbildn) is 0.16 nm.
+CLASH_DISTANCE_NM = 0.1
+
+
+def _clash_pairs(topology) -> np.ndarray:
+    """(P, 2) atom pairs more than two bonds apart (1-2 and 1-3 pairs excluded)."""
+    n = topology.n_atoms
+    adj: list[set[int]] = [set() for _ in range(n)]
+    for a, b in topology.bonds:
+        adj[a.index].add(b.index)
+        adj[b.index].add(a.index)
+    close = np.zeros((n, n), dtype=bool)
+    for i in range(n):
+        close[i, i] = True
+        for j in adj[i]:
+            close[i, j] = True
+            for k in adj[j]:
+                close[i, k] = True
+    i, j = np.triu_indices(n, k=1)
+    keep = ~close[i, j]
+    return np.stack([i[keep], j[keep]], axis=1)
+
+
+def clash_fraction(
+    samples: Samples,
+    topology,
+    distance: float = CLASH_DISTANCE_NM,
+    max_check: int = 50_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fraction of samples that are unphysical: two atoms more than two bonds apart closer
+    than ``distance`` nm, or a non-finite (infinite) reduced energy.
+
+    Checks at most ``max_check`` samples (a random subset for more; the fractions are then
+    estimates). Returns ``clash_fraction`` (overlap or infinite energy), ``overlap_fraction``,
+    ``infinite_energy_fraction``, ``n_checked``, ``distance_nm``.
+    """
+    x = np.asarray(samples.positions)
+    u = np.asarray(samples.reduced_energy)
+    n = len(x)
+    sel = np.arange(n)
+    if n > max_check:
+        sel = np.sort(np.random.default_rng(seed).choice(n, max_check, replace=False))
+    pairs = _clash_pairs(topology)
+    overlap = np.zeros(len(sel), dtype=bool)
+    if len(pairs):
+        step = max(1, int(4e6 // len(pairs)))
+        for s in range(0, len(sel), step):
+            xb = x[sel[s : s + step]]
+            d2 = np.sum((xb[:, pairs[:, 0]] - xb[:, pairs[:, 1]]) ** 2, axis=-1)
+            overlap[s : s + step] = d2.min(axis=1) < distance**2
+    infinite = ~np.isfinite(u[sel])
+    return {
+        "clash_fraction": float(np.mean(overlap | infinite)),
+        "overlap_fraction": float(np.mean(overlap)),
+        "infinite_energy_fraction": float(np.mean(infinite)),
+        "n_checked": len(sel),
+        "distance_nm": float(distance),
+    }

@@ -55,7 +55,9 @@ ALLOWED: dict[str, set[str]] = {
     "remd": {"errors", "h5io", "simulation", "systems"},
     "enhanced": {"openmm_context", "remd", "umbrella"},  # re-exports only
     "metadynamics": {"analysis", "cv", "errors", "simulation", "systems"},
-    "refinement": {"analysis", "errors", "samples", "energy"},
+    "remd_ladder": {"enhanced", "errors", "simulation"},
+    # refinement.planning stratifies by backbone state (cv.backbone_state_labels)
+    "refinement": {"analysis", "cv", "errors", "samples", "energy"},
     "generator": {
         "analysis",
         "coordinates",
@@ -69,7 +71,7 @@ ALLOWED: dict[str, set[str]] = {
         "samples",
         "systems",
     },
-    "pipeline": _WORKFLOW,
+    "pipeline": _WORKFLOW | {"remd_ladder"},
     "cg": {
         "analysis",
         "coordinates",

@@ -16,18 +16,11 @@ from typer.testing import CliRunner
 
 from boltzgen.cv import dihedral
 from boltzgen.errors import InputError
-from boltzgen.pipeline import (
-    PipelineConfig,
-    backbone_state_labels,
-    budget_split,
-    data_sampler,
-    parse_duration,
-    pattern_weights,
-    resolve_cvs,
-    run_pipeline,
-    strata_free_energy,
-    stratified_allocation,
-)
+from boltzgen.generator.balance import backbone_state_labels, pattern_weights
+from boltzgen.pipeline.analysis import resolve_cvs
+from boltzgen.pipeline.config import PipelineConfig, budget_split, data_sampler, parse_duration
+from boltzgen.pipeline.run import run_pipeline
+from boltzgen.refinement.planning import strata_free_energy, stratified_allocation
 from boltzgen.systems import System
 
 torch.set_num_threads(1)
@@ -41,6 +34,73 @@ TINY = {
     "seed": 1,
     "sampler": "metad",
 }
+
+
+def test_moved_names_still_import_from_boltzgen_pipeline():
+    """The science the pipeline used to hold lives in the library now; the old names still
+    work and are the same objects."""
+    import boltzgen.pipeline as pl
+    from boltzgen import analysis, remd_ladder, samples
+    from boltzgen.generator import balance, config
+    from boltzgen.refinement import planning
+
+    homes = {
+        remd_ladder: ["temperature_ladder", "calibrate_remd", "predicted_acceptance"],
+        balance: ["backbone_state_labels", "pattern_weights"],
+        config: ["flow_size"],
+        samples: ["clash_fraction"],
+        analysis: ["ess_curve"],
+        planning: ["refine_within", "refine_by_backbone_state", "strata_free_energy"],
+    }
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(pl, name) is getattr(module, name), name
+    assert pl.run_pipeline is run_pipeline and pl.PipelineConfig is PipelineConfig
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        pl.nope  # noqa: B018
+
+
+def test_size_ladder_and_diagnostics_rules():
+    from boltzgen.analysis import ess_curve
+    from boltzgen.generator.config import flow_size
+    from boltzgen.remd_ladder import predicted_acceptance, temperature_ladder
+    from boltzgen.samples import clash_fraction
+
+    # the documented examples of the size rule
+    assert flow_size(60) == {"n_layers": 8, "hidden": (64, 64), "lr": 5e-4}
+    assert flow_size(120)["n_layers"] == 10 and flow_size(120)["hidden"] == (128, 128)
+    assert flow_size(906)["n_layers"] == 12 and flow_size(906)["hidden"] == (256, 256)
+    with pytest.raises(InputError, match="dimension"):
+        flow_size(0)
+    # alanine dipeptide: 5 replicas 300-600 K, predicted neighbour acceptance ~0.5
+    temps, info = temperature_ladder(System.from_pdb(ADP))
+    assert len(temps) == 5 and temps[0] == pytest.approx(300) and temps[-1] == pytest.approx(600)
+    assert info["predicted_acceptance"] == pytest.approx(0.50, abs=0.03)
+    assert predicted_acceptance(1.0, 60) == pytest.approx(1.0)
+    # ESS curve: equal weights keep ESS 1 on every prefix; one huge weight drags it down
+    flat = ess_curve(np.zeros(1000))
+    assert flat["n"][-1] == 1000 and np.allclose(flat["ess"], 1.0)
+    spiky = np.zeros(1000)
+    spiky[0] = 50.0
+    assert ess_curve(spiky)["ess"][-1] < 0.01
+
+    # clashes: two atoms 3 bonds apart, 0.05 nm apart in one frame of two
+    class Atom:
+        def __init__(self, i):
+            self.index = i
+
+    class Topology:
+        n_atoms = 4
+        bonds = [(Atom(0), Atom(1)), (Atom(1), Atom(2)), (Atom(2), Atom(3))]
+
+    class Frames:
+        positions = np.array([np.eye(4, 3), np.eye(4, 3)])
+        reduced_energy = np.array([0.0, np.inf])
+
+    Frames.positions[0, 3] = Frames.positions[0, 0] + 0.05
+    c = clash_fraction(Frames, Topology)
+    assert c["overlap_fraction"] == 0.5 and c["infinite_energy_fraction"] == 0.5
+    assert c["clash_fraction"] == 1.0 and c["n_checked"] == 2
 
 
 def test_durations_and_budget_split():

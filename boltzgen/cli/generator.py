@@ -45,7 +45,7 @@ def _default(cls, name: str):
 
 def _refine(gen, samples, out: Path, seconds: float, seed: int) -> dict:
     """Stratified refinement for ``seconds`` with a progress bar; writes refined.h5."""
-    from boltzgen.pipeline import refine_within
+    from boltzgen.refinement.planning import refine_within
 
     with _progress_bar("refine") as bar:
         task = bar.add_task("", total=1.0)

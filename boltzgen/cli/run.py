@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from boltzgen.cli.options import fmt
-from boltzgen.pipeline import STAGES, PipelineConfig
+from boltzgen.errors import BoltzgenError
+from boltzgen.pipeline.config import STAGES, PipelineConfig, budget_split, parse_duration
 
 
 def _default(name: str):
@@ -64,10 +65,9 @@ def run_cmd(
     training within the budget, sampling, refinement, and a report (report.md, summary.json, model.pt, samples.h5, plots/).
 
     Rerunning with the same options resumes after the last finished stage."""
-    import torch
+    import torch  # here, not at the top: `boltzgen --help` stays fast
 
-    from boltzgen.errors import BoltzgenError
-    from boltzgen.pipeline import budget_split, parse_duration, run_pipeline
+    from boltzgen.pipeline.run import run_pipeline
 
     torch.set_num_threads(threads)
     out = out or Path(f"run-{pdb.stem}")
@@ -107,7 +107,7 @@ def run_cmd(
 def _run_with_bars(pdb: Path, out: Path, config: PipelineConfig) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from boltzgen.pipeline import run_pipeline
+    from boltzgen.pipeline.run import run_pipeline
 
     with Progress(
         TextColumn("[bold]{task.fields[stage]:<9}"),

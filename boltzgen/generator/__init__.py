@@ -1,7 +1,8 @@
 """Boltzmann generators: configuration (``config``), model (``model``), training data
-(``data``) and training (``training``), flow-driven MD (``flow_md``), and the end-to-end
-workflow steps every front end shares (``workflow``). Names load on first use, so importing
-``boltzgen.generator.config`` does not pull in torch."""
+(``data``), its balancing over backbone states (``balance``) and training (``training``),
+flow-driven MD (``flow_md``), and the end-to-end workflow steps every front end shares
+(``workflow``). Names load on first use, so importing ``boltzgen.generator.config`` does not
+pull in torch."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ _EXPORTS = {
     "as_training_data": "boltzgen.generator.data",
     "state_weights": "boltzgen.generator.data",
     "BoltzmannGenerator": "boltzgen.generator.model",
+    "backbone_state_labels": "boltzgen.generator.balance",
+    "pattern_weights": "boltzgen.generator.balance",
     "fit": "boltzgen.generator.training",
 }
 __all__ = sorted(_EXPORTS)

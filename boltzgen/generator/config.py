@@ -34,6 +34,7 @@ __all__ = [
     "TrainConfig",
     "check_state_shares",
     "config_of",
+    "flow_size",
     "make_config",
 ]
 
@@ -211,3 +212,22 @@ def config_of(cls: type[C], obj: BaseModel) -> C:
     """The ``cls`` part of a model that carries its fields (e.g. a job's parameters that
     inherit :class:`FlowConfig` and :class:`TrainConfig`)."""
     return cls.model_validate(obj.model_dump(include=set(cls.model_fields)))
+
+
+def flow_size(dim: int) -> dict[str, Any]:
+    """The size rule: :class:`FlowConfig` layers and widths (and the learning rate) from the
+    molecule's dimension ``dim`` = 3n - 6.
+
+    Anchored on the hand-tuned alanine-dipeptide recipe (dim 60: 8 coupling layers, 64x64
+    conditioners, lr 5e-4). With k = max(0, round(log2(dim / 60))) doublings of the dimension:
+    hidden width 64 * 2^k (at most 256), two hidden layers, coupling layers 8 + 2k (at most 12).
+    Examples: dim 60 -> 8 x (64, 64); 120 (capped tripeptide) -> 10 x (128, 128);
+    240 -> 12 x (256, 256); Trp-cage (906) -> 12 x (256, 256). The caps keep the conditioner
+    output layers (which grow as dim x width) trainable on a CPU.
+    """
+    dim = int(dim)
+    if dim < 1:
+        raise InputError(f"dimension must be >= 1, got {dim}")
+    k = max(0, round(math.log2(dim / 60.0)))
+    width = min(256, 64 * 2**k)
+    return {"n_layers": min(12, 8 + 2 * k), "hidden": (width, width), "lr": 5e-4}

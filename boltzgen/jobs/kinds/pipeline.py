@@ -14,7 +14,7 @@ from typing import Any
 from boltzgen.jobs.params import SystemParams
 from boltzgen.jobs.protocol import RESULT_MODEL_FILE
 from boltzgen.jobs.registry import ProgressFn, job_kind
-from boltzgen.pipeline import PipelineConfig
+from boltzgen.pipeline.config import PipelineConfig
 
 
 class PipelineParams(SystemParams, PipelineConfig):
@@ -37,7 +37,7 @@ def pipeline(
 ) -> dict[str, Any]:
     """Run the whole pipeline; writes report.md, summary.json, model.pt (registered as a
     model), samples.h5 (mdtraj HDF5 with the weights), flow_samples.h5 and plots/."""
-    from boltzgen.pipeline import run_pipeline
+    from boltzgen.pipeline.run import run_pipeline  # here: it loads torch and OpenMM
 
     summary = run_pipeline(
         params.load_system(),

@@ -45,7 +45,7 @@ def draw(params: SampleParams, workdir: Path, progress: ProgressFn):
         progress=progress if params.refine_seconds <= 0 else lambda f, m: progress(0.5 * f, m),
     )
     if params.refine_seconds > 0:
-        from boltzgen.pipeline import refine_within
+        from boltzgen.refinement.planning import refine_within
 
         samples, summary["refine"] = refine_within(
             gen,

@@ -1,0 +1,197 @@
+"""The analysis stage: dF(CV >= 0 vs < 0) per backbone dihedral from the samples (from the
+strata's log Z after a stratified refinement) and from the training data alone, free-energy
+profiles, Ramachandran plots per residue, the log-weight histogram and the ESS curve."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from boltzgen import plots
+from boltzgen.analysis import ess_curve, free_energy_difference, free_energy_surface
+from boltzgen.cv import backbone_dihedrals, parse_cv_name, state_dihedrals
+from boltzgen.errors import InputError
+from boltzgen.generator.balance import backbone_state_labels
+from boltzgen.pipeline.config import PipelineConfig
+from boltzgen.pipeline.records import Clock
+from boltzgen.refinement.planning import strata_free_energy
+
+__all__ = ["analysis_stage", "resolve_cvs"]
+
+_POSITIVE, _NEGATIVE = (0.0, math.pi), (-math.pi, 0.0)
+
+
+def resolve_cvs(system, cvs: Sequence[str] | None) -> list[str]:
+    """The backbone dihedral names (``"phi:2"``, ...) that ``cvs`` selects in ``system``:
+    ``None`` -> every residue's state dihedral (phi; psi for proline, whose phi is pinned);
+    ``"psi"`` -> every residue's psi; ``"phi:2"`` -> that one.
+    Raises :class:`InputError` naming the molecule's dihedrals when one is missing."""
+    parsed = {n: parse_cv_name(n) for n in backbone_dihedrals(system)}
+    names = list(parsed)
+    if cvs is None:
+        return list(state_dihedrals(system))
+    out: list[str] = []
+    for cv in cvs:
+        angle, residue = parse_cv_name(cv)
+        hits = [n for n, (a, r) in parsed.items() if a == angle and residue in (None, r)]
+        if not hits:
+            raise InputError(
+                f"the molecule has no dihedral {cv!r}; it has {', '.join(names) or 'none'}"
+            )
+        out += [h for h in hits if h not in out]
+    return out
+
+
+def _plot_ess_curve(curve: dict[str, list], path: Path) -> Path:
+    fig = Figure(figsize=(5.5, 3.8))  # no pyplot: no global figure state, any backend
+    ax = fig.subplots()
+    ax.plot(curve["n"], np.asarray(curve["ess"]) * 100.0, marker="o", ms=3)
+    ax.set(xscale="log", xlabel="samples drawn", ylabel="ESS / %", title="ESS vs samples drawn")
+    ax2 = ax.twinx()
+    ax2.plot(curve["n"], curve["n_eff"], color="tab:orange", ls="--", label="n_eff")
+    ax2.set(ylabel="n_eff")
+    ax2.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+class _Analysis:
+    """The samples, the training data and the settings the per-dihedral steps share."""
+
+    def __init__(self, system, samples, data_positions, data_lw, config, out: Path) -> None:
+        self.samples, self.data_positions, self.data_lw = samples, data_positions, data_lw
+        self.config, self.out = config, out
+        self.plot_dir = out / "plots"
+        self.plot_dir.mkdir(parents=True, exist_ok=True)
+        self.dihedrals = backbone_dihedrals(system)
+        self.usable = bool(np.isfinite(samples.log_weights).any())
+        self.block = max(1, len(data_positions) // 50)
+        self.state_names = backbone_state_labels(system, data_positions[:1])[1]
+        self.data_label = "REMD data" if data_lw is None else "metadynamics data (reweighted)"
+        self.figs: dict[str, Any] = {"ramachandran": {}, "fes": {}}
+
+    def _profile(self, x, values, **kw):
+        """1-D FES on the circle with bootstrap errors."""
+        return free_energy_surface(
+            x,
+            cvs=values,
+            bins=36,
+            range=(-math.pi, math.pi),
+            n_bootstrap=min(100, self.config.n_bootstrap),
+            seed=self.config.seed,
+            **kw,
+        )
+
+    def plot(self, name: str, v: np.ndarray, vd: np.ndarray) -> None:
+        """The FES along ``name`` and, for a phi with a psi, the residue's Ramachandran plot."""
+        s, out = self.samples, self.out
+        curves = {}
+        if self.usable:
+            curves["flow (reweighted)"] = self._profile(s, v)
+        curves[self.data_label] = self._profile(
+            self.data_positions, vd, block_size=self.block, log_weights=self.data_lw
+        )
+        path = self.plot_dir / f"fes_{name.replace(':', '_')}.png"
+        plots.free_energy_profile(curves, path, xlabel=f"{name} / rad")
+        self.figs["fes"][name] = str(path.relative_to(out))
+        angle, residue = parse_cv_name(name)
+        psi = self.dihedrals.get(f"psi:{residue}") if angle == "phi" else None
+        if psi is None:
+            return
+        panels = {
+            self.data_label: (vd, psi(self.data_positions), self.data_lw),
+            "flow (unweighted)": (v, psi(s.positions), None),
+        }
+        if self.usable:
+            panels["flow (reweighted)"] = (v, psi(s.positions), s.log_weights)
+        path = self.plot_dir / f"ramachandran_{residue}.png"
+        plots.ramachandran(panels, path)
+        self.figs["ramachandran"][str(residue)] = str(path.relative_to(out))
+
+    def free_energy_row(self, name: str, v: np.ndarray, vd: np.ndarray) -> dict[str, Any]:
+        """dF(``name`` >= 0 vs < 0) from the samples and from the training data."""
+        s, cfg = self.samples, self.config
+        angle, residue = parse_cv_name(name)
+        row: dict[str, Any] = {"residue": residue, "angle": angle}
+        strata = getattr(s, "history", {}).get("strata")
+        if self.usable and strata and name in self.state_names:
+            # stratified refinement: dF from the strata's log Z (errors: island spread and
+            # the binomial error of the proposal masses); the particle bootstrap beside it
+            # ignores that descendants of one draw are correlated
+            df, err = strata_free_energy(strata, self.state_names.index(name))
+            df_b, err_b = free_energy_difference(
+                s, v, _POSITIVE, _NEGATIVE, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
+            )
+            row.update(df_kT=df, err_kT=err, method="strata log Z", df_reweighted_kT=df_b)
+            row.update(err_reweighted_kT=err_b)
+        elif self.usable:
+            df, err = free_energy_difference(
+                s, v, _POSITIVE, _NEGATIVE, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
+            )
+            row.update(df_kT=df, err_kT=err, method="reweighted samples (bootstrap)")
+        else:
+            row.update(df_kT=None, err_kT=None)
+        df_d, err_d = free_energy_difference(
+            self.data_positions,
+            vd,
+            _POSITIVE,
+            _NEGATIVE,
+            n_bootstrap=cfg.n_bootstrap,
+            block_size=self.block,
+            log_weights=self.data_lw,
+        )
+        row.update(
+            df_data_kT=df_d, err_data_kT=err_d, data_fraction_positive=float(np.mean(vd >= 0))
+        )
+        if self.usable:
+            w = s.normalized_weights
+            row["flow_fraction_positive_unweighted"] = float(np.mean(v >= 0))
+            row["flow_fraction_positive_weighted"] = float(np.sum(w[v >= 0]))
+        return row
+
+    def weights(self) -> dict[str, list]:
+        """The log-weight histogram and the ESS curve (plotted when the weights are usable)."""
+        lw = self.samples.log_weights
+        plots.log_weight_histogram(
+            lw, self.plot_dir / "log_weights.png", ess=self.samples.ess if self.usable else None
+        )
+        self.figs["log_weights"] = "plots/log_weights.png"
+        if not self.usable:
+            return {"n": [], "ess": [], "n_eff": []}
+        curve = ess_curve(lw)
+        _plot_ess_curve(curve, self.plot_dir / "ess_curve.png")
+        self.figs["ess_curve"] = "plots/ess_curve.png"
+        return curve
+
+
+def analysis_stage(
+    system,
+    samples,
+    data_positions: np.ndarray,
+    data_lw: np.ndarray | None,
+    config: PipelineConfig,
+    out: Path,
+    clock: Clock,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """dF per residue, FES per backbone dihedral, Ramachandran per residue, weights, ESS.
+    Returns ({"free_energies", "ess_curve"}, figures relative to ``out``)."""
+    a = _Analysis(system, samples, data_positions, data_lw, config, out)
+    wanted = resolve_cvs(system, config.cvs)
+    names = list(a.dihedrals)
+    free: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        clock("analysis", 0.1 + 0.7 * i / max(1, len(names)), f"free energies {name}")
+        v = a.dihedrals[name](samples.positions)
+        vd = a.dihedrals[name](data_positions)
+        a.plot(name, v, vd)
+        if name in wanted:
+            free[name] = a.free_energy_row(name, v, vd)
+    clock("analysis", 0.85, "weights and ESS curve")
+    curve = a.weights()
+    return {"free_energies": free, "ess_curve": curve}, a.figs

@@ -1,0 +1,313 @@
+"""``run_pipeline``: the stages in order, each within its share of the budget, each skipped on
+a rerun when its inputs are unchanged; then the files, the warnings, ``summary.json`` and
+``report.md``. Orchestration only: the science is in the library modules the stages call."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boltzgen.jsonable import json_clean
+from boltzgen.pipeline.analysis import analysis_stage, resolve_cvs
+from boltzgen.pipeline.config import SYSTEM_FIELDS, PipelineConfig, budget_split, make_config
+from boltzgen.pipeline.data import data_stage, load_stage_data
+from boltzgen.pipeline.records import (
+    DATA_FIELDS,
+    SAMPLE_FIELDS,
+    TRAIN_FIELDS,
+    Clock,
+    ProgressFn,
+    StageProgressFn,
+    Stages,
+    fingerprint,
+    stage_fields,
+    write_json,
+)
+from boltzgen.pipeline.report import report_markdown
+from boltzgen.pipeline.sampling import refine_stage, sample_stage
+from boltzgen.pipeline.training import energy_model, train_stage
+from boltzgen.samples import clash_fraction
+from boltzgen.systems import System
+
+__all__ = ["run_pipeline"]
+
+
+def run_pipeline(
+    pdb_or_system: Any,
+    out_dir: str | os.PathLike[str],
+    config: PipelineConfig | dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    *,
+    stage_progress: StageProgressFn | None = None,
+) -> dict[str, Any]:
+    """From a PDB (path or text) or a :class:`~boltzgen.systems.System` to results.
+
+    Args:
+        pdb_or_system: a PDB with hydrogens, or a System (see :class:`PipelineConfig` for how
+            its solvent / temperature / force field combine with the config's).
+        out_dir: receives ``report.md``, ``summary.json``, ``model.pt``, ``samples.h5``
+            (mdtraj-readable, with the weights), ``history.json``, ``training.png``,
+            ``plots/`` and, after refinement, ``flow_samples.h5`` (the unrefined draws).
+        config: :class:`PipelineConfig` or a dict of its fields.
+        progress: ``progress(fraction, message)`` overall (stages weighted by their budget
+            shares); messages start with the stage name.
+        checkpoint_dir: stage records and files (``remd.h5`` or ``metad.npz``, ``train.pt``,
+            ``training/model.pt``, ``samples.h5``); default ``out_dir/checkpoint``. Finished
+            stages with the same inputs are skipped on a rerun.
+        stage_progress: ``stage_progress(stage, fraction_of_stage, message)`` (the CLI's bars).
+
+    Returns: the summary (also ``summary.json``): ESS, dF per residue with errors, clash
+    fraction, wall time per stage, budget split, data (REMD acceptance or metadynamics
+    weights), flow size, files.
+    """
+    t_start = time.perf_counter()
+    config = make_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else out / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    run = _Run(config, out, ckpt, progress, stage_progress)
+    system = run.system(pdb_or_system)
+    fp = fingerprint(system.to_spec(), stage_fields(config, DATA_FIELDS))
+    positions, forces, data_lw = run.data(system, fp)
+    fp = fingerprint(fp, stage_fields(config, TRAIN_FIELDS))
+    gen = run.training(system, fp, positions, forces, data_lw)
+    fp = fingerprint(fp, stage_fields(config, SAMPLE_FIELDS))
+    flow_samples, refined = run.sampling(gen, system, fp)
+    final = refined if refined is not None else flow_samples
+    results, figs, clash = run.analysis(system, final, flow_samples, positions, data_lw)
+    run.wall["total"] = time.perf_counter() - t_start
+    summary = _summary(pdb_or_system, system, run, final, results, figs, clash)
+    (out / "report.md").write_text(report_markdown(summary, figs))
+    write_json(out / "summary.json", summary)
+    run.clock("analysis", 1.0, "done")
+    return json_clean(summary)
+
+
+@contextlib.contextmanager
+def _timed(wall: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the block's wall time as ``wall[stage]``."""
+    t0 = time.perf_counter()
+    yield
+    wall[stage] = time.perf_counter() - t0
+
+
+class _Run:
+    """One run's settings, stage records, progress, wall times and warnings; one method per
+    stage."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        out: Path,
+        ckpt: Path,
+        progress: ProgressFn | None,
+        stage_progress: StageProgressFn | None,
+    ) -> None:
+        self.config, self.out, self.ckpt = config, out, ckpt
+        self.split = budget_split(config)
+        self.clock = Clock(self.split, progress, stage_progress)
+        self.stages = Stages(ckpt)
+        self.wall: dict[str, float] = {}
+        self.notes: list[str] = []
+        self.records: dict[str, dict[str, Any]] = {}  # stage -> its record
+        self.balance: dict[str, Any] = {}
+        self.plan: dict[str, Any] = {}
+
+    def system(self, pdb_or_system: Any) -> System:
+        self.clock("system", 0.0, "building the system")
+        with _timed(self.wall, "system"):
+            system = _resolve_system(pdb_or_system, self.config)
+        self.clock(
+            "system", 1.0, f"{system.n_atoms} atoms, {system.solvent}, {system.temperature:g} K"
+        )
+        resolve_cvs(system, self.config.cvs)  # an unknown CV fails now, not after the budget
+        return system
+
+    def data(self, system: System, fp: str) -> tuple:
+        """The training frames: (positions, forces or None, log-weights or None)."""
+        with _timed(self.wall, "data"):
+            rec = data_stage(
+                system, self.config, self.split, self.ckpt, self.stages, fp, self.clock
+            )
+        self.records["data"] = rec
+        if (rec.get("min_acceptance") or 1.0) < 0.1:
+            self.notes.append(
+                f"REMD neighbour acceptance as low as {rec['min_acceptance']:.2f}: the "
+                "replicas mix poorly; lower t_max or raise target_acceptance"
+            )
+        return load_stage_data(self.ckpt, rec)
+
+    def training(self, system: System, fp: str, positions, forces, data_lw):
+        """The trained generator (its energy set)."""
+        before = self.records["data"].get("wall_time_s", self.wall["data"]) + self.wall["system"]
+        with _timed(self.wall, "training"):
+            gen, self.records["training"], self.balance, self.plan = train_stage(
+                system,
+                energy_model(system, self.config),
+                self.config,
+                self.split,
+                self.ckpt,
+                self.stages,
+                fp,
+                self.clock,
+                positions,
+                forces,
+                data_lw,
+                before,
+            )
+        return gen
+
+    def sampling(self, gen, system: System, fp: str):
+        """(the flow's samples, the refined samples or None)."""
+        c, plan, rec = self.config, self.plan, self.records
+        with _timed(self.wall, "sampling"):
+            flow_samples, rec["sampling"] = sample_stage(
+                gen, system, c, self.split, self.ckpt, self.stages, fp, self.clock, plan
+            )
+            refined, rec["refinement"] = refine_stage(
+                gen, flow_samples, c, self.ckpt, self.stages, fp, self.clock, plan
+            )
+            self.clock("sampling", 1.0, f"{len(flow_samples):,} samples")
+        return flow_samples, refined
+
+    def analysis(self, system: System, final, flow_samples, positions, data_lw):
+        """(free energies and ESS curve, figures, clash check of the flow's draws); writes the
+        samples, the model and its training history into the output directory."""
+        out, ckpt = self.out, self.ckpt
+        with _timed(self.wall, "analysis"):
+            self.clock("analysis", 0.0, "clash check")
+            clash = clash_fraction(flow_samples, system.topology)
+            results, figs = analysis_stage(
+                system, final, positions, data_lw, self.config, out, self.clock
+            )
+            self.clock("analysis", 0.9, "writing files")
+            final.save(out / "samples.h5")
+            if final is not flow_samples:
+                shutil.copyfile(ckpt / "samples.h5", out / "flow_samples.h5")
+            for name in ("model.pt", "history.json", "training.png"):
+                src = ckpt / "training" / name
+                if src.exists():
+                    shutil.copyfile(src, out / name)
+            self.notes += _warnings(_ess(final), results["free_energies"], clash)
+        return results, figs, clash
+
+
+def _ess(samples) -> float:
+    return float(samples.ess) if np.isfinite(samples.log_weights).any() else float("nan")
+
+
+def _warnings(ess: float, free_energies: dict[str, Any], clash: dict[str, Any]) -> list[str]:
+    """What the summary should warn about: too few effective samples, samples and data that
+    disagree on a dF, clashing flow samples."""
+    notes = []
+    if not ess > 0.001:
+        notes.append(
+            f"ESS {100 * ess:.3f} %: the weighted estimates rest on very few samples; "
+            "raise the budget (longer sampling and training)"
+        )
+    for name, row in free_energies.items():
+        df, err, dd, de = (row.get(k) for k in ("df_kT", "err_kT", "df_data_kT", "err_data_kT"))
+        finite = all(isinstance(v, float) and math.isfinite(v) for v in (df, err, dd, de))
+        if finite and abs(df - dd) > 2.0 * math.hypot(err, de):
+            notes.append(
+                f"dF {name}: the samples give {df:.2f} +- {err:.2f} kT but the training "
+                f"data {dd:.2f} +- {de:.2f}: more than 2 sigma apart. Either the flow misses "
+                "part of a state (its error bar cannot see that) or the data are not "
+                "converged; raise the budget"
+            )
+    if clash["clash_fraction"] > 0.1:
+        notes.append(
+            f"{100 * clash['clash_fraction']:.1f} % of the flow samples clash or have infinite "
+            "energy: the flow is undertrained for this molecule"
+        )
+    return notes
+
+
+def _summary(pdb_or_system, system: System, run: _Run, final, results, figs, clash) -> dict:
+    """The run's summary (``summary.json``, see :func:`run_pipeline`)."""
+    ess = _ess(final)
+    config = run.config
+    return {
+        "system": {
+            "name": _system_name(pdb_or_system, system),
+            "n_atoms": system.n_atoms,
+            "n_residues": len({r.resSeq for r in system.topology.residues}),
+            "dim": 3 * system.n_atoms - 6,
+            "solvent": system.solvent,
+            "temperature_K": float(system.temperature),
+            "forcefield": list(system.forcefield),
+        },
+        "config": config.model_dump(mode="json"),
+        "budget": {"total_seconds": 60.0 * config.budget_minutes, "split": run.split},
+        "ess": ess,
+        "n_samples": len(final),
+        "n_eff": float(final.n_eff) if np.isfinite(ess) else None,
+        "free_energies": results["free_energies"],
+        "clash_fraction": clash["clash_fraction"],
+        "clash": clash,
+        "data": _without_resumed(run.records["data"]),
+        "balance": run.balance,
+        "flow": _without_resumed(run.records["training"]),
+        "sampling": {**_without_resumed(run.records["sampling"]), "plan": run.plan},
+        "refine": _without_resumed(run.records["refinement"]),
+        "ess_curve": results["ess_curve"],
+        "wall_time_s": run.wall,
+        "stages": {
+            "system": {"resumed": False},
+            **{s: {"resumed": bool(r.get("resumed", False))} for s, r in run.records.items()},
+            "analysis": {"resumed": False},
+        },
+        "warnings": run.notes,
+        "checkpoint_dir": str(run.ckpt),
+        "files": {
+            "report": "report.md",
+            "summary": "summary.json",
+            "model": "model.pt",
+            "samples": "samples.h5",
+            "plots": figs,
+        },
+    }
+
+
+def _without_resumed(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "resumed"}
+
+
+def _resolve_system(pdb_or_system: Any, config: PipelineConfig) -> System:
+    """The System of a PDB, or the given System with the config's explicitly set system
+    fields applied."""
+    if isinstance(pdb_or_system, System):
+        spec = pdb_or_system.to_spec()
+        changed = False
+        for name in sorted(set(SYSTEM_FIELDS) & config.model_fields_set):
+            value = getattr(config, name)
+            value = list(value) if name == "forcefield" else value
+            if spec.get(name) != value:
+                spec[name] = value
+                changed = True
+        return System.from_spec(spec) if changed else pdb_or_system
+    return System.from_pdb(
+        pdb_or_system,
+        forcefield=tuple(config.forcefield),
+        solvent=config.solvent,
+        temperature=config.temperature,
+    )
+
+
+def _system_name(pdb_or_system: Any, system) -> str:
+    if isinstance(pdb_or_system, str | os.PathLike) and len(str(pdb_or_system)) < 4096:
+        p = Path(pdb_or_system)
+        if "\n" not in str(pdb_or_system) and p.suffix:
+            return p.name
+    seq = "-".join(r.name for r in system.topology.residues)
+    return seq[:80] if seq else f"{system.n_atoms}-atom molecule"
