@@ -225,6 +225,14 @@ def test_tiny_pipeline_writes_readable_results(tiny_run):
     assert {r["label"] for r in ref["strata"]} <= {"+", "-"}
     row = s["free_energies"]["phi:2"]
     assert row["residue"] == 2 and "df_data_kT" in row  # None when the data never left phi < 0
+    # every number carries a verdict; "not converged" always says why and what to do
+    assert row["verdict"] in ("reliable", "not converged")
+    assert (row["verdict"] == "reliable") == (not row["reasons"])
+    assert bool(row["advice"]) == bool(row["reasons"])
+    assert s["verdict"] == row["verdict"]  # one CV: the run's verdict is its verdict
+    assert f"**{row['verdict']}**" in report
+    if row["verdict"] == "not converged":
+        assert all(r in report for r in row["reasons"])
     # sampler="metad" (TINY): the data came from metadynamics, weighted
     assert s["data"]["sampler"] == "metad" and s["data"]["dihedrals"] == ["phi:2"]
     assert 0.0 < s["data"]["ess"] <= 1.0 and s["data"]["sign_changes"]["phi:2"] > 0

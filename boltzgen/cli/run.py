@@ -137,8 +137,13 @@ def _print_summary(s: dict, out: Path) -> None:
     for name, row in s["free_energies"].items():
         typer.echo(
             f"dF {name} = {fmt(row['df_kT'])} +- {fmt(row['err_kT'])} kT "
-            f"(training data {fmt(row['df_data_kT'])} +- {fmt(row['err_data_kT'])})"
+            f"(training data {fmt(row['df_data_kT'])} +- {fmt(row['err_data_kT'])}): "
+            f"{row.get('verdict', '?')}"
         )
+        for reason in row.get("reasons", []):
+            typer.echo(f"  because {reason}")
+        for advice in row.get("advice", []):
+            typer.echo(f"  to do: {advice}")
     typer.echo(f"clash fraction {fmt(s['clash_fraction'], '.4f')}")
     typer.echo(
         "wall time "

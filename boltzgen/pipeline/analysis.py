@@ -14,9 +14,9 @@ from matplotlib.figure import Figure
 
 from boltzgen import plots
 from boltzgen.analysis import ess_curve, free_energy_difference, free_energy_surface
-from boltzgen.cv import backbone_dihedrals, parse_cv_name, state_dihedrals
+from boltzgen.cv import backbone_dihedrals, backbone_state_labels, parse_cv_name, state_dihedrals
+from boltzgen.diagnostics import diagnose, verdict
 from boltzgen.errors import InputError
-from boltzgen.generator.balance import backbone_state_labels
 from boltzgen.pipeline.config import PipelineConfig
 from boltzgen.pipeline.records import Clock
 from boltzgen.refinement.planning import strata_free_energy
@@ -61,12 +61,27 @@ def _plot_ess_curve(curve: dict[str, list], path: Path) -> Path:
     return path
 
 
+def _finite_pair(value: Any, error: Any) -> tuple[float, float] | None:
+    """(value, error) when both are finite numbers (the data's dF is None or inf when the
+    data never visit one side), else None: then there is nothing to compare."""
+    ok = all(isinstance(x, int | float) and math.isfinite(x) for x in (value, error))
+    return (float(value), float(error)) if ok else None
+
+
 class _Analysis:
     """The samples, the training data and the settings the per-dihedral steps share."""
 
-    def __init__(self, system, samples, data_positions, data_lw, config, out: Path) -> None:
+    def __init__(
+        self, system, samples, data_positions, data_lw, config, out: Path, clash=None
+    ) -> None:
         self.samples, self.data_positions, self.data_lw = samples, data_positions, data_lw
-        self.config, self.out = config, out
+        self.config, self.out, self.clash = config, out, clash
+        self.implicit_solvent = system.solvent != "vacuum"
+        # backbone sign patterns of the samples and of the data: per-stratum k-hat and the
+        # flow's mass per state against the data's, for the verdicts
+        self.labels = backbone_state_labels(system, samples.positions)[0].astype(str)
+        self.data_labels = backbone_state_labels(system, data_positions)[0].astype(str)
+        self.data_weights = None if data_lw is None else np.exp(data_lw - np.max(data_lw))
         self.plot_dir = out / "plots"
         self.plot_dir.mkdir(parents=True, exist_ok=True)
         self.dihedrals = backbone_dihedrals(system)
@@ -153,7 +168,40 @@ class _Analysis:
             w = s.normalized_weights
             row["flow_fraction_positive_unweighted"] = float(np.mean(v >= 0))
             row["flow_fraction_positive_weighted"] = float(np.sum(w[v >= 0]))
+        row.update(self.judge(row))
         return row
+
+    def judge(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The number's diagnostics (Kish ESS, PSIS k-hat overall and per backbone state,
+        particles per state, the flow's mass per state against the data's, data vs samples,
+        clash fraction) and its verdict: ``reliable`` or ``not converged`` with reasons and
+        advice (boltzgen.diagnostics)."""
+        df, err = row.get("df_kT"), row.get("err_kT")
+        if not self.usable or df is None or err is None:
+            return {
+                "verdict": "not converged",
+                "reasons": ["no finite importance weight: the flow's samples carry no estimate"],
+                "advice": ["raise the budget (longer training and sampling)"],
+            }
+        d = diagnose(
+            self.samples.log_weights,
+            df,
+            err,
+            labels=self.labels,
+            data_labels=self.data_labels,
+            data_weights=self.data_weights,
+            data_estimate=_finite_pair(row.get("df_data_kT"), row.get("err_data_kT")),
+            clash_fraction=None if self.clash is None else self.clash["clash_fraction"],
+        )
+        v = verdict(d, implicit_solvent=self.implicit_solvent)
+        return {
+            "k_hat": d.k_hat,
+            "ess": d.ess_fraction,
+            "verdict": v.status,
+            "reasons": v.reasons,
+            "advice": v.advice,
+            "diagnostics": d.to_dict(),
+        }
 
     def weights(self) -> dict[str, list]:
         """The log-weight histogram and the ESS curve (plotted when the weights are usable)."""
@@ -178,10 +226,13 @@ def analysis_stage(
     config: PipelineConfig,
     out: Path,
     clock: Clock,
+    clash: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """dF per residue, FES per backbone dihedral, Ramachandran per residue, weights, ESS.
-    Returns ({"free_energies", "ess_curve"}, figures relative to ``out``)."""
-    a = _Analysis(system, samples, data_positions, data_lw, config, out)
+    """dF per residue with a verdict each, FES per backbone dihedral, Ramachandran per
+    residue, weights, ESS. ``clash``: the clash check of the flow's draws
+    (:func:`boltzgen.samples.clash_fraction`). Returns ({"free_energies", "ess_curve"},
+    figures relative to ``out``)."""
+    a = _Analysis(system, samples, data_positions, data_lw, config, out, clash)
     wanted = resolve_cvs(system, config.cvs)
     names = list(a.dihedrals)
     free: dict[str, Any] = {}

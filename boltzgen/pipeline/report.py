@@ -175,24 +175,38 @@ def _free_energies(s: dict[str, Any], figs: dict[str, Any]) -> list[str]:
         "the training frames alone (REMD: the target replica; metadynamics: reweighted by "
         "exp(V/kT); block-bootstrap error).",
         "",
-        "| CV | dF / kT | method | dF data / kT | CV >= 0 in data (frames) |",
-        "|---|---|---|---|---|",
+        "| CV | dF / kT | verdict | k-hat | method | dF data / kT | CV >= 0 in data (frames) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, row in s["free_energies"].items():
         lines.append(
             f"| {name} | {fmt(row['df_kT'])} +- {fmt(row['err_kT'])} | "
+            f"**{row.get('verdict', '-')}** | {fmt(row.get('k_hat'))} | "
             f"{row.get('method', '-')} | "
             f"{fmt(row['df_data_kT'])} +- {fmt(row['err_data_kT'])} | "
             f"{row['data_fraction_positive']:.4f} |"
         )
     if not s["free_energies"]:
-        lines.append("| (no backbone dihedral) | | | |")
+        lines.append("| (no backbone dihedral) | | | | | | |")
+    lines += _verdict_reasons(s["free_energies"])
     if figs["ramachandran"]:
         lines += ["", "### Ramachandran plots", ""]
         lines += [f"![residue {k}]({v})" for k, v in figs["ramachandran"].items()]
     if figs["fes"]:
         lines += ["", "### Free-energy profiles (bands: bootstrap errors)", ""]
         lines += [f"![{k}]({v})" for k, v in figs["fes"].items()]
+    return lines
+
+
+def _verdict_reasons(free_energies: dict[str, Any]) -> list[str]:
+    """Why each number that is not converged is not, and what to do."""
+    lines: list[str] = []
+    for name, row in free_energies.items():
+        if row.get("verdict") != "not converged":
+            continue
+        lines += ["", f"**{name}: not converged.**"]
+        lines += [f"- {r}" for r in row.get("reasons", [])]
+        lines += [f"- what to do: {a}" for a in row.get("advice", [])]
     return lines
 
 

@@ -188,7 +188,7 @@ class _Run:
             self.clock("analysis", 0.0, "clash check")
             clash = clash_fraction(flow_samples, system.topology)
             results, figs = analysis_stage(
-                system, final, positions, data_lw, self.config, out, self.clock
+                system, final, positions, data_lw, self.config, out, self.clock, clash
             )
             self.clock("analysis", 0.9, "writing files")
             final.save(out / "samples.h5")
@@ -253,6 +253,7 @@ def _summary(pdb_or_system, system: System, run: _Run, final, results, figs, cla
         "n_samples": len(final),
         "n_eff": float(final.n_eff) if np.isfinite(ess) else None,
         "free_energies": results["free_energies"],
+        "verdict": _overall_verdict(results["free_energies"]),
         "clash_fraction": clash["clash_fraction"],
         "clash": clash,
         "data": _without_resumed(run.records["data"]),
@@ -277,6 +278,12 @@ def _summary(pdb_or_system, system: System, run: _Run, final, results, figs, cla
             "plots": figs,
         },
     }
+
+
+def _overall_verdict(free_energies: dict[str, Any]) -> str:
+    """``reliable`` when every reported number is, else ``not converged``."""
+    ok = all(row.get("verdict") == "reliable" for row in free_energies.values())
+    return "reliable" if ok else "not converged"
 
 
 def _without_resumed(record: dict[str, Any]) -> dict[str, Any]:
