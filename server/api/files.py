@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Header
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from server.api.problems import Problem
 from server.settings import Settings
@@ -66,45 +67,6 @@ IfRangeHeader = Annotated[
 ]
 
 
-def parse_range(header: str, size: int) -> list[tuple[int, int]]:
-    """Byte ranges of a ``Range`` header (RFC 9110 14.1.2) as inclusive (first, last) pairs
-    clipped to a file of ``size`` bytes: ``bytes=a-b``, ``bytes=a-`` (to the end), ``bytes=-n``
-    (the last n bytes), several separated by commas (the server answers those as Starlette
-    does, multipart/byteranges). Raises ``ValueError`` for a malformed header and
-    ``IndexError`` when no range overlaps the file (416)."""
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or not spec.strip():
-        raise ValueError("only 'bytes=' ranges are served")
-    out: list[tuple[int, int]] = []
-    for part in spec.split(","):
-        first, dash, last = part.strip().partition("-")
-        if not dash or not (first.isdigit() or (not first and last.isdigit())):
-            raise ValueError(f"{part.strip()!r} is not a byte range")
-        if last and not last.isdigit():
-            raise ValueError(f"{part.strip()!r} is not a byte range")
-        if not first:  # suffix: the last n bytes
-            n = int(last)
-            if n == 0:
-                continue
-            out.append((max(0, size - n), size - 1))
-            continue
-        a = int(first)
-        b = int(last) if last else max(a, size - 1)
-        if b < a:
-            raise ValueError(f"{part.strip()!r} ends before it starts")
-        if a < size:
-            out.append((a, min(b, size - 1)))
-    if not out:
-        raise IndexError("no range overlaps the file")
-    return out
-
-
-def if_range_matches(if_range: str, headers: Any) -> bool:
-    """Whether ``If-Range`` names the file as served (its ETag or Last-Modified exactly, as
-    RFC 9110 13.1.5 asks): if not, the whole file is sent and the Range ignored."""
-    return if_range in (headers.get("etag"), headers.get("last-modified"))
-
-
 def file_response(
     path: str,
     media_type: str,
@@ -112,22 +74,22 @@ def file_response(
     range_header: str | None = None,
     if_range: str | None = None,
 ) -> FileResponse:
-    """The file as a download. Starlette serves ``Range`` (206) and ``If-Range``; the Range is
-    checked here first, so a refusal is problem+json like every error: 400 for a malformed
-    Range, 416 (with ``Content-Range: bytes */size``) for one past the end."""
+    """The file as a download. Starlette serves ``Range`` (206) and ``If-Range``; a Range it
+    would refuse is checked here first, so the refusal is problem+json like every error: 400
+    for a malformed Range, 416 (with ``Content-Range: bytes */size``) for one past the end."""
     p = Path(path)
     if not p.is_file():
         raise Problem(410, "Gone", f"the file of {filename!r} is no longer on disk")
     st = p.stat()
     resp = FileResponse(path, media_type=media_type, filename=filename, stat_result=st)
-    if range_header and (if_range is None or if_range_matches(if_range, resp.headers)):
+    if range_header and (if_range is None or resp._should_use_range(if_range)):
         try:
-            parse_range(range_header, st.st_size)
-        except ValueError as exc:
+            FileResponse._parse_range_header(range_header, st.st_size)
+        except MalformedRangeHeader as exc:
             raise Problem(
-                400, "Invalid Range", f"Range {range_header!r}: {exc}", type_="range"
+                400, "Invalid Range", f"Range {range_header!r}: {exc.content}", type_="range"
             ) from None
-        except IndexError:
+        except RangeNotSatisfiable:
             raise Problem(
                 416,
                 "Range Not Satisfiable",
