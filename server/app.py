@@ -21,16 +21,16 @@ from fastapi.concurrency import run_in_threadpool
 
 from boltzgen import __version__
 from boltzgen.jobs import job_kinds, load_plugins
-from server.api.auth import Authenticator
-from server.api.body_limit import BodyLimit
-from server.api.methods import AllowedMethods
-from server.api.metrics import Metrics, MetricsMiddleware
-from server.api.openapi import install_openapi
-from server.api.problems import CatchAll, install_handlers
-from server.api.router import api_router
-from server.api.routes import health
+from server.api import api_router
+from server.auth import Authenticator
+from server.body_limit import BodyLimit
+from server.methods import AllowedMethods
+from server.metrics import Metrics, MetricsMiddleware
+from server.openapi import install_openapi
+from server.problems import CatchAll, install_handlers
+from server.routes import health
 from server.settings import Settings
-from server.storage.store import Store
+from server.store import Store
 
 log = logging.getLogger("boltzgen.server")
 
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     async def lifespan(app: FastAPI):
         pool = None
         if settings.executor != "none" and settings.workers > 0:
-            from server.running.worker import WorkerPool
+            from server.worker import WorkerPool
 
             pool = WorkerPool(settings, store)
             pool.start()

@@ -1,2 +1,0 @@
-"""Running jobs: the worker pool (claims, heartbeats, progress, cancellation) and the
-executors (one process per job, or Ray)."""
