@@ -31,6 +31,7 @@ from server.problems import CatchAll, install_handlers
 from server.routes import health
 from server.settings import Settings
 from server.store import Store
+from server.web import install_web
 
 log = logging.getLogger("boltzgen.server")
 
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     install_handlers(app)
     app.include_router(api_router)
     app.include_router(health.router)
+    install_web(app)  # the web pages under /ui (server.web)
     # the job-submit schema: a union over the kinds registered now (built-ins and plugins)
     install_openapi(app, job_kinds())
     # outermost last: CatchAll > BodyLimit > metrics > methods > routes
