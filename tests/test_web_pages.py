@@ -5,7 +5,9 @@ headers, the report with its figures and verdicts, and links behind a path prefi
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 
 import pytest
 from _server_fixtures import ADMIN, ADP, settings_for
@@ -161,6 +163,21 @@ def test_forged_or_tampered_session_cookie_is_refused(env, a):
         c.cookies.set("boltzgen_session", forged, path="/ui")
         assert c.get("/ui/jobs", follow_redirects=False).status_code == 303, forged
         c.cookies.clear()
+
+
+def test_an_expired_session_is_refused(env):
+    signer = env["app"].state.web_signer
+    digest = hashlib.sha256(env["key_a"].encode()).hexdigest()
+    c = TestClient(env["app"])
+    for exp, code in ((time.time() - 1, 303), (time.time() + 60, 200)):
+        token = signer.dumps("session", {"kh": digest, "exp": exp, "csrf": "t"})
+        c.cookies.set("boltzgen_session", token, path="/ui")
+        assert c.get("/ui/jobs", follow_redirects=False).status_code == code
+        c.cookies.clear()
+    # a token signed for another purpose (the login form's) is not a session
+    token = signer.dumps("login", {"kh": digest, "exp": time.time() + 60, "csrf": "t"})
+    c.cookies.set("boltzgen_session", token, path="/ui")
+    assert c.get("/ui/jobs", follow_redirects=False).status_code == 303
 
 
 def test_revoking_the_key_ends_its_sessions(env):

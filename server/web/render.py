@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,19 @@ def age(value: datetime | float | None) -> str:
     return f"{s:.0f} s"
 
 
+def when(value: datetime | float | None) -> str:
+    """'2026-12-04 19:12:47 UTC' (a datetime or Unix seconds)."""
+    if value is None:
+        return "-"
+    t = value.timestamp() if isinstance(value, datetime) else float(value)
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def clock(value: float | None) -> str:
+    """'19:12:47' (UTC) of Unix seconds: the log's time column."""
+    return "-" if value is None else datetime.fromtimestamp(float(value), UTC).strftime("%H:%M:%S")
+
+
 def size(n: int | None) -> str:
     if n is None:
         return "-"
@@ -98,7 +111,9 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(age=age, size=size, percent=percent, pretty_json=pretty_json)
+    env.filters.update(
+        age=age, when=when, clock=clock, size=size, percent=percent, pretty_json=pretty_json
+    )
     env.globals.update(version=__version__)
     return env
 

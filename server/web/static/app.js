@@ -11,20 +11,24 @@
     if (el) el.textContent = value;
   }
 
-  function logLine(kind, message) {
+  function clock(ts) {
+    return typeof ts === "number" ? new Date(ts * 1000).toISOString().slice(11, 19) : "";
+  }
+
+  function logLine(kind, message, when) {
     const log = document.getElementById("log");
     if (!log) return;
     const li = document.createElement("li");
     const ts = document.createElement("span");
     ts.className = "ts";
-    ts.textContent = "now";
+    ts.textContent = clock(when);
     const ev = document.createElement("span");
     ev.className = "ev";
     ev.textContent = kind;
     li.append(ts, " ", ev, " " + message);
     log.append(li);
     while (log.children.length > 200) log.firstElementChild.remove();
-    li.scrollIntoView({ block: "nearest" });
+    log.scrollTop = log.scrollHeight;  // the list scrolls, not the page
   }
 
   function setState(status) {
@@ -53,10 +57,10 @@
       const d = JSON.parse(e.data);
       setProgress(d.progress);
       text("message", d.message || "");
-      logLine("progress", (d.message || "") + " (" + Math.round(100 * d.progress) + " %)");
+      logLine("progress", (d.message || "") + " (" + Math.round(100 * d.progress) + " %)", d.ts);
     });
-    source.addEventListener("cancel_requested", () => {
-      logLine("cancel_requested", "");
+    source.addEventListener("cancel_requested", (e) => {
+      logLine("cancel_requested", "", JSON.parse(e.data).ts);
       const button = document.getElementById("cancel");
       if (button) {
         button.disabled = true;
@@ -66,7 +70,7 @@
     source.addEventListener("status", (e) => {
       const d = JSON.parse(e.data);
       setState(d.status);
-      logLine("status", d.status);
+      logLine("status", d.status, d.ts);
       if (d.status === "succeeded") setProgress(1);
       if (TERMINAL.includes(d.status)) {
         source.close();  // else EventSource reconnects to a finished stream
@@ -75,7 +79,7 @@
       }
     });
     source.onerror = () => {
-      if (source.readyState === EventSource.CLOSED) logLine("stream", "disconnected; reload to resume");
+      if (source.readyState === EventSource.CLOSED) logLine("stream", "disconnected; reload to resume", Date.now() / 1000);
     };
   }
 
