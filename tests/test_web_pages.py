@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+import tomllib
+from pathlib import Path
 
 import pytest
 from _server_fixtures import ADMIN, ADP, settings_for
@@ -87,8 +89,9 @@ def test_pages_need_a_login_and_redirect_to_it(env):
         r = c.get(path, follow_redirects=False)
         assert r.status_code == 303, path
         assert r.headers["location"].startswith("/ui/login?next=/ui/"), path
-    r = c.get(f"/ui/jobs/{env['report_job']}/panel")
-    assert r.status_code == 401
+    for script_url in ("panel", "events"):  # fetched by the page's script: no redirect
+        r = c.get(f"/ui/jobs/{env['report_job']}/{script_url}")
+        assert r.status_code == 401, script_url
     assert c.get("/ui", follow_redirects=False).headers["location"] == "/ui/jobs"
 
 
@@ -150,6 +153,7 @@ def test_login_cookie_is_httponly_strict_expiring_and_holds_no_key(env):
     r = fresh.get("/ui/login")
     bad = fresh.post("/ui/login", data={"csrf": csrf_of(r.text), "key": "bgk_nope"})
     assert bad.status_code == 401 and "unknown or revoked" in bad.text
+    assert "bgk_nope" not in bad.text  # the form never echoes a key
     fresh = TestClient(env["app"])
     r = fresh.post("/ui/login", data={"csrf": "x", "key": env["key_a"]}, follow_redirects=False)
     assert r.status_code == 403
@@ -383,3 +387,15 @@ def test_without_api_keys_the_login_form_just_continues(tmp_path):
     r = c.post("/ui/login", data={"csrf": csrf_of(r.text)}, follow_redirects=False)
     assert r.status_code == 303
     assert c.get("/ui/jobs").status_code == 200
+
+
+def test_templates_and_static_files_are_package_data():
+    """The wheel (and so the Docker image) carries every template and static file."""
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["server.web"]
+    web = root / "server" / "web"
+    files = [p for d in ("templates", "static") for p in (web / d).iterdir() if p.is_file()]
+    assert len(files) > 5
+    missing = [p for p in files if not any(p.relative_to(web).match(g) for g in globs)]
+    assert not missing, missing
