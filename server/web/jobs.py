@@ -28,6 +28,7 @@ from server.tables import STATUSES, TERMINAL
 from server.web.guard import PageSession, ScriptSession, checked_form
 from server.web.render import PAGE_HEADERS, base_path, page
 from server.web.report import REPORT, SUMMARY, render_report, verdicts
+from server.web.session import Session
 
 router = APIRouter()
 
@@ -83,7 +84,7 @@ def _log_tail(store: Store, job_id: str) -> tuple[list[dict[str, Any]], int]:
     return list(tail), last
 
 
-def _job_context(store: Store, session, job_id: str) -> dict[str, Any]:
+def _job_context(store: Store, session: Session, job_id: str) -> dict[str, Any]:
     who = session.principal
     row = store.get_job(job_id, who.scope)
     if row is None:
