@@ -181,8 +181,16 @@ def test_browser_session(live, browser):
 
     # --- a second job cancelled from its page
     long_id = submit(
-        live, {"n_steps": 50_000_000, "report_interval": 1000, "checkpoint_interval": 50_000}
+        live, {"n_steps": 50_000_000, "report_interval": 1000, "checkpoint_interval": 5000}
     )
+    # the job list refreshes its rows while a job is active: the message moves on, no reload
+    page.goto(f"{live.url}/ui/jobs")
+    page.evaluate("window.__sameDocument = true")
+    message = page.locator("#jobs tr", has_text=long_id).locator("td.msg")
+    first = message.inner_text()
+    expect(message).not_to_have_text(first, timeout=120_000)
+    assert "steps" in message.inner_text()
+    assert page.evaluate("window.__sameDocument") is True, "the list reloaded"
     page.goto(f"{live.url}/ui/jobs/{long_id}")
     page.click("#cancel")
     page.wait_for_url(f"{live.url}/ui/jobs/{long_id}")

@@ -92,6 +92,7 @@ def test_pages_need_a_login_and_redirect_to_it(env):
     for script_url in ("panel", "events"):  # fetched by the page's script: no redirect
         r = c.get(f"/ui/jobs/{env['report_job']}/{script_url}")
         assert r.status_code == 401, script_url
+    assert c.get("/ui/jobs/rows").status_code == 401
     assert c.get("/ui", follow_redirects=False).headers["location"] == "/ui/jobs"
 
 
@@ -109,6 +110,15 @@ def test_every_page_answers_200_with_security_headers(env, a):
         # no inline script or style attribute anywhere (the CSP would block them)
         assert not re.search(r"<script(?![^>]*\bsrc=)", r.text), path
         assert " style=" not in r.text and " onclick=" not in r.text.lower(), path
+
+
+def test_job_list_rows_for_the_refresh(env, a):
+    page = a.get("/ui/jobs?status=queued").text
+    rows_url = re.search(r'data-rows="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert rows_url.startswith("/ui/jobs/rows?status=queued&")
+    rows = a.get(rows_url)
+    assert rows.status_code == 200 and env["running"] in rows.text
+    assert env["report_job"] not in rows.text and "<html" not in rows.text
 
 
 def test_not_found_and_bad_input_are_html_pages_api_stays_json(env, a):

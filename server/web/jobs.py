@@ -12,6 +12,7 @@ import json
 from collections import deque
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -23,6 +24,7 @@ from server.deps import MetricsDep, SettingsDep, StoreDep
 from server.pagination import Limit
 from server.problems import Problem, not_found
 from server.routes import jobs as jobs_api
+from server.settings import Settings
 from server.store import Store
 from server.tables import STATUSES, TERMINAL
 from server.web.guard import PageSession, ScriptSession, checked_form
@@ -37,16 +39,16 @@ MAX_REPORT_BYTES = 5 * 1024 * 1024
 Form = Annotated[dict[str, str], Depends(checked_form)]
 
 
-@router.get("/ui/jobs")
-def job_list(
+def _job_list(
     request: Request,
-    session: PageSession,
-    store: StoreDep,
-    settings: SettingsDep,
-    status: str = "",
-    kind: str = "",
-    cursor: str | None = None,
-    limit: Limit = 50,
+    session: Session,
+    store: Store,
+    settings: Settings,
+    template: str,
+    status: str,
+    kind: str,
+    cursor: str | None,
+    limit: int,
 ) -> Response:
     result = jobs_api.list_jobs(
         store,
@@ -59,7 +61,7 @@ def job_list(
     )
     return page(
         request,
-        "jobs.html",
+        template,
         session=session,
         jobs=result.items,
         next_cursor=result.next_cursor,
@@ -67,6 +69,40 @@ def job_list(
         kind=kind,
         limit=limit,
         statuses=STATUSES,
+        rows_query=urlencode(
+            {"status": status, "kind": kind, "cursor": cursor or "", "limit": limit}
+        ),
+    )
+
+
+@router.get("/ui/jobs")
+def job_list(
+    request: Request,
+    session: PageSession,
+    store: StoreDep,
+    settings: SettingsDep,
+    status: str = "",
+    kind: str = "",
+    cursor: str | None = None,
+    limit: Limit = 50,
+) -> Response:
+    return _job_list(request, session, store, settings, "jobs.html", status, kind, cursor, limit)
+
+
+@router.get("/ui/jobs/rows")
+def job_rows(
+    request: Request,
+    session: ScriptSession,
+    store: StoreDep,
+    settings: SettingsDep,
+    status: str = "",
+    kind: str = "",
+    cursor: str | None = None,
+    limit: Limit = 50,
+) -> Response:
+    """The rows of the job list (the list's script refreshes them while jobs are active)."""
+    return _job_list(
+        request, session, store, settings, "_job_rows.html", status, kind, cursor, limit
     )
 
 

@@ -83,8 +83,24 @@
     };
   }
 
+  // The job list: while some job on it is queued or running, refresh its rows (server-rendered)
+  function activeRows(table) {
+    return table.querySelector(".state.queued, .state.running") !== null;
+  }
+
+  function refreshRows(table) {
+    setTimeout(async () => {
+      if (!activeRows(table)) return;
+      const response = await fetch(table.dataset.rows, { credentials: "same-origin" });
+      if (response.ok) table.tBodies[0].innerHTML = await response.text();
+      refreshRows(table);
+    }, 3000);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const live = document.getElementById("live");
     if (live && live.dataset.terminal !== "true" && "EventSource" in window) follow(live);
+    const jobs = document.getElementById("jobs");
+    if (jobs && jobs.dataset.rows) refreshRows(jobs);
   });
 })();
