@@ -409,3 +409,33 @@ def test_templates_and_static_files_are_package_data():
     assert len(files) > 5
     missing = [p for p in files if not any(p.relative_to(web).match(g) for g in globs)]
     assert not missing, missing
+
+
+def test_report_renderer_on_its_own():
+    from server.web.report import render_report, verdicts
+
+    urls = {"plots/a.png": "/ui/artifacts/art_1/content"}
+    md = (
+        "<b>bold?</b>\n\n![a](plots/a.png) ![up](../secret.png) ![abs](/etc/x.png)\n\n"
+        "| CV | dF / kT |\n|---|---|\n| phi:2 | 1.0 |\n| psi:2 | 2.0 |\n"
+    )
+    summary = {
+        "free_energies": {
+            "phi:2": {
+                "df_kT": 1.0,
+                "err_kT": 0.1,
+                "verdict": {"verdict": "not converged", "reasons": ["few samples"]},
+            },
+        },
+        "ess": {"value": 0.3, "verdict": "reliable"},
+    }
+    html = render_report(md, urls.get, summary)
+    assert "&lt;b&gt;bold?&lt;/b&gt;" in html and "<b>" not in html
+    assert html.count("<img") == 1 and 'src="/ui/artifacts/art_1/content"' in html
+    assert "secret" not in html.split("<img")[1].split(">")[0]  # ../ never becomes a URL
+    assert '<td class="verdict bad" title="few samples">not converged (few samples)</td>' in html
+    assert "<td>-</td>" in html  # psi:2 has no verdict
+    found = {v.where: v for v in verdicts(summary)}
+    assert found["free_energies.phi:2"].value == "dF 1 +- 0.1 kT"
+    assert found["ess"].reliable and not found["free_energies.phi:2"].reliable
+    assert render_report(md, urls.get, None).count("verdict") == 0

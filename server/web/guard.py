@@ -54,9 +54,8 @@ PageSession = Annotated[Session, Depends(page_session)]
 ScriptSession = Annotated[Session, Depends(script_session)]
 
 
-async def checked_form(request: Request) -> dict[str, str]:
+async def checked_form(request: Request, session: PageSession) -> dict[str, str]:
     """The posted form of a logged-in caller, its CSRF token checked (403 otherwise)."""
-    session = await page_session(request)
     form = await request.form()
     check_csrf(request, session.csrf, form.get("csrf"))
     return {k: v for k, v in form.items() if isinstance(v, str)}

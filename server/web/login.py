@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from server.problems import Problem
@@ -77,8 +77,9 @@ async def login(
 
 
 @router.post("/ui/logout")
-async def logout(request: Request) -> Response:
-    await checked_form(request)
+async def logout(
+    request: Request, form: Annotated[dict[str, str], Depends(checked_form)]
+) -> Response:
     response = RedirectResponse(f"{base_path(request)}/ui/login", 303, headers=PAGE_HEADERS)
     end_session(request, response, base_path(request))
     return response
