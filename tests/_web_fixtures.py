@@ -64,11 +64,15 @@ def pipeline_files(out: Path) -> Path:
                 "verdict": "reliable",
                 "reasons": [],
             },
-            "psi:2": {
+            "psi:2": {  # the object form (boltzgen.diagnostics.Verdict.to_dict())
                 "df_kT": -0.7,
                 "err_kT": 1.9,
-                "verdict": "not converged",
-                "reasons": ["ESS of the stratum below 50", "error > 1 kT"],
+                "verdict": {
+                    "status": "not converged",
+                    "reasons": ["ESS of the stratum below 50", "error > 1 kT"],
+                    "codes": ["too_few_particles"],
+                    "advice": ["a longer budget"],
+                },
             },
         },
     }

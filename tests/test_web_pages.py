@@ -312,6 +312,7 @@ def test_report_shows_figures_stage_table_and_verdicts(env, a):
     assert '<td class="verdict ok">reliable</td>' in html
     assert "not converged (ESS of the stratum below 50; error &gt; 1 kT)" in html
     assert 'id="verdicts"' in html and "free_energies.psi:2" in html
+    assert "<td>a longer budget</td>" in html
     # a linked artifact is a download of the job's artifact
     assert re.search(r'<a href="/ui/artifacts/art_[^"]+/content"[^>]*>summary</a>', html)
 

@@ -25,6 +25,7 @@ class Verdict:
     verdict: str
     reasons: list[str] = field(default_factory=list)
     value: str = ""
+    advice: list[str] = field(default_factory=list)
 
     @property
     def reliable(self) -> bool:
@@ -39,18 +40,25 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def _verdict_of(row: dict[str, Any]) -> tuple[str, list[str]] | None:
+def _strings(x: Any) -> list[str]:
+    if isinstance(x, str):
+        return [x]
+    return [str(r) for r in x] if isinstance(x, list | tuple) else []
+
+
+def _verdict_of(row: dict[str, Any]) -> tuple[str, list[str], list[str]] | None:
+    """(label, reasons, advice) of a summary entry's ``verdict``: a string (reasons and advice
+    beside it) or an object (``boltzgen.diagnostics.Verdict.to_dict()``: status, reasons,
+    advice)."""
     v = row.get("verdict")
     if isinstance(v, dict):
-        label = v.get("verdict") or v.get("status") or v.get("label")
-        reasons = v.get("reasons", row.get("reasons"))
+        label = v.get("status") or v.get("verdict") or v.get("label")
+        reasons, advice = v.get("reasons", row.get("reasons")), v.get("advice", row.get("advice"))
     else:
-        label, reasons = v, row.get("reasons")
+        label, reasons, advice = v, row.get("reasons"), row.get("advice")
     if not isinstance(label, str) or not label:
         return None
-    if isinstance(reasons, str):
-        reasons = [reasons]
-    return label, [str(r) for r in reasons or []]
+    return label, _strings(reasons), _strings(advice)
 
 
 def _value_of(row: dict[str, Any]) -> str:
@@ -70,7 +78,7 @@ def verdicts(summary: Any, where: str = "") -> Iterator[Verdict]:
     if isinstance(summary, dict):
         found = _verdict_of(summary)
         if found is not None:
-            yield Verdict(where or "summary", found[0], found[1], _value_of(summary))
+            yield Verdict(where or "summary", found[0], found[1], _value_of(summary), found[2])
         for k, v in summary.items():
             if k != "verdict":
                 yield from verdicts(v, f"{where}.{k}" if where else str(k))
@@ -86,7 +94,9 @@ def free_energy_verdicts(summary: Any) -> dict[str, Verdict]:
     for cv, row in (rows or {}).items() if isinstance(rows, dict) else ():
         found = _verdict_of(row) if isinstance(row, dict) else None
         if found is not None:
-            out[str(cv)] = Verdict(f"free_energies.{cv}", found[0], found[1], _value_of(row))
+            out[str(cv)] = Verdict(
+                f"free_energies.{cv}", found[0], found[1], _value_of(row), found[2]
+            )
     return out
 
 
