@@ -98,9 +98,12 @@ def server_imports(tree: ast.AST) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names if a.name.startswith("server.")]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            if (node.module or "").startswith("server."):
-                out.append((node.lineno, node.module))
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").startswith("server.")
+        ):
+            out.append((node.lineno, node.module))
     return out
 
 
