@@ -1,8 +1,8 @@
 """The wire schemas of the boltzgen REST API (pydantic), shared by the server and the SDK.
 
 One definition of what travels over HTTP, so the server's responses and the client's parsing
-cannot drift apart. These are API schemas only: the server's storage rows (``server.tables``)
-are separate and converted explicitly (``server.convert``), so the database can change without
+cannot drift apart. These are API schemas only: the server's storage rows (``server.storage.tables``)
+are separate and converted explicitly (``server.http.convert``), so the database can change without
 changing the API. Response models allow extra fields, so an older SDK reads a newer server.
 """
 

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from boltzgen import plots
-from server.files import media_type
-from server.queue import JobQueue
-from server.store import Store
+from server.storage.layout import media_type
+from server.storage.queue import JobQueue
+from server.storage.store import Store
 
 HTML_PAYLOAD = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]*)"')

@@ -7,8 +7,8 @@ from _server_fixtures import ADMIN, ADP, settings_for
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.auth import Principal
-from server.deps import get_principal
+from server.http.auth import Principal
+from server.http.deps import get_principal
 
 PROBLEM = "application/problem+json"
 
@@ -304,8 +304,8 @@ def _finish_with_outcome(app, tmp_path, files: dict[str, bytes], outcome: dict) 
     (the worker's outcome handling without running a job)."""
     import json
 
-    from server.executors import LocalExecutor
-    from server.worker import WorkerPool, _Run
+    from server.runner.executors import LocalExecutor
+    from server.runner.worker import WorkerPool, _Run
 
     store, settings = app.state.store, app.state.settings
     pool = WorkerPool(settings, store, executor=LocalExecutor(settings), slots=0)
@@ -405,7 +405,7 @@ def test_auth_disabled_for_local_use(tmp_path):
 def test_event_stream_delivers_a_final_status_committed_between_its_reads(env):
     """The job ends after the stream found no new events but before it read the job's status:
     the final status event must still reach the client."""
-    from server.deps import get_store
+    from server.http.deps import get_store
 
     client, app = env["client"], env["app"]
     job_id = submit(client, env["a"], env["system"]["id"]).json()["id"]

@@ -116,7 +116,7 @@ def worker(
     ] = "local",
 ) -> None:
     """Run a standalone worker pool against the store in BOLTZGEN_DATABASE_URL/STATE_DIR."""
-    worker_module = _server_module("server.worker")
+    worker_module = _server_module("server.runner.worker")
     settings = _server_module("server.settings").Settings(workers=slots, executor=executor)
     worker_module.main(settings)
 

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.problems import Problem
+from server.http.problems import Problem
 from server.web.render import PAGE_HEADERS, base_path, page
 from server.web.session import Session, check_csrf, current_session
 

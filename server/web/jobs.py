@@ -19,14 +19,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from boltzgen.schemas import JobCreate
-from server.convert import artifact_info, job_info
-from server.deps import MetricsDep, SettingsDep, StoreDep
-from server.pagination import Limit
-from server.problems import Problem, not_found
-from server.routes import jobs as jobs_api
+from server.http.convert import artifact_info, job_info
+from server.http.deps import MetricsDep, SettingsDep, StoreDep
+from server.http.pagination import Limit
+from server.http.problems import Problem, not_found
+from server.http.routes import jobs as jobs_api
 from server.settings import Settings
-from server.store import Store
-from server.tables import STATUSES, TERMINAL
+from server.storage.store import Store
+from server.storage.tables import STATUSES, TERMINAL
 from server.web.guard import PageSession, ScriptSession, checked_form
 from server.web.render import PAGE_HEADERS, base_path, page
 from server.web.report import REPORT, SUMMARY, render_report, verdicts

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from server.problems import Problem
+from server.http.problems import Problem
 from server.web.guard import checked_form, safe_next
 from server.web.render import PAGE_HEADERS, base_path, page
 from server.web.session import (

@@ -10,12 +10,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from server.convert import job_info, model_info, system_info
-from server.deps import SettingsDep, StoreDep
-from server.files import IfRangeHeader, RangeHeader, file_response
-from server.pagination import Limit, decode_cursor, encode_cursor
-from server.problems import not_found
-from server.store import Store
+from server.http.convert import job_info, model_info, system_info
+from server.http.deps import SettingsDep, StoreDep
+from server.http.files import IfRangeHeader, RangeHeader, file_response
+from server.http.pagination import Limit, decode_cursor, encode_cursor
+from server.http.problems import not_found
+from server.storage.store import Store
 from server.web.guard import PageSession
 from server.web.pdb_view import read_pdb
 from server.web.render import SECURITY_HEADERS, page

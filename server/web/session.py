@@ -27,10 +27,10 @@ from fastapi import Request, Response
 from sqlalchemy import select
 from starlette.datastructures import Headers
 
-from server.auth import ANONYMOUS, Principal
-from server.problems import Problem
-from server.store import hash_key
-from server.tables import api_keys
+from server.http.auth import ANONYMOUS, Principal
+from server.http.problems import Problem
+from server.storage.store import hash_key
+from server.storage.tables import api_keys
 
 SESSION_COOKIE = "boltzgen_session"
 LOGIN_COOKIE = "boltzgen_login"
