@@ -521,10 +521,22 @@ def test_range_errors_are_problem_json(env, tmp_path):
     r = c.get(url, headers=auth(a) | {"Range": "bytes=10-20"})
     assert r.status_code == 416 and r.headers["content-type"] == PROBLEM
     assert r.headers["content-range"] == "bytes */10" and r.json()["detail"]
-    r = c.get(url, headers=auth(a) | {"Range": "pages=1-2"})
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=4-2"})
     assert r.status_code == 400 and r.headers["content-type"] == PROBLEM
+    r = c.get(url, headers=auth(a) | {"Range": "pages=1-2"})
+    assert r.status_code == 200 and r.content == b"0123456789"  # another unit: ignored
     r = c.get(url, headers=auth(a) | {"Range": "bytes=10-20", "If-Range": '"stale"'})
     assert r.status_code == 200 and r.content == b"0123456789"  # If-Range mismatch: whole file
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=-3"})
+    assert r.status_code == 206 and r.content == b"789"
+    assert r.headers["content-range"] == "bytes 7-9/10" and r.headers["content-length"] == "3"
+    etag = r.headers["etag"]
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=8-", "If-Range": etag})
+    assert r.status_code == 206 and r.content == b"89"
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=0-1,5-6"})
+    assert r.status_code == 200 and r.content == b"0123456789"  # several ranges: whole file
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=20-,30-"})
+    assert r.status_code == 416 and r.headers["content-range"] == "bytes */10"
 
 
 def test_key_isolation_covers_every_resource(env, tmp_path):

@@ -51,7 +51,7 @@ def download_model(
     who: Who,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
-) -> FileResponse:
+) -> Response:
     m = store.get_model(model_id, who.scope)
     if m is None:
         raise not_found("model", model_id)
