@@ -60,8 +60,10 @@ def test_system_upload_validates_and_reports(env):
 @pytest.mark.parametrize(
     "body, error",
     [
-        ({"pdb": "this is not a PDB file\nat all\n"}, "MalformedPDBError"),
-        ({"pdb": "/etc/passwd"}, "MalformedPDBError"),  # never read as a server path
+        ({"pdb": "this is not a PDB file\nat all\n"}, "validation"),  # no atom record
+        ({"pdb": "/etc/passwd"}, "validation"),  # never read as a server path
+        ({"pdb": "ATOM  garbage\n"}, "MalformedPDBError"),  # schema-valid, still not a PDB
+        ({"pdb": ADP.read_text(), "forcefield": [""]}, "validation"),  # the schema says .xml
         ({"pdb": ADP.read_text(), "solvent": "tip3p-box"}, "ForceFieldError"),
         ({"pdb": ADP.read_text(), "forcefield": ["/etc/passwd.xml"]}, "ForceFieldError"),
     ],
