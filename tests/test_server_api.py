@@ -584,3 +584,22 @@ def test_key_isolation_covers_every_resource(env, tmp_path):
         assert c.get(path, headers=auth(a)).status_code == 200, path
     assert c.get(f"/v1/jobs/{queued}", headers=auth(a)).json()["status"] == "queued"
     cancel_all(c, a)
+
+
+def test_openapi_carries_what_the_server_accepts(env):
+    """Constraints found by an outside schemathesis run (schema-valid requests the server
+    refused) are in the document: a PDB has an atom record, force fields are .xml files, CG
+    layer widths are 1-8 positive integers, cursors are base64url."""
+    doc = env["client"].get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    body = doc["paths"]["/v1/systems"]["post"]["requestBody"]["content"]["application/json"]
+    system = body["schema"]["properties"]
+    assert "ATOM" in system["pdb"]["pattern"]
+    assert system["forcefield"]["items"]["pattern"] == r"\.xml$"
+    assert system["forcefield"]["items"]["minLength"] >= 5
+    cg = next(v for k, v in schemas.items() if k.endswith("CGConfig"))["properties"]
+    for name in ("hidden", "teacher_hidden"):
+        assert cg[name]["minItems"] == 1 and cg[name]["items"]["minimum"] == 1, name
+    params = doc["paths"]["/v1/jobs"]["get"]["parameters"]
+    cursor = next(p for p in params if p["name"] == "cursor")
+    assert any("pattern" in s for s in cursor["schema"].get("anyOf", [cursor["schema"]]))
