@@ -13,6 +13,11 @@ from server.http.problems import Problem
 
 # capped again by settings.page_size_max in each route
 Limit = Annotated[int, Query(ge=1, le=1000)]
+# what encode_cursor writes: unpadded base64url
+Cursor = Annotated[
+    str | None,
+    Query(pattern=r"^[A-Za-z0-9_-]+$", max_length=64, description="next_cursor of the last page"),
+]
 
 
 def encode_cursor(seq: int | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
 from boltzgen.schemas import ArtifactInfo, ArtifactList
@@ -48,7 +48,7 @@ def download_artifact(
     who: Who,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
-) -> FileResponse:
+) -> Response:
     """The file; honours ``Range: bytes=a-b`` (206) and ``If-Range``."""
     a = store.get_artifact(artifact_id, who.scope)
     if a is None:

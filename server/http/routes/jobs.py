@@ -27,7 +27,7 @@ from server.http.auth import Principal
 from server.http.convert import job_info
 from server.http.deps import MetricsDep, SettingsDep, StoreDep, Who
 from server.http.idempotency import Made, idempotent
-from server.http.pagination import Limit, decode_cursor, encode_cursor
+from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from server.http.problems import (
     BODY_PROBLEMS,
     Problem,
@@ -203,7 +203,7 @@ def list_jobs(
         list[str] | None, Query(description="filter; repeat or comma-separate: queued,running")
     ] = None,
     kind: str | None = None,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
 ) -> JobPage:
     """Newest first. ``next_cursor`` is None on the last page."""

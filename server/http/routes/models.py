@@ -12,7 +12,7 @@ from boltzgen.schemas import ModelInfo, ModelPage
 from server.http.convert import model_info
 from server.http.deps import SettingsDep, StoreDep, Who
 from server.http.files import FILE_RESPONSES, IfRangeHeader, RangeHeader, file_response
-from server.http.pagination import Limit, decode_cursor, encode_cursor
+from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from server.http.problems import not_found, problem_responses
 from server.http.routes import V1
 
@@ -24,7 +24,7 @@ def list_models(
     store: StoreDep,
     who: Who,
     settings: SettingsDep,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
 ) -> ModelPage:
     limit = min(limit, settings.page_size_max)
@@ -51,7 +51,7 @@ def download_model(
     who: Who,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
-) -> FileResponse:
+) -> Response:
     m = store.get_model(model_id, who.scope)
     if m is None:
         raise not_found("model", model_id)

@@ -22,7 +22,7 @@ from boltzgen.schemas import SystemCreate, SystemInfo, SystemPage
 from server.http.convert import system_info
 from server.http.deps import SettingsDep, StoreDep, Who
 from server.http.idempotency import Made, idempotent
-from server.http.pagination import Limit, decode_cursor, encode_cursor
+from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from server.http.problems import (
     BODY_PROBLEMS,
     Problem,
@@ -210,7 +210,7 @@ def list_systems(
     store: StoreDep,
     who: Who,
     settings: SettingsDep,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
 ) -> SystemPage:
     limit = min(limit, settings.page_size_max)
