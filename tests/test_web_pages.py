@@ -115,7 +115,7 @@ def test_every_page_answers_200_with_security_headers(env, a):
 def test_job_list_rows_for_the_refresh(env, a):
     page = a.get("/ui/jobs?status=queued").text
     rows_url = re.search(r'data-rows="([^"]+)"', page).group(1).replace("&amp;", "&")
-    assert rows_url.startswith("/ui/jobs/rows?status=queued&")
+    assert rows_url == "/ui/jobs/rows?status=queued&limit=50"
     rows = a.get(rows_url)
     assert rows.status_code == 200 and env["running"] in rows.text
     assert env["report_job"] not in rows.text and "<html" not in rows.text

@@ -21,7 +21,7 @@ from fastapi.responses import RedirectResponse, Response
 from boltzgen.schemas import JobCreate
 from server.http.convert import artifact_info, job_info
 from server.http.deps import MetricsDep, SettingsDep, StoreDep
-from server.http.pagination import Limit
+from server.http.pagination import Cursor, Limit
 from server.http.problems import Problem, not_found
 from server.http.routes import jobs as jobs_api
 from server.settings import Settings
@@ -69,8 +69,9 @@ def _job_list(
         kind=kind,
         limit=limit,
         statuses=STATUSES,
-        rows_query=urlencode(
-            {"status": status, "kind": kind, "cursor": cursor or "", "limit": limit}
+        rows_query=urlencode(  # the current page's filters; empty ones left out
+            {k: v for k, v in (("status", status), ("kind", kind), ("cursor", cursor)) if v}
+            | {"limit": limit}
         ),
     )
 
@@ -83,7 +84,7 @@ def job_list(
     settings: SettingsDep,
     status: str = "",
     kind: str = "",
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Response:
     return _job_list(request, session, store, settings, "jobs.html", status, kind, cursor, limit)
@@ -97,7 +98,7 @@ def job_rows(
     settings: SettingsDep,
     status: str = "",
     kind: str = "",
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Response:
     """The rows of the job list (the list's script refreshes them while jobs are active)."""

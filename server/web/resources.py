@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 
 from server.http.convert import job_info, model_info, system_info
 from server.http.deps import SettingsDep, StoreDep
 from server.http.files import IfRangeHeader, RangeHeader, file_response
-from server.http.pagination import Limit, decode_cursor, encode_cursor
+from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from server.http.problems import not_found
 from server.storage.store import Store
 from server.web.guard import PageSession
@@ -35,7 +35,7 @@ JOBS_SCANNED = 1000
 
 def _download(
     path: str, media_type: str, name: str, range_header: str | None, if_range: str | None
-) -> FileResponse:
+) -> Response:
     resp = file_response(path, media_type, name, range_header, if_range)
     if media_type in INLINE_TYPES:
         disposition = resp.headers["content-disposition"]
@@ -51,7 +51,7 @@ def artifact_content(
     store: StoreDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
-) -> FileResponse:
+) -> Response:
     a = store.get_artifact(artifact_id, session.principal.scope)
     if a is None:
         raise not_found("artifact", artifact_id)
@@ -66,7 +66,7 @@ def model_content(
     store: StoreDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
-) -> FileResponse:
+) -> Response:
     m = store.get_model(model_id, session.principal.scope)
     if m is None:
         raise not_found("model", model_id)
@@ -80,7 +80,7 @@ def system_list(
     session: PageSession,
     store: StoreDep,
     settings: SettingsDep,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Response:
     limit = min(limit, settings.page_size_max)
@@ -134,7 +134,7 @@ def model_list(
     session: PageSession,
     store: StoreDep,
     settings: SettingsDep,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Response:
     limit = min(limit, settings.page_size_max)
