@@ -36,7 +36,7 @@ router = APIRouter()
 
 LOG_TAIL = 40
 MAX_REPORT_BYTES = 5 * 1024 * 1024
-Form = Annotated[dict[str, str], Depends(checked_form)]
+CheckedForm = Annotated[dict[str, str], Depends(checked_form)]
 
 
 def _job_list(
@@ -177,7 +177,7 @@ def _to_job(request: Request, job_id: str) -> Response:
 
 @router.post("/ui/jobs/{job_id}/cancel")
 def cancel_job(
-    request: Request, job_id: str, form: Form, session: PageSession, store: StoreDep
+    request: Request, job_id: str, form: CheckedForm, session: PageSession, store: StoreDep
 ) -> Response:
     jobs_api.cancel_job(job_id, store, session.principal)
     return _to_job(request, job_id)
@@ -187,7 +187,7 @@ def cancel_job(
 def retry_job(
     request: Request,
     job_id: str,
-    form: Form,
+    form: CheckedForm,
     session: PageSession,
     store: StoreDep,
     settings: SettingsDep,
