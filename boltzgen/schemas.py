@@ -1,15 +1,15 @@
 """The wire schemas of the boltzgen REST API (pydantic), shared by the server and the SDK.
 
 One definition of what travels over HTTP, so the server's responses and the client's parsing
-cannot drift apart. These are API schemas only: the server's storage rows (``server.tables``)
-are separate and converted explicitly (``server.convert``), so the database can change without
+cannot drift apart. These are API schemas only: the server's storage rows (``server.storage.tables``)
+are separate and converted explicitly (``server.http.convert``), so the database can change without
 changing the API. Response models allow extra fields, so an older SDK reads a newer server.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,13 +23,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+# the schema says what the server accepts (an outside fuzzer found "0" and [""] accepted by
+# the document but refused by the server): a PDB has an atom record, a force field is an XML file
+PDB_RECORD = r"(^|\n)(ATOM  |HETATM)"
+ForceFieldFile = Annotated[str, Field(min_length=5, max_length=200, pattern=r"\.xml$")]
+
+
 class SystemCreate(BaseModel):
     """A system from PDB text (JSON body; multipart upload with a ``pdb`` file also works)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    pdb: str = Field(min_length=1, description="PDB file contents")
+    pdb: str = Field(
+        min_length=1,
+        pattern=PDB_RECORD,
+        description="PDB file contents: at least one ATOM or HETATM record",
+    )
     name: str | None = Field(None, max_length=200)
-    forcefield: list[str] = Field(
+    forcefield: list[ForceFieldFile] = Field(
         default_factory=lambda: list(DEFAULT_FORCEFIELD), min_length=1, max_length=16
     )
     solvent: str = Field("vacuum", max_length=32)

@@ -21,16 +21,17 @@ from fastapi.concurrency import run_in_threadpool
 
 from boltzgen import __version__
 from boltzgen.jobs import job_kinds, load_plugins
-from server.api import api_router
-from server.auth import Authenticator
-from server.body_limit import BodyLimit
-from server.methods import AllowedMethods
-from server.metrics import Metrics, MetricsMiddleware
-from server.openapi import install_openapi
-from server.problems import CatchAll, install_handlers
-from server.routes import health
+from server.http.api import api_router
+from server.http.auth import Authenticator
+from server.http.body_limit import BodyLimit
+from server.http.methods import AllowedMethods
+from server.http.metrics import Metrics, MetricsMiddleware
+from server.http.openapi import install_openapi
+from server.http.problems import CatchAll, install_handlers
+from server.http.routes import health
 from server.settings import Settings
-from server.store import Store
+from server.storage.store import Store
+from server.web import install_web
 
 log = logging.getLogger("boltzgen.server")
 
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     async def lifespan(app: FastAPI):
         pool = None
         if settings.executor != "none" and settings.workers > 0:
-            from server.worker import WorkerPool
+            from server.runner.worker import WorkerPool
 
             pool = WorkerPool(settings, store)
             pool.start()
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     install_handlers(app)
     app.include_router(api_router)
     app.include_router(health.router)
+    install_web(app)  # the web pages under /ui (server.web)
     # the job-submit schema: a union over the kinds registered now (built-ins and plugins)
     install_openapi(app, job_kinds())
     # outermost last: CatchAll > BodyLimit > metrics > methods > routes

@@ -7,8 +7,8 @@ from _server_fixtures import ADMIN, ADP, settings_for
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.auth import Principal
-from server.deps import get_principal
+from server.http.auth import Principal
+from server.http.deps import get_principal
 
 PROBLEM = "application/problem+json"
 
@@ -60,8 +60,10 @@ def test_system_upload_validates_and_reports(env):
 @pytest.mark.parametrize(
     "body, error",
     [
-        ({"pdb": "this is not a PDB file\nat all\n"}, "MalformedPDBError"),
-        ({"pdb": "/etc/passwd"}, "MalformedPDBError"),  # never read as a server path
+        ({"pdb": "this is not a PDB file\nat all\n"}, "validation"),  # no atom record
+        ({"pdb": "/etc/passwd"}, "validation"),  # never read as a server path
+        ({"pdb": "ATOM  garbage\n"}, "MalformedPDBError"),  # schema-valid, still not a PDB
+        ({"pdb": ADP.read_text(), "forcefield": [""]}, "validation"),  # the schema says .xml
         ({"pdb": ADP.read_text(), "solvent": "tip3p-box"}, "ForceFieldError"),
         ({"pdb": ADP.read_text(), "forcefield": ["/etc/passwd.xml"]}, "ForceFieldError"),
     ],
@@ -304,8 +306,8 @@ def _finish_with_outcome(app, tmp_path, files: dict[str, bytes], outcome: dict) 
     (the worker's outcome handling without running a job)."""
     import json
 
-    from server.executors import LocalExecutor
-    from server.worker import WorkerPool, _Run
+    from server.runner.executors import LocalExecutor
+    from server.runner.worker import WorkerPool, _Run
 
     store, settings = app.state.store, app.state.settings
     pool = WorkerPool(settings, store, executor=LocalExecutor(settings), slots=0)
@@ -405,7 +407,7 @@ def test_auth_disabled_for_local_use(tmp_path):
 def test_event_stream_delivers_a_final_status_committed_between_its_reads(env):
     """The job ends after the stream found no new events but before it read the job's status:
     the final status event must still reach the client."""
-    from server.deps import get_store
+    from server.http.deps import get_store
 
     client, app = env["client"], env["app"]
     job_id = submit(client, env["a"], env["system"]["id"]).json()["id"]
@@ -521,10 +523,22 @@ def test_range_errors_are_problem_json(env, tmp_path):
     r = c.get(url, headers=auth(a) | {"Range": "bytes=10-20"})
     assert r.status_code == 416 and r.headers["content-type"] == PROBLEM
     assert r.headers["content-range"] == "bytes */10" and r.json()["detail"]
-    r = c.get(url, headers=auth(a) | {"Range": "pages=1-2"})
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=4-2"})
     assert r.status_code == 400 and r.headers["content-type"] == PROBLEM
+    r = c.get(url, headers=auth(a) | {"Range": "pages=1-2"})
+    assert r.status_code == 200 and r.content == b"0123456789"  # another unit: ignored
     r = c.get(url, headers=auth(a) | {"Range": "bytes=10-20", "If-Range": '"stale"'})
     assert r.status_code == 200 and r.content == b"0123456789"  # If-Range mismatch: whole file
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=-3"})
+    assert r.status_code == 206 and r.content == b"789"
+    assert r.headers["content-range"] == "bytes 7-9/10" and r.headers["content-length"] == "3"
+    etag = r.headers["etag"]
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=8-", "If-Range": etag})
+    assert r.status_code == 206 and r.content == b"89"
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=0-1,5-6"})
+    assert r.status_code == 200 and r.content == b"0123456789"  # several ranges: whole file
+    r = c.get(url, headers=auth(a) | {"Range": "bytes=20-,30-"})
+    assert r.status_code == 416 and r.headers["content-range"] == "bytes */10"
 
 
 def test_key_isolation_covers_every_resource(env, tmp_path):
@@ -570,3 +584,22 @@ def test_key_isolation_covers_every_resource(env, tmp_path):
         assert c.get(path, headers=auth(a)).status_code == 200, path
     assert c.get(f"/v1/jobs/{queued}", headers=auth(a)).json()["status"] == "queued"
     cancel_all(c, a)
+
+
+def test_openapi_carries_what_the_server_accepts(env):
+    """Constraints found by an outside schemathesis run (schema-valid requests the server
+    refused) are in the document: a PDB has an atom record, force fields are .xml files, CG
+    layer widths are 1-8 positive integers, cursors are base64url."""
+    doc = env["client"].get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    body = doc["paths"]["/v1/systems"]["post"]["requestBody"]["content"]["application/json"]
+    system = body["schema"]["properties"]
+    assert "ATOM" in system["pdb"]["pattern"]
+    assert system["forcefield"]["items"]["pattern"] == r"\.xml$"
+    assert system["forcefield"]["items"]["minLength"] >= 5
+    cg = next(v for k, v in schemas.items() if k.endswith("CGConfig"))["properties"]
+    for name in ("hidden", "teacher_hidden"):
+        assert cg[name]["minItems"] == 1 and cg[name]["items"]["minimum"] == 1, name
+    params = doc["paths"]["/v1/jobs"]["get"]["parameters"]
+    cursor = next(p for p in params if p["name"] == "cursor")
+    assert any("pattern" in s for s in cursor["schema"].get("anyOf", [cursor["schema"]]))

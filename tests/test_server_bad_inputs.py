@@ -44,8 +44,8 @@ def auth(key: str) -> dict[str, str]:
 def _finish(app, tmp: Path, files: dict[str, bytes], outcome: dict, code: int = 0) -> None:
     """Let a worker record the end of the oldest queued job's attempt (its directory holding
     ``files`` and ``outcome``) without running it."""
-    from server.executors import LocalExecutor
-    from server.worker import WorkerPool, _Run
+    from server.runner.executors import LocalExecutor
+    from server.runner.worker import WorkerPool, _Run
 
     pool = WorkerPool(
         app.state.settings, app.state.store, executor=LocalExecutor(app.state.settings), slots=0
@@ -238,8 +238,8 @@ def test_input_errors_in_the_worker_are_never_retried(env, tmp_path):
 
 def test_unknown_kind_at_launch_is_not_retried(tmp_path):
     """A kind the worker cannot find (a plugin missing there) fails the job without retries."""
-    from server.executors import LocalExecutor
-    from server.worker import WorkerPool
+    from server.runner.executors import LocalExecutor
+    from server.runner.worker import WorkerPool
 
     app = create_app(settings_for(tmp_path))
     store = app.state.store

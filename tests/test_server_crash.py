@@ -40,7 +40,7 @@ def _worker(state_dir: Path) -> subprocess.Popen:
         BOLTZGEN_RETRY_BACKOFF_SECONDS="0.1",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "server.worker"],
+        [sys.executable, "-m", "server.runner.worker"],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -82,11 +82,11 @@ def test_compose_waits_for_healthy_dependencies():
 
 
 def test_worker_healthcheck_follows_the_pool(tmp_path):
-    """The compose healthcheck of a worker: ``python -m server.worker --healthcheck``."""
+    """The compose healthcheck of a worker: ``python -m server.runner.worker --healthcheck``."""
     from _server_fixtures import settings_for, wait_for
 
-    from server.store import Store
-    from server.worker import WorkerPool, healthcheck
+    from server.runner.worker import WorkerPool, healthcheck
+    from server.storage.store import Store
 
     alive = tmp_path / "alive"
     assert healthcheck(alive) == 1  # no worker yet

@@ -1,5 +1,5 @@
-"""Schema migrations (Alembic, ``server/migrations``): the store runs ``upgrade head`` on open;
-the migrated schema equals ``server/tables.py``; a store created before Alembic (by the old
+"""Schema migrations (Alembic, ``server/storage/migrations``): the store runs ``upgrade head`` on open;
+the migrated schema equals ``server/storage/tables.py``; a store created before Alembic (by the old
 ``metadata.create_all``) is stamped and upgraded in place with its rows intact. On SQLite
 always, on PostgreSQL when BOLTZGEN_TEST_POSTGRES_URL is set."""
 
@@ -14,9 +14,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, insert, inspect, select, text
 
-from server.queue import JobQueue
-from server.store import MIGRATIONS, Store, hash_key
-from server.tables import api_keys, job_events, jobs, metadata, systems
+from server.storage.queue import JobQueue
+from server.storage.store import MIGRATIONS, Store, hash_key
+from server.storage.tables import api_keys, job_events, jobs, metadata, systems
 
 PG_URL = os.environ.get("BOLTZGEN_TEST_POSTGRES_URL")
 

@@ -10,9 +10,9 @@ ray = pytest.importorskip("ray")
 from _server_fixtures import ADP, settings_for, wait_for  # noqa: E402
 
 from boltzgen.systems import System  # noqa: E402
-from server.executors import RayExecutor  # noqa: E402
-from server.store import Store  # noqa: E402
-from server.worker import WorkerPool  # noqa: E402
+from server.runner.executors import RayExecutor  # noqa: E402
+from server.runner.worker import WorkerPool  # noqa: E402
+from server.storage.store import Store  # noqa: E402
 
 
 @pytest.fixture(scope="module")

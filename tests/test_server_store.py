@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from server.queue import JobQueue, claim_statement
-from server.store import Store
-from server.tables import metadata
+from server.storage.queue import JobQueue, claim_statement
+from server.storage.store import Store
+from server.storage.tables import metadata
 
 PG_URL = os.environ.get("BOLTZGEN_TEST_POSTGRES_URL")
 

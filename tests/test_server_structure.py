@@ -1,6 +1,8 @@
 """The server's boundaries, checked on its source (``ast``, nothing imported): it uses only
-the library's public API, and it never writes the process environment (settings are read once
-and passed down; only child job processes get environment variables)."""
+the library's public API, it never writes the process environment (settings are read once
+and passed down; only child job processes get environment variables), and its three parts
+layer: ``server.http`` and ``server.runner`` use ``server.storage``, never each other, and
+``server.storage`` uses neither."""
 
 from __future__ import annotations
 
@@ -10,9 +12,15 @@ from pathlib import Path
 import pytest
 
 SERVER = Path(__file__).resolve().parents[1] / "server"
-SOURCES = sorted([*SERVER.glob("*.py"), *SERVER.glob("routes/*.py")])
+SOURCES = sorted(SERVER.rglob("*.py"))
 # what the server may import from the library: public modules only
 PUBLIC = {"boltzgen", "boltzgen.jobs", "boltzgen.schemas", "boltzgen.errors", "boltzgen.systems"}
+# server part -> the server parts it must not import
+FORBIDDEN = {
+    "http": {"runner"},
+    "runner": {"http"},
+    "storage": {"http", "runner"},
+}
 
 
 def _private(name: str) -> bool:
@@ -73,7 +81,42 @@ def environ_writes(tree: ast.AST) -> list[int]:
 
 def test_sources_found():
     names = {p.relative_to(SERVER).as_posix() for p in SOURCES}
-    assert {"app.py", "queue.py", "store.py", "deps.py", "routes/jobs.py"} <= names
+    assert {
+        "app.py",
+        "settings.py",
+        "storage/queue.py",
+        "storage/store.py",
+        "http/deps.py",
+        "http/routes/jobs.py",
+        "runner/worker.py",
+    } <= names
+
+
+def server_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import of a ``server`` module (function level too)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("server.")]
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").startswith("server.")
+        ):
+            out.append((node.lineno, node.module))
+    return out
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(SERVER).as_posix())
+def test_server_parts_layer(path):
+    part = path.relative_to(SERVER).parts[0]
+    banned = FORBIDDEN.get(part, set())
+    bad = [
+        f"{line}: {module}"
+        for line, module in server_imports(ast.parse(path.read_text()))
+        if module.split(".")[1] in banned
+    ]
+    assert not bad, f"server/{part} must not import server.{sorted(banned)}: {bad}"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(SERVER).as_posix())
@@ -107,3 +150,5 @@ def test_the_checks_catch_what_they_look_for():
         ("boltzgen.generator.pipeline", "x"),
     ]
     assert environ_writes(bad) == [5, 6, 7, 8, 9]  # a copy of the environment is fine
+    layered = ast.parse("import server.http.auth\nfrom server.runner.worker import W\nimport os\n")
+    assert server_imports(layered) == [(1, "server.http.auth"), (2, "server.runner.worker")]

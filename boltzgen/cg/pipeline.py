@@ -33,10 +33,11 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Interval, Len
 
 from boltzgen.cg.forcefield import CGForceField, fit_forces
 from boltzgen.cg.mapping import Mapping
@@ -82,6 +83,10 @@ _LIMITS = {
 }
 
 
+# layer widths; the constraints reach the job's JSON schema (pydantic reads them off the dataclass)
+Widths = Annotated[list[Annotated[int, Interval(ge=1, le=4096)]], Len(1, 8)]
+
+
 @dataclass
 class CGConfig:
     """Options of :func:`train_and_simulate` (JSON-able). Units: ps, 1/ps, (kJ/mol/nm)^2."""
@@ -94,14 +99,14 @@ class CGConfig:
     teacher_batch_size: int = 256
     teacher_lr: float = 1e-3
     teacher_layers: int = 4
-    teacher_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    teacher_hidden: Widths = field(default_factory=lambda: [64, 64])
     teacher_components: int = 8
     teacher_tails: str = "none"
     n_teacher_samples: int = 100_000
     force_filter_factor: float | None = 50.0
     max_msf: float | None = None
     # student
-    hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
+    hidden: Widths = field(default_factory=lambda: [128, 128, 128])
     activation: str = "tanh"
     repulsion: bool = False
     epochs: int = 50

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from boltzgen.cli.service import URL, _client, _friendly
+from boltzgen.cli.service import URL, friendly_errors, service_client
 
 app = typer.Typer(
     name="keys",
@@ -28,7 +28,7 @@ ADMIN = Annotated[
 
 
 @app.command("create")
-@_friendly
+@friendly_errors
 def create(
     name: Annotated[str, typer.Argument(help="a label for the key, e.g. who holds it")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="print the KeyInfo as JSON")] = False,
@@ -36,7 +36,7 @@ def create(
     api_key: ADMIN = None,
 ) -> None:
     """Issue a key; prints the plaintext key (shown this once) on stdout."""
-    with _client(url, api_key) as c:
+    with service_client(url, api_key) as c:
         info = c.create_key(name)
     if as_json:
         typer.echo(json.dumps(info.model_dump(mode="json"), indent=2))
@@ -46,14 +46,14 @@ def create(
 
 
 @app.command("list")
-@_friendly
+@friendly_errors
 def list_(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False,
     url: URL = None,
     api_key: ADMIN = None,
 ) -> None:
     """List the keys: id, name, created, revoked."""
-    with _client(url, api_key) as c:
+    with service_client(url, api_key) as c:
         keys = c.list_keys()
     if as_json:
         typer.echo(json.dumps([k.model_dump(mode="json", exclude={"key"}) for k in keys], indent=2))
@@ -68,13 +68,13 @@ def list_(
 
 
 @app.command("revoke")
-@_friendly
+@friendly_errors
 def revoke(
     key_id: Annotated[str, typer.Argument(help="the key's id (from 'boltzgen keys list')")],
     url: URL = None,
     api_key: ADMIN = None,
 ) -> None:
     """Revoke a key: every server sharing the store refuses it from the next request on."""
-    with _client(url, api_key) as c:
+    with service_client(url, api_key) as c:
         c.revoke_key(key_id)
     typer.echo(f"revoked {key_id}", err=True)

@@ -116,7 +116,7 @@ def worker(
     ] = "local",
 ) -> None:
     """Run a standalone worker pool against the store in BOLTZGEN_DATABASE_URL/STATE_DIR."""
-    worker_module = _server_module("server.worker")
+    worker_module = _server_module("server.runner.worker")
     settings = _server_module("server.settings").Settings(workers=slots, executor=executor)
     worker_module.main(settings)
 
@@ -135,7 +135,7 @@ def _hint(exc) -> str:
     return ""
 
 
-def _friendly(fn):
+def friendly_errors(fn):
     """Print library/API/connection errors as one line and exit 1 instead of a traceback."""
     import functools
 
@@ -181,7 +181,8 @@ def _has_request(exc) -> bool:
     return True
 
 
-def _client(url: str | None, key: str | None):
+def service_client(url: str | None, key: str | None):
+    """The SDK client of a CLI command (connection errors retried ``CLIENT_RETRIES`` times)."""
     from boltzgen.client import Client
 
     return Client(url, api_key=key, max_retries=CLIENT_RETRIES)
@@ -222,7 +223,7 @@ def _follow(client, job_id: str, timeout: float | None):
             time.sleep(1.0)
 
 
-@_friendly
+@friendly_errors
 def submit(
     kind: Annotated[str, typer.Argument(help="job kind (see GET /v1/kinds)")],
     param: Annotated[
@@ -252,7 +253,7 @@ def submit(
         if not sep:
             raise typer.BadParameter(f"--param {item!r}: expected KEY=VALUE")
         params[k] = _parse_value(v)
-    with _client(url, api_key) as c:
+    with service_client(url, api_key) as c:
         if pdb is not None:
             system = c.upload_system(
                 pdb,
@@ -277,7 +278,7 @@ def submit(
                 raise typer.Exit(1)
 
 
-@_friendly
+@friendly_errors
 def status(
     job_id: Annotated[str | None, typer.Argument(help="a job; omit to list recent jobs")] = None,
     state: Annotated[
@@ -288,7 +289,7 @@ def status(
     api_key: KEY = None,
 ) -> None:
     """Show one job (JSON) or a table of recent jobs."""
-    with _client(url, api_key) as c:
+    with service_client(url, api_key) as c:
         if job_id:
             _print_json(c.get_job(job_id).model_dump(mode="json"))
             return
@@ -302,7 +303,7 @@ def status(
         Console(width=max(Console().width, 110)).print(table)
 
 
-@_friendly
+@friendly_errors
 def wait_cmd(
     job_id: Annotated[str, typer.Argument(help="the job")],
     timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
@@ -310,14 +311,14 @@ def wait_cmd(
     api_key: KEY = None,
 ) -> None:
     """Follow a job with a progress bar; exit 0 if it succeeded, 1 otherwise."""
-    with _client(url, api_key) as c:
+    with service_client(url, api_key) as c:
         job = _follow(c, job_id, timeout)
         _print_json(job.model_dump(mode="json", include={"status", "result", "error"}))
         if job.status != "succeeded":
             raise typer.Exit(1)
 
 
-@_friendly
+@friendly_errors
 def download(
     job_id: Annotated[str, typer.Argument(help="the job")],
     name: Annotated[str | None, typer.Option(help="one artifact by name (default: all)")] = None,
@@ -329,7 +330,7 @@ def download(
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
-    with _client(url, api_key) as c:
+    with service_client(url, api_key) as c:
         arts = [c.artifact(job_id, name)] if name else c.artifacts(job_id)
         if not arts:
             typer.echo(f"job {job_id} has no artifacts", err=True)

@@ -1,0 +1,40 @@
+"""Cursor pagination: opaque cursors over a table's ``seq`` (keyset, newest first), and the
+``limit`` query parameter. Opaque so clients cannot depend on what a cursor holds."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import Query
+
+from server.http.problems import Problem
+
+# capped again by settings.page_size_max in each route
+Limit = Annotated[int, Query(ge=1, le=1000)]
+# what encode_cursor writes: unpadded base64url
+Cursor = Annotated[
+    str | None,
+    Query(pattern=r"^[A-Za-z0-9_-]+$", max_length=64, description="next_cursor of the last page"),
+]
+
+
+def encode_cursor(seq: int | None) -> str | None:
+    return (
+        None if seq is None else base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+    )
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("s"):
+            raise ValueError
+        return int(raw[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Problem(
+            422, "Invalid cursor", f"cursor {cursor!r} is not one this API issued"
+        ) from None

@@ -1,0 +1,168 @@
+"""The pages of the other resources: artifact and model downloads for the browser (the API's
+download routes want an Authorization header, a browser sends its session cookie), the
+systems (the PDB's residues and atoms, the jobs that used it) and the models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from server.http.convert import job_info, model_info, system_info
+from server.http.deps import SettingsDep, StoreDep
+from server.http.files import IfRangeHeader, RangeHeader, file_response
+from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from server.http.problems import not_found
+from server.storage.store import Store
+from server.web.guard import PageSession
+from server.web.pdb_view import read_pdb
+from server.web.render import SECURITY_HEADERS, page
+
+router = APIRouter()
+
+# shown in the page (img src) rather than downloaded; anything else is an attachment
+INLINE_TYPES = {"image/png", "image/jpeg", "image/gif"}
+# a downloaded file is never a page: no script, no plugin, even if it holds HTML or SVG
+DOWNLOAD_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "private, max-age=3600",
+}
+JOBS_SCANNED = 1000
+
+
+def _download(
+    path: str, media_type: str, name: str, range_header: str | None, if_range: str | None
+) -> Response:
+    resp = file_response(path, media_type, name, range_header, if_range)
+    if media_type in INLINE_TYPES:
+        disposition = resp.headers["content-disposition"]
+        resp.headers["content-disposition"] = disposition.replace("attachment", "inline", 1)
+    resp.headers.update(DOWNLOAD_HEADERS)
+    return resp
+
+
+@router.get("/ui/artifacts/{artifact_id}/content")
+def artifact_content(
+    artifact_id: str,
+    session: PageSession,
+    store: StoreDep,
+    range_header: RangeHeader = None,
+    if_range: IfRangeHeader = None,
+) -> Response:
+    a = store.get_artifact(artifact_id, session.principal.scope)
+    if a is None:
+        raise not_found("artifact", artifact_id)
+    name = Path(a["name"]).name
+    return _download(a["path"], a["media_type"], name, range_header, if_range)
+
+
+@router.get("/ui/models/{model_id}/content")
+def model_content(
+    model_id: str,
+    session: PageSession,
+    store: StoreDep,
+    range_header: RangeHeader = None,
+    if_range: IfRangeHeader = None,
+) -> Response:
+    m = store.get_model(model_id, session.principal.scope)
+    if m is None:
+        raise not_found("model", model_id)
+    name = Path(m["path"]).name
+    return _download(m["path"], "application/octet-stream", name, range_header, if_range)
+
+
+@router.get("/ui/systems")
+def system_list(
+    request: Request,
+    session: PageSession,
+    store: StoreDep,
+    settings: SettingsDep,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Response:
+    limit = min(limit, settings.page_size_max)
+    items, nxt = store.list_systems(session.principal.scope, decode_cursor(cursor), limit)
+    return page(
+        request,
+        "systems.html",
+        session=session,
+        systems=[system_info(s) for s in items],
+        next_cursor=encode_cursor(nxt),
+        limit=limit,
+    )
+
+
+def _jobs_using(store: Store, scope: str | None, field: str, value: str) -> list[Any]:
+    """The caller's jobs whose ``field`` is ``value``, newest first, among its newest
+    ``JOBS_SCANNED`` jobs (the store has no index on it; a page shows a few)."""
+    found, cursor, seen = [], None, 0
+    while seen < JOBS_SCANNED:
+        items, cursor = store.list_jobs(scope, cursor=cursor, limit=200)
+        seen += len(items)
+        found += [job_info(j) for j in items if j.get(field) == value]
+        if cursor is None:
+            break
+    return found
+
+
+@router.get("/ui/systems/{system_id}")
+def system_page(
+    request: Request, system_id: str, session: PageSession, store: StoreDep
+) -> Response:
+    scope = session.principal.scope
+    row = store.get_system(system_id, scope)
+    if row is None:
+        raise not_found("system", system_id)
+    pdb = read_pdb(str((row.get("spec") or {}).get("pdb", "")))
+    return page(
+        request,
+        "system.html",
+        session=session,
+        system=system_info(row),
+        pdb=pdb,
+        jobs=_jobs_using(store, scope, "system_id", system_id),
+        jobs_scanned=JOBS_SCANNED,
+    )
+
+
+@router.get("/ui/models")
+def model_list(
+    request: Request,
+    session: PageSession,
+    store: StoreDep,
+    settings: SettingsDep,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Response:
+    limit = min(limit, settings.page_size_max)
+    items, nxt = store.list_models(session.principal.scope, decode_cursor(cursor), limit)
+    return page(
+        request,
+        "models.html",
+        session=session,
+        models=[model_info(m) for m in items],
+        next_cursor=encode_cursor(nxt),
+        limit=limit,
+    )
+
+
+@router.get("/ui/models/{model_id}")
+def model_page(request: Request, model_id: str, session: PageSession, store: StoreDep) -> Response:
+    scope = session.principal.scope
+    row = store.get_model(model_id, scope)
+    if row is None:
+        raise not_found("model", model_id)
+    model = model_info(row)
+    system = store.get_system(model.system_id, scope) if model.system_id else None
+    return page(
+        request,
+        "model.html",
+        session=session,
+        model=model,
+        system=system,
+        jobs=_jobs_using(store, scope, "model_id", model_id),
+        jobs_scanned=JOBS_SCANNED,
+    )
