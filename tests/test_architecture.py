@@ -71,7 +71,7 @@ ALLOWED: dict[str, set[str]] = {
         "samples",
         "systems",
     },
-    "pipeline": _WORKFLOW | {"remd_ladder"},
+    "pipeline": _WORKFLOW | {"diagnostics", "remd_ladder"},
     "cg": {
         "analysis",
         "coordinates",
