@@ -63,6 +63,7 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = (
     "cv",
     "analysis",
+    "diagnostics",
     "plots",
     "jobs",
     "client",
