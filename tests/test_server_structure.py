@@ -20,6 +20,7 @@ FORBIDDEN = {
     "http": {"runner"},
     "runner": {"http"},
     "storage": {"http", "runner"},
+    "web": {"runner"},  # the pages call the REST routes and the store, never the workers
 }
 
 
