@@ -223,6 +223,11 @@ def test_tiny_pipeline_writes_readable_results(tiny_run):
     ref = s["refine"]
     assert ref["status"] == "done" and ref["n_energy_evals"] > ref["n_samples"]
     assert {r["label"] for r in ref["strata"]} <= {"+", "-"}
+    # what the stages before left unspent goes to the refinement, never beyond the sampling
+    # stage's end: planned = the plan's share + the unspent seconds added
+    planned = s["sampling"]["plan"]["refine_seconds"]
+    assert ref["planned_seconds"] == pytest.approx(planned + ref["unspent_seconds_added"])
+    assert ref["unspent_seconds_added"] >= 0.0
     row = s["free_energies"]["phi:2"]
     assert row["residue"] == 2 and "df_data_kT" in row  # None when the data never left phi < 0
     # every number carries a verdict; "not converged" always says why and what to do

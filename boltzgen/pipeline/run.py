@@ -114,6 +114,7 @@ class _Run:
         stage_progress: StageProgressFn | None,
     ) -> None:
         self.config, self.out, self.ckpt = config, out, ckpt
+        self.t_start = time.perf_counter()
         self.split = budget_split(config)
         self.clock = Clock(self.split, progress, stage_progress)
         self.stages = Stages(ckpt)
@@ -175,10 +176,24 @@ class _Run:
                 gen, system, c, self.split, self.ckpt, self.stages, fp, self.clock, plan
             )
             refined, rec["refinement"] = refine_stage(
-                gen, flow_samples, c, self.ckpt, self.stages, fp, self.clock, plan
+                gen, flow_samples, c, self.ckpt, self.stages, fp, self.clock, self._refine_plan()
             )
             self.clock("sampling", 1.0, f"{len(flow_samples):,} samples")
         return flow_samples, refined
+
+    def _refine_plan(self) -> dict[str, Any]:
+        """The sampling plan with the refinement's time raised to whatever the stages before
+        it left unspent (a training that stopped early, a short data stage): the budget up to
+        the end of the sampling stage goes to refinement, not back to the user unused."""
+        plan = dict(self.plan)
+        if not plan.get("refine"):
+            return plan
+        end = self.t_start + sum(self.split[s]["seconds"] for s in ("data", "training", "sampling"))
+        left = end - time.perf_counter()
+        if left > plan["refine_seconds"]:
+            plan["unspent_seconds"] = left - plan["refine_seconds"]
+            plan["refine_seconds"] = left
+        return plan
 
     def analysis(self, system: System, final, flow_samples, positions, data_lw):
         """(free energies and ESS curve, figures, clash check of the flow's draws); writes the

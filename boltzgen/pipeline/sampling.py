@@ -112,6 +112,8 @@ def refine_stage(
     result = {
         "status": "done",
         "n_steps": config.refine_steps,
+        "planned_seconds": plan["refine_seconds"],
+        "unspent_seconds_added": plan.get("unspent_seconds", 0.0),
         **summary,
         "wall_time_s": time.perf_counter() - t0,
     }
