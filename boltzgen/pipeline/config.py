@@ -194,7 +194,7 @@ def data_sampler(sampler: str = "auto") -> str:
     Evidence (benchmarks/RESULTS.md): metadynamics with a frozen bias crosses phi far more
     often per core-second (ADP in OBC2: ~350 crossings in 1,070 core-s against 22 in 2,684
     for 5-replica REMD), but flows trained on its weighted frames were not better: ADP vacuum
-    at 10 min gave dF 2.91 +- 0.24 kT against the reference 3.87 +- 0.16 (REMD data at 15 min:
+    at 10 min gave dF 2.91 +- 0.24 kT against the reference 3.61 +- 0.05 (then: 3.87) (REMD data at 15 min:
     3.68 +- 0.08, twice), and with two or three biased dihedrals the weights' ESS fell to
     2-11 % and the flows failed."""
     return "remd" if sampler == "auto" else sampler
