@@ -230,6 +230,14 @@ def test_tiny_pipeline_writes_readable_results(tiny_run):
     assert ref["unspent_seconds_added"] >= 0.0
     row = s["free_energies"]["phi:2"]
     assert row["residue"] == 2 and "df_data_kT" in row  # None when the data never left phi < 0
+    # two independently trained flows (the default): each number is their mean, with an error
+    # no smaller than their spread, and the verdict saw both
+    assert len(s["flows"]) == 2 and (out / "checkpoint" / "flow2").is_dir()
+    if row["df_kT"] is not None and len(row.get("flows", [])) == 2:
+        values = [f["df_kT"] for f in row["flows"]]
+        assert row["df_kT"] == pytest.approx(sum(values) / 2)
+        assert row["err_kT"] >= abs(values[0] - values[1]) / 2 - 1e-9  # spread sd/sqrt(2)
+        assert row["diagnostics"]["consistency"] is not None
     # every number carries a verdict; "not converged" always says why and what to do
     assert row["verdict"] in ("reliable", "not converged")
     assert (row["verdict"] == "reliable") == (not row["reasons"])

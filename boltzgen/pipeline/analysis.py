@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from boltzgen import plots
 from boltzgen.analysis import ess_curve, free_energy_difference, free_energy_surface
 from boltzgen.cv import backbone_dihedrals, backbone_state_labels, parse_cv_name, state_dihedrals
-from boltzgen.diagnostics import diagnose, verdict
+from boltzgen.diagnostics import combine_estimates, diagnose, verdict
 from boltzgen.errors import InputError
 from boltzgen.pipeline.config import PipelineConfig
 from boltzgen.pipeline.records import Clock
@@ -72,10 +72,12 @@ class _Analysis:
     """The samples, the training data and the settings the per-dihedral steps share."""
 
     def __init__(
-        self, system, samples, data_positions, data_lw, config, out: Path, clash=None
+        self, system, samples, data_positions, data_lw, config, out: Path, clash=None, others=()
     ) -> None:
         self.samples, self.data_positions, self.data_lw = samples, data_positions, data_lw
         self.config, self.out, self.clash = config, out, clash
+        self.others = list(others)  # the other independent flows' final samples
+        self.independent: dict[str, tuple[list[float], list[float]]] = {}
         self.implicit_solvent = system.solvent != "vacuum"
         # backbone sign patterns of the samples and of the data: per-stratum k-hat and the
         # flow's mass per state against the data's, for the verdicts
@@ -129,29 +131,57 @@ class _Analysis:
         plots.ramachandran(panels, path)
         self.figs["ramachandran"][str(residue)] = str(path.relative_to(out))
 
-    def free_energy_row(self, name: str, v: np.ndarray, vd: np.ndarray) -> dict[str, Any]:
-        """dF(``name`` >= 0 vs < 0) from the samples and from the training data."""
-        s, cfg = self.samples, self.config
-        angle, residue = parse_cv_name(name)
-        row: dict[str, Any] = {"residue": residue, "angle": angle}
-        strata = getattr(s, "history", {}).get("strata")
-        if self.usable and strata and name in self.state_names:
+    def estimate(self, samples, name: str, v: np.ndarray) -> dict[str, Any]:
+        """dF(``name`` >= 0 vs < 0) from one set of (refined) samples with its error."""
+        cfg = self.config
+        if not np.isfinite(samples.log_weights).any():
+            return {"df_kT": None, "err_kT": None}
+        strata = getattr(samples, "history", {}).get("strata")
+        if strata and name in self.state_names:
             # stratified refinement: dF from the strata's log Z (errors: island spread and
             # the binomial error of the proposal masses); the particle bootstrap beside it
             # ignores that descendants of one draw are correlated
             df, err = strata_free_energy(strata, self.state_names.index(name))
             df_b, err_b = free_energy_difference(
-                s, v, _POSITIVE, _NEGATIVE, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
+                samples, v, _POSITIVE, _NEGATIVE, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
             )
-            row.update(df_kT=df, err_kT=err, method="strata log Z", df_reweighted_kT=df_b)
-            row.update(err_reweighted_kT=err_b)
-        elif self.usable:
-            df, err = free_energy_difference(
-                s, v, _POSITIVE, _NEGATIVE, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
-            )
-            row.update(df_kT=df, err_kT=err, method="reweighted samples (bootstrap)")
-        else:
-            row.update(df_kT=None, err_kT=None)
+            return {
+                "df_kT": df,
+                "err_kT": err,
+                "method": "strata log Z",
+                "df_reweighted_kT": df_b,
+                "err_reweighted_kT": err_b,
+            }
+        df, err = free_energy_difference(
+            samples, v, _POSITIVE, _NEGATIVE, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
+        )
+        return {"df_kT": df, "err_kT": err, "method": "reweighted samples (bootstrap)"}
+
+    def free_energy_row(self, name: str, v: np.ndarray, vd: np.ndarray) -> dict[str, Any]:
+        """dF(``name`` >= 0 vs < 0) from the samples (with several independent flows: their
+        mean, the error including their spread) and from the training data."""
+        s, cfg = self.samples, self.config
+        angle, residue = parse_cv_name(name)
+        row: dict[str, Any] = {"residue": residue, "angle": angle}
+        row.update(self.estimate(s, name, v))
+        if self.others:
+            d = self.dihedrals[name]
+            flows = [{k: row[k] for k in ("df_kT", "err_kT")}]
+            flows += [
+                {k: e[k] for k in ("df_kT", "err_kT")}
+                for e in (self.estimate(o, name, d(o.positions)) for o in self.others)
+            ]
+            row["flows"] = flows
+            values = [f["df_kT"] for f in flows]
+            errors = [f["err_kT"] for f in flows]
+            if all(_finite_pair(x, e) for x, e in zip(values, errors, strict=True)):
+                c = combine_estimates(values, errors)
+                row.update(df_kT=c.value, err_kT=c.error, spread_err_kT=c.spread_error)
+                row["method"] = (
+                    f"{row.get('method', '')}, mean of {len(flows)} independent flows "
+                    "(error: max(stated, spread))"
+                )
+                self.independent[name] = (values, errors)
         df_d, err_d = free_energy_difference(
             self.data_positions,
             vd,
@@ -177,6 +207,7 @@ class _Analysis:
         clash fraction) and its verdict: ``reliable`` or ``not converged`` with reasons and
         advice (boltzgen.diagnostics)."""
         df, err = row.get("df_kT"), row.get("err_kT")
+        name = f"{row['angle']}:{row['residue']}"
         if not self.usable or df is None or err is None:
             return {
                 "verdict": "not converged",
@@ -192,6 +223,7 @@ class _Analysis:
             data_weights=self.data_weights,
             data_estimate=_finite_pair(row.get("df_data_kT"), row.get("err_data_kT")),
             clash_fraction=None if self.clash is None else self.clash["clash_fraction"],
+            independent=self.independent.get(name),
         )
         v = verdict(d, implicit_solvent=self.implicit_solvent)
         return {
@@ -227,12 +259,13 @@ def analysis_stage(
     out: Path,
     clock: Clock,
     clash: dict[str, Any] | None = None,
+    others: Sequence[Any] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """dF per residue with a verdict each, FES per backbone dihedral, Ramachandran per
     residue, weights, ESS. ``clash``: the clash check of the flow's draws
     (:func:`boltzgen.samples.clash_fraction`). Returns ({"free_energies", "ess_curve"},
     figures relative to ``out``)."""
-    a = _Analysis(system, samples, data_positions, data_lw, config, out, clash)
+    a = _Analysis(system, samples, data_positions, data_lw, config, out, clash, others)
     wanted = resolve_cvs(system, config.cvs)
     names = list(a.dihedrals)
     free: dict[str, Any] = {}

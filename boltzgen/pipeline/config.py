@@ -68,6 +68,15 @@ class PipelineConfig(BaseModel):
         3, ge=1, le=1000, description="HMC sweeps per annealing level of the refinement"
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of REMD, flow and sampling")
+    n_flows: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description=(
+            "independently trained flows (own seeds, a 1/n share of the training and sampling "
+            "time each); every dF is their mean with an error that includes their spread"
+        ),
+    )
     min_state_share: float = Field(
         0.05,
         ge=0.0,

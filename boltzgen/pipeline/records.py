@@ -45,6 +45,7 @@ DATA_FIELDS = (
     "platform",
 )
 TRAIN_FIELDS = (
+    "n_flows",
     "train_share",
     "sample_share",
     "n_samples",

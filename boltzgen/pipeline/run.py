@@ -79,12 +79,21 @@ def run_pipeline(
     system = run.system(pdb_or_system)
     fp = fingerprint(system.to_spec(), stage_fields(config, DATA_FIELDS))
     positions, forces, data_lw = run.data(system, fp)
-    fp = fingerprint(fp, stage_fields(config, TRAIN_FIELDS))
-    gen = run.training(system, fp, positions, forces, data_lw)
-    fp = fingerprint(fp, stage_fields(config, SAMPLE_FIELDS))
-    flow_samples, refined = run.sampling(gen, system, fp)
-    final = refined if refined is not None else flow_samples
-    results, figs, clash = run.analysis(system, final, flow_samples, positions, data_lw)
+    fp_train = fingerprint(fp, stage_fields(config, TRAIN_FIELDS))
+    fp_sample = fingerprint(fp_train, stage_fields(config, SAMPLE_FIELDS))
+    finals = []
+    for k in range(config.n_flows):  # independently trained flows, one after the other
+        gen = run.training(system, fp_train, positions, forces, data_lw, k)
+        flow_samples, refined = run.sampling(gen, system, fp_sample, k)
+        finals.append(refined if refined is not None else flow_samples)
+        if k == 0:
+            first_flow_samples, first_records = flow_samples, dict(run.records)
+        run.flow_records.append(_flow_record(run.records))
+    run.records.update(first_records)  # the report describes the first flow in detail
+    final = finals[0]
+    results, figs, clash = run.analysis(
+        system, final, first_flow_samples, positions, data_lw, finals[1:]
+    )
     run.wall["total"] = time.perf_counter() - t_start
     summary = _summary(pdb_or_system, system, run, final, results, figs, clash)
     (out / "report.md").write_text(report_markdown(summary, figs))
@@ -94,11 +103,11 @@ def run_pipeline(
 
 
 @contextlib.contextmanager
-def _timed(wall: dict[str, float], stage: str) -> Iterator[None]:
-    """Record the block's wall time as ``wall[stage]``."""
+def _timed(wall: dict[str, float], stage: str, add: bool = False) -> Iterator[None]:
+    """Record the block's wall time as ``wall[stage]`` (added to it with ``add``)."""
     t0 = time.perf_counter()
     yield
-    wall[stage] = time.perf_counter() - t0
+    wall[stage] = (wall.get(stage, 0.0) if add else 0.0) + time.perf_counter() - t0
 
 
 class _Run:
@@ -123,6 +132,43 @@ class _Run:
         self.records: dict[str, dict[str, Any]] = {}  # stage -> its record
         self.balance: dict[str, Any] = {}
         self.plan: dict[str, Any] = {}
+        self.flow_records: list[dict[str, Any]] = []
+
+    def _flow(self, k: int) -> tuple[PipelineConfig, Path, Stages, Any, dict]:
+        """Flow k's settings (its own seed), checkpoint directory (flow 0: the run's, so a
+        single flow keeps the old layout), stage records, progress (flow k covers the k-th
+        1/n of the training and sampling bars) and budget (1/n of training and sampling)."""
+        n = self.config.n_flows
+        config = (
+            self.config
+            if k == 0
+            else self.config.model_copy(update={"seed": self.config.seed + 7919 * k})
+        )
+        ckpt = self.ckpt if k == 0 else self.ckpt / f"flow{k + 1}"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        stages = self.stages if k == 0 else Stages(ckpt)
+        split = {
+            s: ({**v, "seconds": v["seconds"] / n} if s in ("training", "sampling") else v)
+            for s, v in self.split.items()
+        }
+
+        def clock(stage: str, fraction: float, message: str) -> None:
+            if n == 1 or stage not in ("training", "sampling"):
+                return self.clock(stage, fraction, message)
+            # flow k spans the k-th 1/n of the stage bars and of the overall training +
+            # sampling stretch, so overall progress stays monotone across flows
+            f, cl = min(max(float(fraction), 0.0), 1.0), self.clock
+            message = f"flow {k + 1}/{n}: {message}"
+            if cl.stage_progress is not None:
+                cl.stage_progress(stage, (k + f) / n, message)
+            if cl.progress is not None:
+                st, sh = cl.shares["training"], cl.shares["sampling"]
+                within = (f * st if stage == "training" else st + f * sh) / (st + sh)
+                overall = cl.start["training"] + (st + sh) * (k + within) / n
+                cl.progress(min(1.0, overall), f"{stage}: {message}")
+            return None
+
+        return config, ckpt, stages, clock, split
 
     def system(self, pdb_or_system: Any) -> System:
         self.clock("system", 0.0, "building the system")
@@ -148,19 +194,22 @@ class _Run:
             )
         return load_stage_data(self.ckpt, rec)
 
-    def training(self, system: System, fp: str, positions, forces, data_lw):
-        """The trained generator (its energy set)."""
+    def training(self, system: System, fp: str, positions, forces, data_lw, k: int = 0):
+        """Flow k's trained generator (its energy set)."""
+        config, ckpt, stages, clock, split = self._flow(k)
         before = self.records["data"].get("wall_time_s", self.wall["data"]) + self.wall["system"]
-        with _timed(self.wall, "training"):
+        if k > 0:  # what the data stage left went to the first flow
+            before = max(before, split["data"]["seconds"])
+        with _timed(self.wall, "training", add=k > 0):
             gen, self.records["training"], self.balance, self.plan = train_stage(
                 system,
-                energy_model(system, self.config),
-                self.config,
-                self.split,
-                self.ckpt,
-                self.stages,
+                energy_model(system, config),
+                config,
+                split,
+                ckpt,
+                stages,
                 fp,
-                self.clock,
+                clock,
                 positions,
                 forces,
                 data_lw,
@@ -168,42 +217,46 @@ class _Run:
             )
         return gen
 
-    def sampling(self, gen, system: System, fp: str):
-        """(the flow's samples, the refined samples or None)."""
-        c, plan, rec = self.config, self.plan, self.records
-        with _timed(self.wall, "sampling"):
+    def sampling(self, gen, system: System, fp: str, k: int = 0):
+        """(flow k's samples, its refined samples or None)."""
+        c, ckpt, stages, clock, split = self._flow(k)
+        plan, rec = self.plan, self.records
+        with _timed(self.wall, "sampling", add=k > 0):
             flow_samples, rec["sampling"] = sample_stage(
-                gen, system, c, self.split, self.ckpt, self.stages, fp, self.clock, plan
+                gen, system, c, split, ckpt, stages, fp, clock, plan
             )
             refined, rec["refinement"] = refine_stage(
-                gen, flow_samples, c, self.ckpt, self.stages, fp, self.clock, self._refine_plan()
+                gen, flow_samples, c, ckpt, stages, fp, clock, self._refine_plan(k)
             )
-            self.clock("sampling", 1.0, f"{len(flow_samples):,} samples")
+            clock("sampling", 1.0, f"{len(flow_samples):,} samples")
         return flow_samples, refined
 
-    def _refine_plan(self) -> dict[str, Any]:
+    def _refine_plan(self, k: int = 0) -> dict[str, Any]:
         """The sampling plan with the refinement's time raised to whatever the stages before
         it left unspent (a training that stopped early, a short data stage): the budget up to
         the end of the sampling stage goes to refinement, not back to the user unused."""
         plan = dict(self.plan)
         if not plan.get("refine"):
             return plan
-        end = self.t_start + sum(self.split[s]["seconds"] for s in ("data", "training", "sampling"))
+        n = self.config.n_flows  # flow k must end by its 1/n of training and sampling
+        flows = sum(self.split[s]["seconds"] for s in ("training", "sampling"))
+        end = self.t_start + self.split["data"]["seconds"] + (k + 1) * flows / n
         left = end - time.perf_counter()
         if left > plan["refine_seconds"]:
             plan["unspent_seconds"] = left - plan["refine_seconds"]
             plan["refine_seconds"] = left
         return plan
 
-    def analysis(self, system: System, final, flow_samples, positions, data_lw):
+    def analysis(self, system: System, final, flow_samples, positions, data_lw, others=()):
         """(free energies and ESS curve, figures, clash check of the flow's draws); writes the
-        samples, the model and its training history into the output directory."""
+        samples, the model and its training history into the output directory. ``others``:
+        the final samples of the other independent flows (their dF join each number's)."""
         out, ckpt = self.out, self.ckpt
         with _timed(self.wall, "analysis"):
             self.clock("analysis", 0.0, "clash check")
             clash = clash_fraction(flow_samples, system.topology)
             results, figs = analysis_stage(
-                system, final, positions, data_lw, self.config, out, self.clock, clash
+                system, final, positions, data_lw, self.config, out, self.clock, clash, others
             )
             self.clock("analysis", 0.9, "writing files")
             final.save(out / "samples.h5")
@@ -269,6 +322,7 @@ def _summary(pdb_or_system, system: System, run: _Run, final, results, figs, cla
         "n_eff": float(final.n_eff) if np.isfinite(ess) else None,
         "free_energies": results["free_energies"],
         "verdict": _overall_verdict(results["free_energies"]),
+        "flows": run.flow_records,
         "clash_fraction": clash["clash_fraction"],
         "clash": clash,
         "data": _without_resumed(run.records["data"]),
@@ -292,6 +346,19 @@ def _summary(pdb_or_system, system: System, run: _Run, final, results, figs, cla
             "samples": "samples.h5",
             "plots": figs,
         },
+    }
+
+
+def _flow_record(records: dict[str, Any]) -> dict[str, Any]:
+    """One independent flow in a line: its training, draws and refinement."""
+    t, smp, ref = (records.get(k, {}) for k in ("training", "sampling", "refinement"))
+    return {
+        "epochs_run": t.get("epochs_run"),
+        "best_val_nll": t.get("best_val_nll"),
+        "flow_ess": smp.get("ess"),
+        "n_samples": smp.get("n_samples"),
+        "refined_ess": ref.get("ess"),
+        "n_energy_evals": ref.get("n_energy_evals"),
     }
 
 
