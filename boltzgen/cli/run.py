@@ -54,6 +54,13 @@ def run_cmd(
         ),
     ] = _default("sampler"),
     seed: Annotated[int, typer.Option(help="Seed of the data, flow and sampling.")] = 0,
+    flows: Annotated[
+        int,
+        typer.Option(
+            help="Independently trained flows (each 1/n of the training and sampling time); "
+            "every dF is their mean with an error that includes their spread."
+        ),
+    ] = _default("n_flows"),
     platform: Annotated[str, typer.Option(help="OpenMM platform (auto picks the fastest).")] = (
         _default("platform")
     ),
@@ -82,6 +89,7 @@ def run_cmd(
             refine=refine,
             sampler=sampler,
             seed=seed,
+            n_flows=flows,
             platform=platform,
         )
         if forcefield:
