@@ -74,6 +74,21 @@ def model_content(
     return _download(m["path"], "application/octet-stream", name, range_header, if_range)
 
 
+def _list_page(request, session, settings, what: str, list_rows, convert, cursor, limit):
+    """A paged list page (``<what>.html`` with ``<what>`` = the converted rows): the caller's
+    rows from ``list_rows(scope, cursor, limit)``, paged like the API."""
+    limit = min(limit, settings.page_size_max)
+    items, nxt = list_rows(session.principal.scope, decode_cursor(cursor), limit)
+    return page(
+        request,
+        f"{what}.html",
+        session=session,
+        **{what: [convert(row) for row in items]},
+        next_cursor=encode_cursor(nxt),
+        limit=limit,
+    )
+
+
 @router.get("/ui/systems")
 def system_list(
     request: Request,
@@ -83,15 +98,8 @@ def system_list(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Response:
-    limit = min(limit, settings.page_size_max)
-    items, nxt = store.list_systems(session.principal.scope, decode_cursor(cursor), limit)
-    return page(
-        request,
-        "systems.html",
-        session=session,
-        systems=[system_info(s) for s in items],
-        next_cursor=encode_cursor(nxt),
-        limit=limit,
+    return _list_page(
+        request, session, settings, "systems", store.list_systems, system_info, cursor, limit
     )
 
 
@@ -137,15 +145,8 @@ def model_list(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Response:
-    limit = min(limit, settings.page_size_max)
-    items, nxt = store.list_models(session.principal.scope, decode_cursor(cursor), limit)
-    return page(
-        request,
-        "models.html",
-        session=session,
-        models=[model_info(m) for m in items],
-        next_cursor=encode_cursor(nxt),
-        limit=limit,
+    return _list_page(
+        request, session, settings, "models", store.list_models, model_info, cursor, limit
     )
 
 
