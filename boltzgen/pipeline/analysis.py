@@ -198,16 +198,15 @@ class _Analysis:
             w = s.normalized_weights
             row["flow_fraction_positive_unweighted"] = float(np.mean(v >= 0))
             row["flow_fraction_positive_weighted"] = float(np.sum(w[v >= 0]))
-        row.update(self.judge(row))
+        row.update(self.judge(name, row))
         return row
 
-    def judge(self, row: dict[str, Any]) -> dict[str, Any]:
+    def judge(self, name: str, row: dict[str, Any]) -> dict[str, Any]:
         """The number's diagnostics (Kish ESS, PSIS k-hat overall and per backbone state,
         particles per state, the flow's mass per state against the data's, data vs samples,
         clash fraction) and its verdict: ``reliable`` or ``not converged`` with reasons and
         advice (boltzgen.diagnostics)."""
         df, err = row.get("df_kT"), row.get("err_kT")
-        name = f"{row['angle']}:{row['residue']}"
         if not self.usable or df is None or err is None:
             return {
                 "verdict": "not converged",

@@ -141,3 +141,24 @@ class Clock:
             self.progress(
                 min(1.0, self.start[stage] + self.shares[stage] * f), f"{stage}: {message}"
             )
+
+    def part(self, k: int, n: int) -> Callable[[str, float, str], None]:
+        """The clock of the k-th of n runs of the training and sampling stages (independent
+        flows): run k covers the k-th 1/n of those stage bars and of the overall training +
+        sampling stretch, so overall progress stays monotone across the runs."""
+
+        def clock(stage: str, fraction: float, message: str) -> None:
+            if n == 1 or stage not in ("training", "sampling"):
+                self(stage, fraction, message)
+                return
+            f = min(max(float(fraction), 0.0), 1.0)
+            message = f"flow {k + 1}/{n}: {message}"
+            if self.stage_progress is not None:
+                self.stage_progress(stage, (k + f) / n, message)
+            if self.progress is not None:
+                st, sh = self.shares["training"], self.shares["sampling"]
+                within = (f * st if stage == "training" else st + f * sh) / (st + sh)
+                overall = self.start["training"] + (st + sh) * (k + within) / n
+                self.progress(min(1.0, overall), f"{stage}: {message}")
+
+        return clock

@@ -133,42 +133,25 @@ class _Run:
         self.balance: dict[str, Any] = {}
         self.plan: dict[str, Any] = {}
         self.flow_records: list[dict[str, Any]] = []
+        self._flows: dict[int, tuple] = {}  # k -> flow k's (config, ckpt, stages, clock, split)
 
     def _flow(self, k: int) -> tuple[PipelineConfig, Path, Stages, Any, dict]:
         """Flow k's settings (its own seed), checkpoint directory (flow 0: the run's, so a
-        single flow keeps the old layout), stage records, progress (flow k covers the k-th
-        1/n of the training and sampling bars) and budget (1/n of training and sampling)."""
-        n = self.config.n_flows
-        config = (
-            self.config
-            if k == 0
-            else self.config.model_copy(update={"seed": self.config.seed + 7919 * k})
-        )
-        ckpt = self.ckpt if k == 0 else self.ckpt / f"flow{k + 1}"
-        ckpt.mkdir(parents=True, exist_ok=True)
-        stages = self.stages if k == 0 else Stages(ckpt)
-        split = {
-            s: ({**v, "seconds": v["seconds"] / n} if s in ("training", "sampling") else v)
-            for s, v in self.split.items()
-        }
-
-        def clock(stage: str, fraction: float, message: str) -> None:
-            if n == 1 or stage not in ("training", "sampling"):
-                return self.clock(stage, fraction, message)
-            # flow k spans the k-th 1/n of the stage bars and of the overall training +
-            # sampling stretch, so overall progress stays monotone across flows
-            f, cl = min(max(float(fraction), 0.0), 1.0), self.clock
-            message = f"flow {k + 1}/{n}: {message}"
-            if cl.stage_progress is not None:
-                cl.stage_progress(stage, (k + f) / n, message)
-            if cl.progress is not None:
-                st, sh = cl.shares["training"], cl.shares["sampling"]
-                within = (f * st if stage == "training" else st + f * sh) / (st + sh)
-                overall = cl.start["training"] + (st + sh) * (k + within) / n
-                cl.progress(min(1.0, overall), f"{stage}: {message}")
-            return None
-
-        return config, ckpt, stages, clock, split
+        single flow keeps the old layout), stage records, progress (``Clock.part``) and budget
+        (1/n of training and sampling); made once per flow."""
+        if k not in self._flows:
+            n = self.config.n_flows
+            seed = self.config.seed + 7919 * k
+            config = self.config if k == 0 else self.config.model_copy(update={"seed": seed})
+            ckpt = self.ckpt if k == 0 else self.ckpt / f"flow{k + 1}"
+            ckpt.mkdir(parents=True, exist_ok=True)
+            stages = self.stages if k == 0 else Stages(ckpt)
+            split = {
+                s: ({**v, "seconds": v["seconds"] / n} if s in ("training", "sampling") else v)
+                for s, v in self.split.items()
+            }
+            self._flows[k] = (config, ckpt, stages, self.clock.part(k, n), split)
+        return self._flows[k]
 
     def system(self, pdb_or_system: Any) -> System:
         self.clock("system", 0.0, "building the system")
