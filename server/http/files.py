@@ -18,16 +18,23 @@ from server.http.problems import Problem
 
 CHUNK = 64 * 1024
 
-_BINARY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
-#: The success responses of a download route, for the OpenAPI document.
-FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "the file (also for several ranges at once)", "content": _BINARY},
-    206: {
-        "description": "part of the file (one range: bytes=a-b, bytes=a- or bytes=-n; "
-        "If-Range honoured)",
-        "content": _BINARY,
-    },
-}
+
+def file_responses(media_type: str = "*/*") -> dict[int | str, dict[str, Any]]:
+    """The success responses of a download route, for the OpenAPI document: the whole file
+    (200) or one range of it (206), served as ``media_type``."""
+    binary = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    return {
+        200: {"description": "the file (also for several ranges at once)", "content": binary},
+        206: {
+            "description": "part of the file (one range: bytes=a-b, bytes=a- or bytes=-n; "
+            "If-Range honoured)",
+            "content": binary,
+        },
+    }
+
+
+#: artifacts are served with the media type of their file (``server.storage.layout``)
+FILE_RESPONSES = file_responses()
 
 RangeHeader = Annotated[
     str | None,

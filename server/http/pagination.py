@@ -36,5 +36,5 @@ def decode_cursor(cursor: str | None) -> int | None:
         return int(raw[1:])
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise Problem(
-            422, "Invalid cursor", f"cursor {cursor!r} is not one this API issued"
+            422, "Invalid cursor", f"cursor {cursor!r} is not one this API issued", type_="cursor"
         ) from None

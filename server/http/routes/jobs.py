@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 from sse_starlette import EventSourceResponse
 
@@ -42,6 +42,10 @@ from server.storage.store import Store
 from server.storage.tables import STATUSES, TERMINAL
 
 router = APIRouter(prefix=V1, tags=["jobs"])
+# job statuses, comma-separated, blanks and empty items ignored: what list_jobs accepts (in the
+# document only, so an unknown status gets list_jobs's message naming the known ones)
+_STATUS = "({})?".format("|".join(STATUSES))
+STATUS_FILTER = rf"^\s*{_STATUS}\s*(,\s*{_STATUS}\s*)*$"
 
 
 # parameter name -> (settings field, problem title, problem type): checked wherever the name
@@ -112,7 +116,7 @@ def resolve_job(
             raise Problem(422, "Missing model_id", f"job kind {kind.name!r} needs a model_id")
         model = store.get_model(model_id, who.scope, conn)
         if model is None:
-            raise Problem(422, "Unknown model", f"no model {model_id!r}")
+            raise Problem(422, "Unknown model", f"no model {model_id!r}", type_="unknown-model")
         params["model"] = model["path"]
         system_id = system_id or model["system_id"]
     if kind.needs_system:
@@ -120,7 +124,7 @@ def resolve_job(
             raise Problem(422, "Missing system_id", f"job kind {kind.name!r} needs a system_id")
         system = store.get_system(system_id, who.scope, conn)
         if system is None:
-            raise Problem(422, "Unknown system", f"no system {system_id!r}")
+            raise Problem(422, "Unknown system", f"no system {system_id!r}", type_="unknown-system")
         params["system"] = system["spec"]
     for name in kind.artifact_fields:
         ref = params.get(name)
@@ -129,7 +133,10 @@ def resolve_job(
         art = store.get_artifact(str(ref), who.scope, conn) if isinstance(ref, str) else None
         if art is None:
             raise Problem(
-                422, "Unknown artifact", f"params.{name}: no artifact {ref!r} (give an artifact id)"
+                422,
+                "Unknown artifact",
+                f"params.{name}: no artifact {ref!r} (give an artifact id)",
+                type_="unknown-artifact",
             )
         params[name] = art["path"]
     try:
@@ -200,7 +207,8 @@ def list_jobs(
     who: Who,
     settings: SettingsDep,
     status: Annotated[
-        list[str] | None, Query(description="filter; repeat or comma-separate: queued,running")
+        list[Annotated[str, Field(json_schema_extra={"pattern": STATUS_FILTER})]] | None,
+        Query(description="filter; repeat or comma-separate: queued,running"),
     ] = None,
     kind: str | None = None,
     cursor: Cursor = None,

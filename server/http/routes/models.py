@@ -11,10 +11,12 @@ from fastapi.responses import FileResponse
 from boltzgen.schemas import ModelInfo, ModelPage
 from server.http.convert import model_info
 from server.http.deps import SettingsDep, StoreDep, Who
-from server.http.files import FILE_RESPONSES, IfRangeHeader, RangeHeader, file_response
+from server.http.files import IfRangeHeader, RangeHeader, file_response, file_responses
 from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from server.http.problems import not_found, problem_responses
 from server.http.routes import V1
+
+MODEL_MEDIA_TYPE = "application/octet-stream"  # a torch checkpoint (model.pt)
 
 router = APIRouter(prefix=V1, tags=["models"])
 
@@ -43,7 +45,7 @@ def get_model(model_id: str, store: StoreDep, who: Who) -> ModelInfo:
 @router.get(
     "/models/{model_id}/content",
     response_class=FileResponse,
-    responses={**FILE_RESPONSES, **problem_responses(404, 410, 416)},
+    responses={**file_responses(MODEL_MEDIA_TYPE), **problem_responses(404, 410, 416)},
 )
 def download_model(
     model_id: str,
@@ -56,7 +58,7 @@ def download_model(
     if m is None:
         raise not_found("model", model_id)
     name = Path(m["path"]).name
-    return file_response(m["path"], "application/octet-stream", name, range_header, if_range)
+    return file_response(m["path"], MODEL_MEDIA_TYPE, name, range_header, if_range)
 
 
 @router.delete("/models/{model_id}", status_code=204, responses=problem_responses(404))
