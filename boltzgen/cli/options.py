@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -40,3 +42,40 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return format(value, spec)
+
+
+@contextmanager
+def bad_input_exits(*also: type[Exception]) -> Iterator[None]:
+    """Bad input ends the command: a ``BoltzgenError`` (or one of ``also``) is printed as
+    ``error: ...`` on stderr and the exit code is 2."""
+    from boltzgen.errors import BoltzgenError
+
+    try:
+        yield
+    except (BoltzgenError, *also) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def step_bar(label: str):
+    """A rich progress bar of MD steps (``completed`` / ``total`` steps, time remaining)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} steps"),
+        TimeRemainingColumn(),
+    )
+
+
+def fraction_bar(label: str):
+    """A rich progress bar of a fraction done with a message (training, sampling)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}% {task.description}"),
+        TimeElapsedColumn(),
+    )
