@@ -63,6 +63,7 @@ SEMANTIC = {
     "unknown-artifact",
     "unknown-system",
     "unknown-model",
+    "idempotency-key-reused",  # the key was sent before with another body: state, not schema
 }
 CROSS_FIELD = re.compile(
     r"^invalid parameters for job kind '\w+': (params: Value error, |config: Value error, "

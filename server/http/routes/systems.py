@@ -58,7 +58,7 @@ async def read_system_request(request: Request) -> SystemCreate:
             text = upload if isinstance(upload, str) else None
         else:
             text = (await upload.read()).decode("utf-8", errors="replace")
-        if not text:
+        if text is None:
             raise Problem(422, "Missing PDB", "send the structure as multipart field 'pdb'")
         if not re.search(PDB_RECORD, text):  # the schema cannot look inside a file: say why
             raise Problem(
