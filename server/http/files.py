@@ -4,6 +4,7 @@ as ``server.http.byte_ranges`` decides; where the files live is ``server.storage
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from server.http.byte_ranges import InvalidRange, Unsatisfiable, if_range_matches, parse_range
-from server.http.problems import Problem
+from server.http.problems import Problem, found
+from server.storage.store import Store
 
 CHUNK = 64 * 1024
 
@@ -35,6 +37,7 @@ def file_responses(media_type: str = "*/*") -> dict[int | str, dict[str, Any]]:
 
 #: artifacts are served with the media type of their file (``server.storage.layout``)
 FILE_RESPONSES = file_responses()
+MODEL_MEDIA_TYPE = "application/octet-stream"  # a torch checkpoint (model.pt)
 
 RangeHeader = Annotated[
     str | None,
@@ -112,3 +115,27 @@ def file_response(
     return StreamingResponse(
         _read(path, part.start, part.length), 206, headers=headers, media_type=media_type
     )
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file of the caller's to download: where it is, its media type and download name."""
+
+    path: str
+    media_type: str
+    name: str
+
+    def response(self, range_header: str | None, if_range: str | None) -> Response:
+        return file_response(self.path, self.media_type, self.name, range_header, if_range)
+
+
+def artifact_file(store: Store, artifact_id: str, scope: str | None) -> StoredFile:
+    """The file of the caller's artifact ``artifact_id`` (404 if it has none such)."""
+    a = found(store.get_artifact(artifact_id, scope), "artifact", artifact_id)
+    return StoredFile(a["path"], a["media_type"], Path(a["name"]).name)
+
+
+def model_file(store: Store, model_id: str, scope: str | None) -> StoredFile:
+    """The file of the caller's model ``model_id`` (404 if it has none such)."""
+    m = found(store.get_model(model_id, scope), "model", model_id)
+    return StoredFile(m["path"], MODEL_MEDIA_TYPE, Path(m["path"]).name)

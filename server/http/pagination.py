@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import Query
 
@@ -38,3 +39,24 @@ def decode_cursor(cursor: str | None) -> int | None:
         raise Problem(
             422, "Invalid cursor", f"cursor {cursor!r} is not one this API issued", type_="cursor"
         ) from None
+
+
+class Page(NamedTuple):
+    items: list[Any]
+    next_cursor: str | None
+    limit: int  # as capped
+
+
+def read_page(
+    list_rows: Callable[[str | None, int | None, int], tuple[list[dict[str, Any]], int | None]],
+    scope: str | None,
+    cursor: str | None,
+    limit: int,
+    max_limit: int,
+    convert: Callable[[dict[str, Any]], Any],
+) -> Page:
+    """One page of the caller's rows from ``list_rows(scope, seq cursor, limit)`` (a Store
+    list method), each through ``convert``, with ``limit`` capped at ``max_limit``."""
+    limit = min(limit, max_limit)
+    items, nxt = list_rows(scope, decode_cursor(cursor), limit)
+    return Page([convert(row) for row in items], encode_cursor(nxt), limit)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -32,6 +33,7 @@ from server.http.problems import (
     BODY_PROBLEMS,
     Problem,
     boltzgen_problem,
+    found,
     not_found,
     problem_responses,
 )
@@ -93,6 +95,20 @@ def check_limits(settings: Settings, params: dict[str, Any] | BaseModel) -> None
             )
 
 
+def _referenced(
+    kind: str, what: str, ident: str | None, get: Callable[..., dict | None], *args: Any
+) -> dict[str, Any]:
+    """The caller's ``what`` (model, system) a job of ``kind`` names, ``get(ident, *args)``:
+    422 if it names none or one this key does not have (a parameter of the job, not the
+    path's resource: not a 404)."""
+    if not ident:
+        raise Problem(422, f"Missing {what}_id", f"job kind {kind!r} needs a {what}_id")
+    row = get(ident, *args)
+    if row is None:
+        raise Problem(422, f"Unknown {what}", f"no {what} {ident!r}", type_=f"unknown-{what}")
+    return row
+
+
 def resolve_job(
     store: Store, who: Principal, settings: Settings, body: JobCreate, conn: Connection
 ) -> dict[str, Any]:
@@ -112,19 +128,11 @@ def resolve_job(
     params = dict(body.params)
     system_id, model_id = body.system_id, body.model_id
     if kind.needs_model:
-        if not model_id:
-            raise Problem(422, "Missing model_id", f"job kind {kind.name!r} needs a model_id")
-        model = store.get_model(model_id, who.scope, conn)
-        if model is None:
-            raise Problem(422, "Unknown model", f"no model {model_id!r}", type_="unknown-model")
+        model = _referenced(kind.name, "model", model_id, store.get_model, who.scope, conn)
         params["model"] = model["path"]
         system_id = system_id or model["system_id"]
     if kind.needs_system:
-        if not system_id:
-            raise Problem(422, "Missing system_id", f"job kind {kind.name!r} needs a system_id")
-        system = store.get_system(system_id, who.scope, conn)
-        if system is None:
-            raise Problem(422, "Unknown system", f"no system {system_id!r}", type_="unknown-system")
+        system = _referenced(kind.name, "system", system_id, store.get_system, who.scope, conn)
         params["system"] = system["spec"]
     for name in kind.artifact_fields:
         ref = params.get(name)
@@ -230,9 +238,7 @@ def list_jobs(
 async def get_job(job_id: str, store: StoreDep, who: Who, settings: SettingsDep) -> JSONResponse:
     """One job. While it is active, ``Retry-After`` suggests when to poll again."""
     # the hot polling path: one indexed SQLite read, run inline (sub-millisecond)
-    job = store.get_job(job_id, who.scope)
-    if job is None:
-        raise not_found("job", job_id)
+    job = found(store.get_job(job_id, who.scope), "job", job_id)
     headers = None
     if job["status"] not in TERMINAL:
         headers = {"Retry-After": str(settings.retry_after_seconds)}
@@ -248,10 +254,7 @@ async def get_job(job_id: str, store: StoreDep, who: Who, settings: SettingsDep)
 def cancel_job(job_id: str, store: StoreDep, who: Who) -> JobInfo:
     """Cancel: a queued job at once; a running one has its process killed by its worker
     (``cancel_requested`` is true until then). Cancelling a finished job changes nothing."""
-    job = store.request_cancel(job_id, who.scope)
-    if job is None:
-        raise not_found("job", job_id)
-    return job_info(job)
+    return job_info(found(store.request_cancel(job_id, who.scope), "job", job_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses=problem_responses(404, 409))
@@ -281,9 +284,7 @@ async def job_events(
 ) -> EventSourceResponse:
     """Server-sent events: ``status``, ``progress`` (and ``cancel_requested``); each has an
     ``id``; reconnect with ``Last-Event-ID`` to resume. The stream ends after a final status."""
-    job = await run_in_threadpool(store.get_job, job_id, who.scope)
-    if job is None:
-        raise not_found("job", job_id)
+    found(await run_in_threadpool(store.get_job, job_id, who.scope), "job", job_id)
     try:
         after = int(last_event_id or request.query_params.get("last_event_id") or 0)
     except ValueError:

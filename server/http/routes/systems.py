@@ -30,11 +30,12 @@ from boltzgen.schemas import (
 from server.http.convert import system_info
 from server.http.deps import SettingsDep, StoreDep, Who
 from server.http.idempotency import Made, idempotent
-from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from server.http.pagination import Cursor, Limit, read_page
 from server.http.problems import (
     BODY_PROBLEMS,
     Problem,
     boltzgen_problem,
+    found,
     is_json_type,
     not_found,
     problem_responses,
@@ -240,17 +241,15 @@ def list_systems(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> SystemPage:
-    limit = min(limit, settings.page_size_max)
-    items, nxt = store.list_systems(who.scope, decode_cursor(cursor), limit)
-    return SystemPage(items=[system_info(s) for s in items], next_cursor=encode_cursor(nxt))
+    page = read_page(
+        store.list_systems, who.scope, cursor, limit, settings.page_size_max, system_info
+    )
+    return SystemPage(items=page.items, next_cursor=page.next_cursor)
 
 
 @router.get("/systems/{system_id}", response_model=SystemInfo, responses=problem_responses(404))
 def get_system(system_id: str, store: StoreDep, who: Who) -> SystemInfo:
-    s = store.get_system(system_id, who.scope)
-    if s is None:
-        raise not_found("system", system_id)
-    return system_info(s)
+    return system_info(found(store.get_system(system_id, who.scope), "system", system_id))
 
 
 @router.delete("/systems/{system_id}", status_code=204, responses=problem_responses(404))
