@@ -16,7 +16,7 @@ from boltzgen.cli.options import (
     PdbOption,
     SolventOption,
     bad_input_exits,
-    step_bar,
+    step_progress,
     system_from_options,
 )
 
@@ -48,8 +48,7 @@ def remd_cmd(
     with bad_input_exits():
         system = system_from_options(pdb, forcefield, solvent, temperature)
         temps = geometric_temperatures(temperature, t_max, replicas)
-        with step_bar("REMD") as bar:
-            task = bar.add_task("remd", total=steps + equilibration)
+        with step_progress("REMD", steps + equilibration) as progress:
             r = replica_exchange(
                 system,
                 temps,
@@ -61,7 +60,7 @@ def remd_cmd(
                 langevin=LangevinConfig(
                     timestep=timestep, seed=seed, platform=platform, threads=threads
                 ),
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=progress,
             )
     acc = ", ".join(f"{a:.2f}" for a in r.acceptance)
     typer.echo(

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from boltzgen.cli.options import bad_input_exits, fmt, fraction_bar
+from boltzgen.cli.options import bad_input_exits, fmt, fraction_progress
 from boltzgen.generator.config import FlowConfig, TrainConfig
 
 
@@ -31,14 +31,13 @@ def _refine(gen, samples, out: Path, seconds: float, seed: int) -> dict:
     """Stratified refinement for ``seconds`` with a progress bar; writes refined.h5."""
     from boltzgen.refinement.planning import refine_within
 
-    with fraction_bar("refine") as bar:
-        task = bar.add_task("", total=1.0)
+    with fraction_progress("refine", width=50) as progress:
         refined, rs = refine_within(
             gen,
             samples,
             seconds,
             seed=seed,
-            progress=lambda f, msg: bar.update(task, completed=f, description=msg[:50]),
+            progress=progress,
         )
     refined.save(Path(out) / "refined.h5")
     typer.echo(
@@ -142,8 +141,7 @@ def train_cmd(
             else None
         )
         md = load_md(data)
-        with fraction_bar("train") as bar:
-            task = bar.add_task("", total=1.0)
+        with fraction_progress("train") as progress:
             _, summary = train_model(
                 md.system(),
                 md,
@@ -151,7 +149,7 @@ def train_cmd(
                 architecture=architecture,
                 train=train,
                 checkpoint=Path(out) / "checkpoint.pt",
-                progress=lambda f, msg: bar.update(task, completed=f, description=msg),
+                progress=progress,
                 balance=balance,
             )
     typer.echo(
@@ -200,14 +198,13 @@ def sample_cmd(
 
     with bad_input_exits():
         gen = BoltzmannGenerator.load(model)
-        with fraction_bar("sample") as bar:
-            task = bar.add_task("", total=1.0)
+        with fraction_progress("sample") as progress:
             samples, summary = sample_to_files(
                 gen,
                 n,
                 out,
                 seed=seed,
-                progress=lambda f, msg: bar.update(task, completed=f, description=msg),
+                progress=progress,
             )
     typer.echo(
         f"{summary['n_samples']} samples, ESS {100 * summary['ess']:.2f} % "
@@ -296,15 +293,14 @@ def demo_cmd(
     md = load_md(path)
     system = md.system()
     typer.echo(f"data: {path} ({md.trajectory.n_frames} frames, {system.n_atoms} atoms)")
-    with fraction_bar("train") as bar:
-        task = bar.add_task("", total=1.0)
+    with fraction_progress("train") as progress:
         gen, ts = train_model(
             system,
             md,
             out,
             architecture={"flow": flow, "seed": seed},
             train={"epochs": 200, "time_limit": 60 * minutes, "seed": seed, "patience": 20},
-            progress=lambda f, msg: bar.update(task, completed=f, description=msg),
+            progress=progress,
             balance=BalanceConfig(),
         )
     typer.echo(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -57,25 +57,35 @@ def bad_input_exits(*also: type[Exception]) -> Iterator[None]:
         raise typer.Exit(2) from exc
 
 
-def step_bar(label: str):
-    """A rich progress bar of MD steps (``completed`` / ``total`` steps, time remaining)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+def _bar(label: str, *columns):
+    from rich.progress import BarColumn, Progress, TextColumn
 
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} steps"),
-        TimeRemainingColumn(),
-    )
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), *columns)
 
 
-def fraction_bar(label: str):
-    """A rich progress bar of a fraction done with a message (training, sampling)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+@contextmanager
+def step_progress(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A rich bar of MD steps (done / total, time remaining); yields the library's
+    ``progress(done, total)`` callback."""
+    from rich.progress import TextColumn, TimeRemainingColumn
 
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}% {task.description}"),
-        TimeElapsedColumn(),
-    )
+    with _bar(
+        label, TextColumn("{task.completed:,}/{task.total:,} steps"), TimeRemainingColumn()
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@contextmanager
+def fraction_progress(
+    label: str, width: int | None = None
+) -> Iterator[Callable[[float, str], None]]:
+    """A rich bar of a fraction done and the stage's message (cut to ``width``); yields the
+    library's ``progress(fraction, message)`` callback (training, sampling, refinement)."""
+    from rich.progress import TextColumn, TimeElapsedColumn
+
+    with _bar(
+        label, TextColumn("{task.percentage:>3.0f}% {task.description}"), TimeElapsedColumn()
+    ) as bar:
+        task = bar.add_task("", total=1.0)
+        yield lambda f, msg: bar.update(task, completed=f, description=msg[:width])

@@ -13,7 +13,7 @@ from boltzgen.cli.options import (
     PdbOption,
     SolventOption,
     bad_input_exits,
-    step_bar,
+    step_progress,
     system_from_options,
 )
 
@@ -51,8 +51,7 @@ def simulate_cmd(
         langevin = SIMULATE_DEFAULTS.replace(
             timestep=timestep, friction=friction, seed=seed, platform=platform
         )
-        with step_bar("MD") as bar:
-            task = bar.add_task("md", total=steps)
+        with step_progress("MD", steps) as progress:
             traj = simulate(
                 system,
                 n_steps=steps,
@@ -60,6 +59,6 @@ def simulate_cmd(
                 out=out,
                 minimize=minimize,
                 langevin=langevin,
-                progress=lambda done, total: bar.update(task, completed=done),
+                progress=progress,
             )
     typer.echo(f"wrote {traj.n_frames} frames ({system.n_atoms} atoms) to {out}")
