@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from server.http.convert import job_info, model_info, system_info
-from server.http.deps import SettingsDep, StoreDep
-from server.http.files import IfRangeHeader, RangeHeader, StoredFile, artifact_file, model_file
-from server.http.pagination import Cursor, Limit, read_page
+from server.http.deps import StoreDep
+from server.http.files import RangeRequest, Ranges, StoredFile, artifact_file, model_file
+from server.http.pagination import PageRequest, Paging, read_page
 from server.http.problems import found
 from server.storage.store import Store
 from server.web.guard import PageSession
@@ -32,8 +32,8 @@ DOWNLOAD_HEADERS = {
 JOBS_SCANNED = 1000
 
 
-def _download(file: StoredFile, range_header: str | None, if_range: str | None) -> Response:
-    resp = file.response(range_header, if_range)
+def _download(file: StoredFile, ranges: RangeRequest) -> Response:
+    resp = file.response(ranges)
     if file.media_type in INLINE_TYPES:
         disposition = resp.headers["content-disposition"]
         resp.headers["content-disposition"] = disposition.replace("attachment", "inline", 1)
@@ -46,11 +46,10 @@ def artifact_content(
     artifact_id: str,
     session: PageSession,
     store: StoreDep,
-    range_header: RangeHeader = None,
-    if_range: IfRangeHeader = None,
+    ranges: Ranges,
 ) -> Response:
     file = artifact_file(store, artifact_id, session.principal.scope)
-    return _download(file, range_header, if_range)
+    return _download(file, ranges)
 
 
 @router.get("/ui/models/{model_id}/content")
@@ -58,18 +57,15 @@ def model_content(
     model_id: str,
     session: PageSession,
     store: StoreDep,
-    range_header: RangeHeader = None,
-    if_range: IfRangeHeader = None,
+    ranges: Ranges,
 ) -> Response:
-    return _download(model_file(store, model_id, session.principal.scope), range_header, if_range)
+    return _download(model_file(store, model_id, session.principal.scope), ranges)
 
 
-def _list_page(request, session, settings, what: str, list_rows, convert, cursor, limit):
+def _list_page(request, session, what: str, list_rows, convert, paging: PageRequest):
     """A paged list page (``<what>.html`` with ``<what>`` = the converted rows): the caller's
     rows from ``list_rows(scope, cursor, limit)``, paged like the API."""
-    rows = read_page(
-        list_rows, session.principal.scope, cursor, limit, settings.page_size_max, convert
-    )
+    rows = read_page(list_rows, session.principal.scope, paging, convert)
     return page(
         request,
         f"{what}.html",
@@ -82,16 +78,9 @@ def _list_page(request, session, settings, what: str, list_rows, convert, cursor
 
 @router.get("/ui/systems")
 def system_list(
-    request: Request,
-    session: PageSession,
-    store: StoreDep,
-    settings: SettingsDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    request: Request, session: PageSession, store: StoreDep, paging: Paging
 ) -> Response:
-    return _list_page(
-        request, session, settings, "systems", store.list_systems, system_info, cursor, limit
-    )
+    return _list_page(request, session, "systems", store.list_systems, system_info, paging)
 
 
 def _jobs_using(store: Store, scope: str | None, field: str, value: str) -> list[Any]:
@@ -126,17 +115,8 @@ def system_page(
 
 
 @router.get("/ui/models")
-def model_list(
-    request: Request,
-    session: PageSession,
-    store: StoreDep,
-    settings: SettingsDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
-) -> Response:
-    return _list_page(
-        request, session, settings, "models", store.list_models, model_info, cursor, limit
-    )
+def model_list(request: Request, session: PageSession, store: StoreDep, paging: Paging) -> Response:
+    return _list_page(request, session, "models", store.list_models, model_info, paging)
 
 
 @router.get("/ui/models/{model_id}")

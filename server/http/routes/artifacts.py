@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from boltzgen.schemas import ArtifactInfo, ArtifactList
 from server.http.convert import artifact_info
 from server.http.deps import StoreDep, Who
-from server.http.files import FILE_RESPONSES, IfRangeHeader, RangeHeader, artifact_file
+from server.http.files import FILE_RESPONSES, Ranges, artifact_file
 from server.http.problems import found, problem_responses
 from server.http.routes import V1
 
@@ -40,8 +40,7 @@ def download_artifact(
     artifact_id: str,
     store: StoreDep,
     who: Who,
-    range_header: RangeHeader = None,
-    if_range: IfRangeHeader = None,
+    ranges: Ranges,
 ) -> Response:
     """The file; honours ``Range: bytes=a-b`` (206) and ``If-Range``."""
-    return artifact_file(store, artifact_id, who.scope).response(range_header, if_range)
+    return artifact_file(store, artifact_id, who.scope).response(ranges)

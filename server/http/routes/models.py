@@ -10,15 +10,14 @@ from fastapi.responses import FileResponse
 
 from boltzgen.schemas import ModelInfo, ModelPage
 from server.http.convert import model_info
-from server.http.deps import SettingsDep, StoreDep, Who
+from server.http.deps import StoreDep, Who
 from server.http.files import (
     MODEL_MEDIA_TYPE,
-    IfRangeHeader,
-    RangeHeader,
+    Ranges,
     file_responses,
     model_file,
 )
-from server.http.pagination import Cursor, Limit, read_page
+from server.http.pagination import Paging, read_page
 from server.http.problems import found, not_found, problem_responses
 from server.http.routes import V1
 
@@ -26,16 +25,8 @@ router = APIRouter(prefix=V1, tags=["models"])
 
 
 @router.get("/models", response_model=ModelPage, responses=problem_responses(422))
-def list_models(
-    store: StoreDep,
-    who: Who,
-    settings: SettingsDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
-) -> ModelPage:
-    page = read_page(
-        store.list_models, who.scope, cursor, limit, settings.page_size_max, model_info
-    )
+def list_models(store: StoreDep, who: Who, paging: Paging) -> ModelPage:
+    page = read_page(store.list_models, who.scope, paging, model_info)
     return ModelPage(items=page.items, next_cursor=page.next_cursor)
 
 
@@ -53,10 +44,9 @@ def download_model(
     model_id: str,
     store: StoreDep,
     who: Who,
-    range_header: RangeHeader = None,
-    if_range: IfRangeHeader = None,
+    ranges: Ranges,
 ) -> Response:
-    return model_file(store, model_id, who.scope).response(range_header, if_range)
+    return model_file(store, model_id, who.scope).response(ranges)
 
 
 @router.delete("/models/{model_id}", status_code=204, responses=problem_responses(404))

@@ -30,7 +30,7 @@ from boltzgen.schemas import (
 from server.http.convert import system_info
 from server.http.deps import SettingsDep, StoreDep, Who
 from server.http.idempotency import Made, idempotent
-from server.http.pagination import Cursor, Limit, read_page
+from server.http.pagination import Paging, read_page
 from server.http.problems import (
     BODY_PROBLEMS,
     Problem,
@@ -234,16 +234,8 @@ async def create_system(
 
 
 @router.get("/systems", response_model=SystemPage, responses=problem_responses(422))
-def list_systems(
-    store: StoreDep,
-    who: Who,
-    settings: SettingsDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
-) -> SystemPage:
-    page = read_page(
-        store.list_systems, who.scope, cursor, limit, settings.page_size_max, system_info
-    )
+def list_systems(store: StoreDep, who: Who, paging: Paging) -> SystemPage:
+    page = read_page(store.list_systems, who.scope, paging, system_info)
     return SystemPage(items=page.items, next_cursor=page.next_cursor)
 
 
