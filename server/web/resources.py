@@ -86,14 +86,14 @@ def system_list(
 def _jobs_using(store: Store, scope: str | None, field: str, value: str) -> list[Any]:
     """The caller's jobs whose ``field`` is ``value``, newest first, among its newest
     ``JOBS_SCANNED`` jobs (the store has no index on it; a page shows a few)."""
-    found, cursor, seen = [], None, 0
+    using, cursor, seen = [], None, 0
     while seen < JOBS_SCANNED:
         items, cursor = store.list_jobs(scope, cursor=cursor, limit=200)
         seen += len(items)
-        found += [job_info(j) for j in items if j.get(field) == value]
+        using += [job_info(j) for j in items if j.get(field) == value]
         if cursor is None:
             break
-    return found
+    return using
 
 
 @router.get("/ui/systems/{system_id}")

@@ -76,12 +76,12 @@ def check_limits(settings: Settings, params: dict[str, Any] | BaseModel) -> None
     """422 naming the field when a limited parameter exceeds this server's limit: on the raw
     parameters (any number a validator would accept, strings included) and, once validated,
     on the coerced values anywhere in the parameters, so no spelling of a number slips by."""
-    found = (
+    limited = (
         [(where, name, v) for where, name, v in iter_params(params) if name in LIMITED]
         if isinstance(params, BaseModel)
         else [(k, k, params[k]) for k in LIMITED if k in params]
     )
-    for where, name, raw in found:
+    for where, name, raw in limited:
         n = _number(raw)
         setting, title, type_ = LIMITED[name]
         limit = getattr(settings, setting)
