@@ -23,14 +23,27 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-# the schema says what the server accepts (an outside fuzzer found "0" and [""] accepted by
-# the document but refused by the server): a PDB has an atom record, a force field is an XML file
+# The schema says what the server accepts (an outside fuzzer found "0" and [""] accepted by
+# the document but refused by the server). A PDB has an atom record (checked here); the
+# rest is in the document only, so the server's and the library's own checks still name the
+# problem in their messages: a force field is an OpenMM XML file whose path segments do not
+# start with a dot (so no ".."), solvent and constraints are the library's names.
 PDB_RECORD = r"(^|\n)(ATOM  |HETATM)"
-ForceFieldFile = Annotated[str, Field(min_length=5, max_length=200, pattern=r"\.xml$")]
+FORCEFIELD_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*\.xml$"
+#: ``boltzgen.systems.SOLVENTS`` and ``CONSTRAINTS`` (a test keeps them equal; importing
+#: systems here would load OpenMM into the SDK)
+SOLVENT_NAMES = ("vacuum", "obc2", "obc1", "gbn", "gbn2", "hct")
+CONSTRAINT_NAMES = ("none", "hbonds", "allbonds", "hangles")
+ForceFieldFile = Annotated[
+    str, Field(min_length=5, max_length=200, json_schema_extra={"pattern": FORCEFIELD_PATTERN})
+]
 
 
 class SystemCreate(BaseModel):
-    """A system from PDB text (JSON body; multipart upload with a ``pdb`` file also works)."""
+    """A system from PDB text (JSON body; multipart upload with a ``pdb`` file also works).
+
+    What the schema cannot say -- that OpenMM can parse the PDB and build the force field, a
+    server's own limits on atoms and temperature -- is a 422 naming the problem."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     pdb: str = Field(
@@ -40,13 +53,18 @@ class SystemCreate(BaseModel):
     )
     name: str | None = Field(None, max_length=200)
     forcefield: list[ForceFieldFile] = Field(
-        default_factory=lambda: list(DEFAULT_FORCEFIELD), min_length=1, max_length=16
+        default_factory=lambda: list(DEFAULT_FORCEFIELD),
+        min_length=1,
+        max_length=16,
+        description="OpenMM force-field XML files, e.g. amber99sbildn.xml",
     )
-    solvent: str = Field("vacuum", max_length=32)
+    solvent: str = Field("vacuum", max_length=32, json_schema_extra={"enum": list(SOLVENT_NAMES)})
     temperature: float = Field(
         300.0, gt=0.0, le=10_000.0, description="K (finite; a server may allow less)"
     )
-    constraints: str | None = Field(None, description="None, 'hbonds', 'allbonds', 'hangles'")
+    constraints: (
+        Annotated[str, Field(json_schema_extra={"enum": list(CONSTRAINT_NAMES)})] | None
+    ) = Field(None, description="None, 'hbonds', 'allbonds', 'hangles'")
 
 
 class SystemInfo(_Model):

@@ -218,3 +218,57 @@ def test_download_resumes_a_partial_file_in_both_clients(tmp_path):
     assert asyncio.run(run()) == async_dest
     assert sync_dest.read_bytes() == async_dest.read_bytes() == data
     assert ranges == ["bytes=4-", "bytes=4-"]
+
+
+def test_both_clients_send_the_same_requests():
+    """Client and AsyncClient build their requests in one place (``boltzgen.client.calls``):
+    the same calls send the same method, path, query, body and Idempotency-Key."""
+    import json
+
+    def recorder(sent: list):
+        def handler(request: httpx.Request) -> httpx.Response:
+            body = json.loads(request.content) if request.content else None
+            key = request.headers.get("idempotency-key")
+            sent.append((request.method, request.url.path, request.url.query.decode(), body, key))
+            if request.method == "DELETE":
+                return httpx.Response(204)
+            paged = request.url.path in ("/v1/jobs", "/v1/models", "/v1/systems")
+            if paged and request.method == "GET":
+                return httpx.Response(200, json={"items": [], "next_cursor": None})
+            return httpx.Response(200 if request.method == "GET" else 202, json=_job("succeeded"))
+
+        return handler
+
+    ops = [
+        ("submit", ("energy",), {"system_id": "s", "params": {"n": 1}, "idempotency_key": "k1"}),
+        ("list_jobs", (["queued", "running"], "energy", "c1", 7), {}),
+        ("list_systems", ("c2", 3), {}),
+        ("list_models", (None, 5), {}),
+        ("get_job", ("job_a",), {}),
+        ("cancel", ("job_a",), {}),
+        ("delete_job", ("job_a",), {}),
+        ("cg_simulate", ("s", "a1", "ff1"), {"beads": "name CA", "idempotency_key": "k2"}),
+        ("wait", ("job_a",), {"poll": 0}),
+    ]
+    sync_sent: list = []
+    with Client("http://test", transport=httpx.MockTransport(recorder(sync_sent))) as c:
+        for name, args, kwargs in ops:
+            getattr(c, name)(*args, **kwargs)
+
+    async def run(sent: list):
+        async with AsyncClient("http://test", transport=httpx.MockTransport(recorder(sent))) as c:
+            for name, args, kwargs in ops:
+                await getattr(c, name)(*args, **kwargs)
+
+    async_sent: list = []
+    asyncio.run(run(async_sent))
+    assert sync_sent == async_sent
+    assert sync_sent[0] == (
+        "POST",
+        "/v1/jobs",
+        "",
+        {"kind": "energy", "params": {"n": 1}, "system_id": "s"},
+        "k1",
+    )
+    assert sync_sent[1][2] == "limit=7&status=queued%2Crunning&kind=energy&cursor=c1"
+    assert sync_sent[7][3]["params"]["forcefield"] == "ff1"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from _server_fixtures import ADMIN, ADP, settings_for
 from fastapi.testclient import TestClient
 
+from boltzgen.schemas import CONSTRAINT_NAMES, SOLVENT_NAMES
+from boltzgen.systems import CONSTRAINTS, SOLVENTS
 from server.app import create_app
 from server.http.auth import Principal
 from server.http.deps import get_principal
@@ -588,18 +592,72 @@ def test_key_isolation_covers_every_resource(env, tmp_path):
 
 def test_openapi_carries_what_the_server_accepts(env):
     """Constraints found by an outside schemathesis run (schema-valid requests the server
-    refused) are in the document: a PDB has an atom record, force fields are .xml files, CG
-    layer widths are 1-8 positive integers, cursors are base64url."""
+    refused) are in the document: a PDB has an atom record, force fields are OpenMM XML file
+    names, solvents and constraints the library's, a body is required; CG options and
+    pipeline CV names as their validators check them; cursors are base64url, status filters
+    statuses; model downloads are application/octet-stream."""
     doc = env["client"].get("/openapi.json").json()
     schemas = doc["components"]["schemas"]
-    body = doc["paths"]["/v1/systems"]["post"]["requestBody"]["content"]["application/json"]
-    system = body["schema"]["properties"]
+    upload = doc["paths"]["/v1/systems"]["post"]["requestBody"]
+    assert upload["required"] is True  # a bodiless POST is not a valid request
+    system = upload["content"]["application/json"]["schema"]["properties"]
     assert "ATOM" in system["pdb"]["pattern"]
-    assert system["forcefield"]["items"]["pattern"] == r"\.xml$"
-    assert system["forcefield"]["items"]["minLength"] >= 5
+    ff = system["forcefield"]["items"]
+    assert ff["minLength"] >= 5
+    for name in ("amber99sbildn.xml", "amber14/tip3p.xml", "implicit/obc2.xml"):
+        assert re.fullmatch(ff["pattern"], name), name
+    for name in ("", "../x.xml", "a/../b.xml", "/etc/passwd.xml", "a b.xml", "x.txt"):
+        assert not re.fullmatch(ff["pattern"], name), name
+    assert system["solvent"]["enum"] == list(SOLVENT_NAMES)
+    assert system["constraints"]["anyOf"][0]["enum"] == list(CONSTRAINT_NAMES)
+    form = upload["content"]["multipart/form-data"]["schema"]["properties"]
+    assert re.fullmatch(form["forcefield"]["pattern"], "amber99sbildn.xml,amber14/tip3p.xml")
+    assert not re.fullmatch(form["forcefield"]["pattern"], "amber99sbildn.xml,")
     cg = next(v for k, v in schemas.items() if k.endswith("CGConfig"))["properties"]
     for name in ("hidden", "teacher_hidden"):
         assert cg[name]["minItems"] == 1 and cg[name]["items"]["minimum"] == 1, name
+    assert cg["method"]["enum"] == ["flow", "forces"]
+    assert cg["n_walkers"]["minimum"] == 1 and cg["timestep"]["exclusiveMinimum"] == 0
+    cvs = schemas["JobParams_pipeline"]["properties"]["cvs"]["anyOf"][0]["items"]["pattern"]
+    assert re.fullmatch(cvs, "phi:2") and not re.fullmatch(cvs, "")
+    train = schemas["JobCreate_train"]
+    assert "params" in train["required"]  # its params schema needs 'data' or loss='kl'
+    assert train["properties"]["system_id"]["minLength"] == 1
     params = doc["paths"]["/v1/jobs"]["get"]["parameters"]
     cursor = next(p for p in params if p["name"] == "cursor")
     assert any("pattern" in s for s in cursor["schema"].get("anyOf", [cursor["schema"]]))
+    status = next(p for p in params if p["name"] == "status")["schema"]["anyOf"][0]["items"]
+    assert re.fullmatch(status["pattern"], "queued, running")
+    assert not re.fullmatch(status["pattern"], "nope")
+    model = doc["paths"]["/v1/models/{model_id}/content"]["get"]["responses"]
+    for code in ("200", "206"):
+        assert set(model[code]["content"]) == {"application/octet-stream"}, code
+
+
+def test_schema_names_agree_with_the_library():
+    """The schema's solvent and constraint names are the library's (schemas cannot import
+    ``boltzgen.systems``: it loads OpenMM)."""
+    assert set(SOLVENT_NAMES) == set(SOLVENTS)
+    assert set(CONSTRAINT_NAMES) == set(CONSTRAINTS) - {None}
+
+
+@pytest.mark.parametrize(
+    "request_, problem",
+    [
+        (("GET", "/v1/jobs?cursor=0", {}), "cursor"),
+        (("GET", "/v1/systems?cursor=0", {}), "cursor"),
+        (("POST", "/v1/jobs", {"json": {"kind": "energy", "system_id": "s"}}), "unknown-system"),
+        (("POST", "/v1/jobs", {"json": {"kind": "sample", "model_id": "m"}}), "unknown-model"),
+        (("POST", "/v1/jobs", {"json": {"kind": "train", "params": {"data": "a"}}}), "*"),
+        (("POST", "/v1/systems", {"files": {"pdb": ("x.pdb", b"not a PDB")}}), "structure"),
+    ],
+)
+def test_semantic_rejections_are_typed(env, request_, problem):
+    """Refusals no schema can state carry a problem type (the fuzz test allows these)."""
+    method, path, kwargs = request_
+    if problem == "*":  # an artifact id this key does not own, for a real system
+        kwargs = {"json": {**kwargs["json"], "system_id": env["system"]["id"]}}
+        problem = "unknown-artifact"
+    r = env["client"].request(method, path, headers=auth(env["a"]), **kwargs)
+    assert r.status_code == 422, r.text
+    assert r.json()["type"] == f"urn:boltzgen:problem:{problem}"

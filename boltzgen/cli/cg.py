@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from boltzgen.cli.options import fmt
+from boltzgen.cli.options import bad_input_exits, fmt
 
 app = typer.Typer(
     help="Coarse-grained force fields: flow matching (or classical force matching), CG MD, "
@@ -59,13 +59,8 @@ def _echo_scores(summary: dict[str, Any], out: Path) -> None:
 
 
 def _run(fn, *args, **kwargs):
-    from boltzgen.errors import BoltzgenError
-
-    try:
+    with bad_input_exits():
         return fn(*args, **kwargs)
-    except BoltzgenError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command("train")

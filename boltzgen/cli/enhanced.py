@@ -15,6 +15,8 @@ from boltzgen.cli.options import (
     ForceFieldOption,
     PdbOption,
     SolventOption,
+    bad_input_exits,
+    step_progress,
     system_from_options,
 )
 
@@ -40,22 +42,13 @@ def remd_cmd(
 ) -> None:
     """Temperature replica exchange; writes the target-temperature replica (positions,
     energies, forces) in the format of ``boltzgen simulate``."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from boltzgen.enhanced import geometric_temperatures, replica_exchange
-    from boltzgen.errors import BoltzgenError
     from boltzgen.simulation import LangevinConfig
 
-    try:
+    with bad_input_exits():
         system = system_from_options(pdb, forcefield, solvent, temperature)
         temps = geometric_temperatures(temperature, t_max, replicas)
-        with Progress(
-            TextColumn("[bold]REMD"),
-            BarColumn(),
-            TextColumn("{task.completed:,}/{task.total:,} steps"),
-            TimeRemainingColumn(),
-        ) as bar:
-            task = bar.add_task("remd", total=steps + equilibration)
+        with step_progress("REMD", steps + equilibration) as progress:
             r = replica_exchange(
                 system,
                 temps,
@@ -67,11 +60,8 @@ def remd_cmd(
                 langevin=LangevinConfig(
                     timestep=timestep, seed=seed, platform=platform, threads=threads
                 ),
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=progress,
             )
-    except BoltzgenError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
     acc = ", ".join(f"{a:.2f}" for a in r.acceptance)
     typer.echo(
         f"wrote {r.trajectory.n_frames} frames at {temperature:g} K to {out} "
@@ -106,10 +96,9 @@ def umbrella_cmd(
 
     from boltzgen import cv
     from boltzgen.enhanced import umbrella_sampling
-    from boltzgen.errors import BoltzgenError
     from boltzgen.simulation import LangevinConfig
 
-    try:
+    with bad_input_exits(ValueError):
         system = system_from_options(pdb, forcefield, solvent, temperature)
         name = [int(a) for a in dihedral.split(",")] if "," in dihedral else dihedral
         d = cv.dihedral(system, name)
@@ -126,9 +115,6 @@ def umbrella_cmd(
             langevin=LangevinConfig(timestep=timestep, seed=seed, platform=platform),
         )
         df, err = r.free_energy_difference(a, b)
-    except (BoltzgenError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
     typer.echo(json.dumps({"df_kT": df, "err_kT": err, "wall_s": r.wall_time, **r.settings}))
 
 
@@ -160,11 +146,11 @@ def metad_cmd(
     import numpy as np
 
     from boltzgen import cv
-    from boltzgen.errors import BoltzgenError, InputError
+    from boltzgen.errors import InputError
     from boltzgen.metadynamics import metadynamics
     from boltzgen.simulation import LangevinConfig
 
-    try:
+    with bad_input_exits(ValueError):
         system = system_from_options(pdb, forcefield, solvent, temperature)
         if cv_names:
             cvs = [cv.dihedral(system, n) for n in cv_names]
@@ -189,9 +175,6 @@ def metad_cmd(
         for i, c in enumerate(cvs):
             df, err = r.free_energy_difference(i, a, b)
             free[c.name] = {"df_kT": df, "err_kT": err}
-    except (BoltzgenError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
     if out is not None:
         np.savez_compressed(out, cv=r.cv, names=np.array(r.names), log_weight=r.log_weights)
     typer.echo(

@@ -10,13 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from boltzgen.cli.options import fmt
+from boltzgen.cli.options import bad_input_exits, fmt, fraction_progress
 from boltzgen.generator.config import FlowConfig, TrainConfig
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2)
 
 
 def _interval(text: str) -> tuple[float, float]:
@@ -25,17 +20,6 @@ def _interval(text: str) -> tuple[float, float]:
     except ValueError as exc:
         raise typer.BadParameter(f"expected 'low,high' in radians, got {text!r}") from exc
     return lo, hi
-
-
-def _progress_bar(label: str):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}% {task.description}"),
-        TimeElapsedColumn(),
-    )
 
 
 def _default(cls, name: str):
@@ -47,14 +31,13 @@ def _refine(gen, samples, out: Path, seconds: float, seed: int) -> dict:
     """Stratified refinement for ``seconds`` with a progress bar; writes refined.h5."""
     from boltzgen.refinement.planning import refine_within
 
-    with _progress_bar("refine") as bar:
-        task = bar.add_task("", total=1.0)
+    with fraction_progress("refine", width=50) as progress:
         refined, rs = refine_within(
             gen,
             samples,
             seconds,
             seed=seed,
-            progress=lambda f, msg: bar.update(task, completed=f, description=msg[:50]),
+            progress=progress,
         )
     refined.save(Path(out) / "refined.h5")
     typer.echo(
@@ -124,13 +107,12 @@ def train_cmd(
     weights remove the bias)."""
     import torch
 
-    from boltzgen.errors import BoltzgenError
     from boltzgen.generator.config import BalanceConfig, make_config
     from boltzgen.generator.workflow import train_model
     from boltzgen.md import load_md
 
     torch.set_num_threads(threads)
-    try:
+    with bad_input_exits():
         architecture = make_config(
             FlowConfig,
             flow=flow,
@@ -159,8 +141,7 @@ def train_cmd(
             else None
         )
         md = load_md(data)
-        with _progress_bar("train") as bar:
-            task = bar.add_task("", total=1.0)
+        with fraction_progress("train") as progress:
             _, summary = train_model(
                 md.system(),
                 md,
@@ -168,11 +149,9 @@ def train_cmd(
                 architecture=architecture,
                 train=train,
                 checkpoint=Path(out) / "checkpoint.pt",
-                progress=lambda f, msg: bar.update(task, completed=f, description=msg),
+                progress=progress,
                 balance=balance,
             )
-    except BoltzgenError as exc:
-        raise _fail(exc) from exc
     typer.echo(
         f"trained {summary['flow']} flow ({summary['n_parameters']:,} parameters, "
         f"{summary['epochs_run']} epochs, {summary['stop_reason']}): best validation NLL "
@@ -214,32 +193,26 @@ def sample_cmd(
 ) -> None:
     """Draw weighted samples (samples.h5 opens with mdtraj) and print the ESS; with
     --refine-seconds also refine them toward the Boltzmann distribution (refined.h5)."""
-    from boltzgen.errors import BoltzgenError
     from boltzgen.generator.model import BoltzmannGenerator
     from boltzgen.generator.workflow import sample_to_files
 
-    try:
+    with bad_input_exits():
         gen = BoltzmannGenerator.load(model)
-        with _progress_bar("sample") as bar:
-            task = bar.add_task("", total=1.0)
+        with fraction_progress("sample") as progress:
             samples, summary = sample_to_files(
                 gen,
                 n,
                 out,
                 seed=seed,
-                progress=lambda f, msg: bar.update(task, completed=f, description=msg),
+                progress=progress,
             )
-    except BoltzgenError as exc:
-        raise _fail(exc) from exc
     typer.echo(
         f"{summary['n_samples']} samples, ESS {100 * summary['ess']:.2f} % "
         f"({summary['n_infinite_energy']} with infinite energy) -> {Path(out) / 'samples.h5'}"
     )
     if refine_seconds > 0:
-        try:
+        with bad_input_exits():
             rs = _refine(gen, samples, out, refine_seconds, seed)
-        except BoltzgenError as exc:
-            raise _fail(exc) from exc
         for name, fe in rs["free_energies"].items():
             typer.echo(f"dF {name} = {fmt(fe['df_kT'])} +- {fmt(fe['err_kT'])} kT (refined)")
 
@@ -261,12 +234,11 @@ def free_energy_cmd(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """dF = F(A) - F(B) in kT with a bootstrap error, from reweighted flow samples."""
-    from boltzgen.errors import BoltzgenError
     from boltzgen.generator.model import BoltzmannGenerator
     from boltzgen.generator.workflow import free_energy_report, sample_to_files
     from boltzgen.samples import Samples
 
-    try:
+    with bad_input_exits():
         if model.suffix in (".h5", ".hdf5"):
             samples = Samples.load(model)
             cv_source = samples.topology
@@ -284,8 +256,6 @@ def free_energy_cmd(
             n_bootstrap=bootstrap,
             seed=seed,
         )
-    except BoltzgenError as exc:
-        raise _fail(exc) from exc
     typer.echo(
         f"dF = F({cv} in A) - F({cv} in B) = {s['df_kT']:.2f} +- {s['df_err_kT']:.2f} kT "
         f"(ESS {100 * s['ess']:.2f} % of {s['n_samples']})"
@@ -323,15 +293,14 @@ def demo_cmd(
     md = load_md(path)
     system = md.system()
     typer.echo(f"data: {path} ({md.trajectory.n_frames} frames, {system.n_atoms} atoms)")
-    with _progress_bar("train") as bar:
-        task = bar.add_task("", total=1.0)
+    with fraction_progress("train") as progress:
         gen, ts = train_model(
             system,
             md,
             out,
             architecture={"flow": flow, "seed": seed},
             train={"epochs": 200, "time_limit": 60 * minutes, "seed": seed, "patience": 20},
-            progress=lambda f, msg: bar.update(task, completed=f, description=msg),
+            progress=progress,
             balance=BalanceConfig(),
         )
     typer.echo(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -40,3 +42,50 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return format(value, spec)
+
+
+@contextmanager
+def bad_input_exits(*also: type[Exception]) -> Iterator[None]:
+    """Bad input ends the command: a ``BoltzgenError`` (or one of ``also``) is printed as
+    ``error: ...`` on stderr and the exit code is 2."""
+    from boltzgen.errors import BoltzgenError
+
+    try:
+        yield
+    except (BoltzgenError, *also) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _bar(label: str, *columns):
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), *columns)
+
+
+@contextmanager
+def step_progress(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A rich bar of MD steps (done / total, time remaining); yields the library's
+    ``progress(done, total)`` callback."""
+    from rich.progress import TextColumn, TimeRemainingColumn
+
+    with _bar(
+        label, TextColumn("{task.completed:,}/{task.total:,} steps"), TimeRemainingColumn()
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@contextmanager
+def fraction_progress(
+    label: str, width: int | None = None
+) -> Iterator[Callable[[float, str], None]]:
+    """A rich bar of a fraction done and the stage's message (cut to ``width``); yields the
+    library's ``progress(fraction, message)`` callback (training, sampling, refinement)."""
+    from rich.progress import TextColumn, TimeElapsedColumn
+
+    with _bar(
+        label, TextColumn("{task.percentage:>3.0f}% {task.description}"), TimeElapsedColumn()
+    ) as bar:
+        task = bar.add_task("", total=1.0)
+        yield lambda f, msg: bar.update(task, completed=f, description=msg[:width])

@@ -12,6 +12,8 @@ from boltzgen.cli.options import (
     ForceFieldOption,
     PdbOption,
     SolventOption,
+    bad_input_exits,
+    step_progress,
     system_from_options,
 )
 
@@ -42,23 +44,14 @@ def simulate_cmd(
     minimize: Annotated[bool, typer.Option(help="Minimise the energy first.")] = True,
 ) -> None:
     """Run Langevin MD and write positions, potential energies and forces to one HDF5 file."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from boltzgen.errors import BoltzgenError
     from boltzgen.md import SIMULATE_DEFAULTS, simulate
 
-    try:
+    with bad_input_exits():
         system = system_from_options(pdb, forcefield, solvent, temperature, constraints)
         langevin = SIMULATE_DEFAULTS.replace(
             timestep=timestep, friction=friction, seed=seed, platform=platform
         )
-        with Progress(
-            TextColumn("[bold]MD"),
-            BarColumn(),
-            TextColumn("{task.completed:,}/{task.total:,} steps"),
-            TimeRemainingColumn(),
-        ) as bar:
-            task = bar.add_task("md", total=steps)
+        with step_progress("MD", steps) as progress:
             traj = simulate(
                 system,
                 n_steps=steps,
@@ -66,9 +59,6 @@ def simulate_cmd(
                 out=out,
                 minimize=minimize,
                 langevin=langevin,
-                progress=lambda done, total: bar.update(task, completed=done),
+                progress=progress,
             )
-    except BoltzgenError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
     typer.echo(f"wrote {traj.n_frames} frames ({system.n_atoms} atoms) to {out}")

@@ -15,7 +15,8 @@ connection retries at INFO); past
 that a 429/503 raises ``RateLimitedError``. Errors raise ``ApiError`` with the RFC 9457 problem
 document. ``AsyncClient`` has the same methods as coroutines.
 
-Modules: ``errors``, ``retries`` (the retry policy), ``wire`` (bodies, headers, SSE), ``sync``
+Modules: ``errors``, ``retries`` (the retry policy), ``wire`` (bodies, headers, SSE), ``calls``
+(every API call as data: request and how its answer is read, shared by both clients), ``sync``
 (``Client``), ``aio`` (``AsyncClient``).
 """
 

@@ -8,28 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from boltzgen.client.errors import ApiError, JobFailedError, raise_for
-from boltzgen.client.retries import DEFAULT_MAX_WAIT, TRANSIENT, Retry, next_delay, retry_after
-from boltzgen.client.wire import (
-    auth_headers,
-    endpoint,
-    job_body,
-    list_params,
-    parse_sse,
-    system_body,
-)
+from boltzgen.client import calls
+from boltzgen.client.calls import Call
+from boltzgen.client.errors import raise_for
+from boltzgen.client.retries import DEFAULT_MAX_WAIT, TRANSIENT, Retry, next_delay
+from boltzgen.client.wire import auth_headers, endpoint, parse_sse
 from boltzgen.constants import DEFAULT_FORCEFIELD
 from boltzgen.schemas import (
     ArtifactInfo,
-    ArtifactList,
     JobInfo,
     JobPage,
     KeyInfo,
@@ -39,6 +31,8 @@ from boltzgen.schemas import (
     SystemInfo,
     SystemPage,
 )
+
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -92,19 +86,15 @@ class AsyncClient:
                     return resp
             await asyncio.sleep(delay)
 
-    async def _get(self, path: str, **kwargs: Any) -> Any:
-        return (await self.request("GET", path, **kwargs)).json()
-
-    async def _post(self, path: str, body: Any, idempotency_key: str | None) -> httpx.Response:
-        key = idempotency_key or str(uuid.uuid4())
-        return await self.request("POST", path, json=body, headers={"Idempotency-Key": key})
+    async def _call(self, call: Call[T]) -> T:
+        return call.read(await self.request(call.method, call.path, **call.kwargs()))
 
     # ------------------------------------------------------------ ops
     async def health(self) -> dict[str, Any]:
-        return await self._get("/healthz")
+        return await self._call(calls.health())
 
     async def kinds(self) -> list[KindInfo]:
-        return [KindInfo.model_validate(k) for k in await self._get("/v1/kinds")]
+        return await self._call(calls.kinds())
 
     # ------------------------------------------------------------ systems
     async def upload_system(
@@ -118,21 +108,27 @@ class AsyncClient:
         constraints: str | None = None,
         idempotency_key: str | None = None,
     ) -> SystemInfo:
-        body = await asyncio.to_thread(
-            system_body, pdb, name, forcefield, solvent, temperature, constraints
+        """Upload a PDB (see ``Client.upload_system``); a path is read in a worker thread."""
+        call = await asyncio.to_thread(
+            calls.upload_system,
+            pdb,
+            name,
+            forcefield,
+            solvent,
+            temperature,
+            constraints,
+            idempotency_key,
         )
-        resp = await self._post("/v1/systems", body, idempotency_key)
-        return SystemInfo.model_validate(resp.json())
+        return await self._call(call)
 
     async def get_system(self, system_id: str) -> SystemInfo:
-        return SystemInfo.model_validate(await self._get(f"/v1/systems/{system_id}"))
+        return await self._call(calls.get_system(system_id))
 
     async def list_systems(self, cursor: str | None = None, limit: int = 50) -> SystemPage:
-        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        return SystemPage.model_validate(await self._get("/v1/systems", params=params))
+        return await self._call(calls.list_systems(cursor, limit))
 
     async def delete_system(self, system_id: str) -> None:
-        await self.request("DELETE", f"/v1/systems/{system_id}")
+        await self._call(calls.delete_system(system_id))
 
     # ------------------------------------------------------------ jobs
     async def submit(
@@ -145,12 +141,13 @@ class AsyncClient:
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
     ) -> JobInfo:
-        body = job_body(kind, system_id, model_id, params, max_attempts)
-        resp = await self._post("/v1/jobs", body, idempotency_key)
-        return JobInfo.model_validate(resp.json())
+        """Submit a job (see ``Client.submit``)."""
+        return await self._call(
+            calls.submit(kind, system_id, model_id, params, max_attempts, idempotency_key)
+        )
 
     async def get_job(self, job_id: str) -> JobInfo:
-        return JobInfo.model_validate(await self._get(f"/v1/jobs/{job_id}"))
+        return await self._call(calls.get_job(job_id))
 
     async def list_jobs(
         self,
@@ -159,8 +156,7 @@ class AsyncClient:
         cursor: str | None = None,
         limit: int = 50,
     ) -> JobPage:
-        params = list_params(status, kind, cursor, limit)
-        return JobPage.model_validate(await self._get("/v1/jobs", params=params))
+        return await self._call(calls.list_jobs(status, kind, cursor, limit))
 
     async def iter_jobs(
         self, status=None, kind=None, page_size: int = 100
@@ -176,19 +172,16 @@ class AsyncClient:
             cursor = page.next_cursor
 
     async def cancel(self, job_id: str) -> JobInfo:
-        resp = await self.request("POST", f"/v1/jobs/{job_id}/cancel")
-        return JobInfo.model_validate(resp.json())
+        return await self._call(calls.cancel(job_id))
 
     async def delete_job(self, job_id: str) -> None:
-        await self.request("DELETE", f"/v1/jobs/{job_id}")
+        await self._call(calls.delete_job(job_id))
 
     async def events(
         self, job_id: str, last_event_id: str | int | None = None
     ) -> AsyncIterator[dict]:
         """The job's server-sent events until it ends (``async for``)."""
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = str(last_event_id)
+        headers = calls.events_headers(last_event_id)
         async with self.http.stream(
             "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None
         ) as resp:
@@ -209,43 +202,20 @@ class AsyncClient:
         raise_on_failure: bool = True,
     ) -> JobInfo:
         """Poll until the job ends (see ``Client.wait``)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        bar = None
-        if progress is True:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=1.0, desc=job_id, unit="job", bar_format="{l_bar}{bar}| {postfix}")
+        watch = calls.Watch(job_id, timeout, progress, poll)
         try:
-            while True:
-                resp = await self.request("GET", f"/v1/jobs/{job_id}")
-                job = JobInfo.model_validate(resp.json())
-                if bar is not None:
-                    bar.n = job.progress
-                    bar.set_postfix_str(f"{job.status} {job.message}"[:60])
-                    bar.refresh()
-                elif callable(progress):
-                    progress(job)
-                if job.done:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
-                await asyncio.sleep(poll if poll is not None else min(retry_after(resp, 0), 2.0))
+            while (delay := watch.see(await self.request("GET", f"/v1/jobs/{job_id}"))) is not None:
+                await asyncio.sleep(delay)
         finally:
-            if bar is not None:
-                bar.close()
-        if raise_on_failure and job.status != "succeeded":
-            raise JobFailedError(job)
-        return job
+            watch.close()
+        return watch.outcome(raise_on_failure)
 
     # ------------------------------------------------------------ artifacts and models
     async def artifacts(self, job_id: str) -> list[ArtifactInfo]:
-        return ArtifactList.model_validate(await self._get(f"/v1/jobs/{job_id}/artifacts")).items
+        return await self._call(calls.artifacts(job_id))
 
     async def artifact(self, job_id: str, name: str) -> ArtifactInfo:
-        for a in await self.artifacts(job_id):
-            if a.name == name:
-                return a
-        raise ApiError(404, {"title": "Not Found", "detail": f"job {job_id} has no {name!r}"})
+        return calls.named_artifact(await self.artifacts(job_id), job_id, name)
 
     async def download(
         self, artifact: str | ArtifactInfo, dest: str | os.PathLike[str] | None = None
@@ -254,23 +224,20 @@ class AsyncClient:
         info = (
             artifact if isinstance(artifact, ArtifactInfo) else await self._artifact_info(artifact)
         )
-        dest = Path(dest) if dest is not None else Path(Path(info.name).name)
-        if dest.is_dir():
-            dest = dest / Path(info.name).name
-        await self._stream_to(f"/v1/artifacts/{info.id}/content", dest)
-        return dest
+        path = calls.download_path(info, dest)
+        await self._stream_to(f"/v1/artifacts/{info.id}/content", path)
+        return path
 
     async def _artifact_info(self, artifact_id: str) -> ArtifactInfo:
-        return ArtifactInfo.model_validate(await self._get(f"/v1/artifacts/{artifact_id}"))
+        return await self._call(calls.artifact_info(artifact_id))
 
     async def _stream_to(self, path: str, dest: Path) -> None:
-        part = dest.with_name(dest.name + ".part")
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = calls.partial_file(dest)
         for attempt in range(self.max_retries + 1):
-            have = part.stat().st_size if part.exists() else 0
-            headers = {"Range": f"bytes={have}-"} if have else {}
             try:
-                async with self.http.stream("GET", path, headers=headers) as resp:
+                async with self.http.stream(
+                    "GET", path, headers=calls.resume_headers(part)
+                ) as resp:
                     if resp.status_code == 416:  # already complete
                         break
                     if resp.status_code >= 400:
@@ -304,11 +271,10 @@ class AsyncClient:
             return await asyncio.to_thread(mdtraj.load, str(path))
 
     async def list_models(self, cursor: str | None = None, limit: int = 50) -> ModelPage:
-        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        return ModelPage.model_validate(await self._get("/v1/models", params=params))
+        return await self._call(calls.list_models(cursor, limit))
 
     async def get_model(self, model_id: str) -> ModelInfo:
-        return ModelInfo.model_validate(await self._get(f"/v1/models/{model_id}"))
+        return await self._call(calls.get_model(model_id))
 
     async def download_model(self, model_id: str, dest: str | os.PathLike[str]) -> Path:
         dest = Path(dest)
@@ -318,15 +284,15 @@ class AsyncClient:
     # ------------------------------------------------------------ admin
     async def list_keys(self) -> list[KeyInfo]:
         """Admin only: every API key (never the plaintext)."""
-        return [KeyInfo.model_validate(k) for k in await self._get("/v1/keys")]
+        return await self._call(calls.list_keys())
 
     async def revoke_key(self, key_id: str) -> None:
         """Admin only: revoke a key."""
-        await self.request("DELETE", f"/v1/keys/{key_id}")
+        await self._call(calls.revoke_key(key_id))
 
     async def create_key(self, name: str = "") -> KeyInfo:
         """Admin only: a new API key (``.key`` holds the plaintext, shown once)."""
-        return KeyInfo.model_validate((await self._post("/v1/keys", {"name": name}, None)).json())
+        return await self._call(calls.create_key(name))
 
     # ------------------------------------------------------------ one-call workflows
     async def run(
@@ -345,18 +311,12 @@ class AsyncClient:
         **params: Any,
     ) -> JobInfo:
         """The ``pipeline`` job (see ``Client.run``)."""
-        if (pdb is None) == (system_id is None):
-            raise ValueError("give exactly one of pdb and system_id")
+        body = calls.pipeline_params(pdb, system_id, budget_minutes, cvs, params)
         if system_id is None:
             system = await self.upload_system(
                 pdb, forcefield=forcefield, solvent=solvent, temperature=temperature
             )
             system_id = system.id
-        body: dict[str, Any] = dict(params)
-        if budget_minutes is not None:
-            body["budget_minutes"] = budget_minutes
-        if cvs is not None:
-            body["cvs"] = list(cvs)
         return await self._submit_and_wait(
             "pipeline", system_id, body, wait, timeout, idempotency_key
         )
@@ -374,7 +334,7 @@ class AsyncClient:
         **config: Any,
     ) -> JobInfo:
         """The ``cg_train`` job (see ``Client.cg_train``)."""
-        params = {"data": data, "beads": beads, "reference": reference, "config": config}
+        params = calls.cg_params(data, beads, reference, config)
         return await self._submit_and_wait(
             "cg_train", system_id, params, wait, timeout, idempotency_key
         )
@@ -393,8 +353,7 @@ class AsyncClient:
         **config: Any,
     ) -> JobInfo:
         """The ``cg_simulate`` job (see ``Client.cg_simulate``)."""
-        params = {"data": data, "forcefield": forcefield, "beads": beads}
-        params |= {"reference": reference, "config": config}
+        params = calls.cg_params(data, beads, reference, config, forcefield)
         return await self._submit_and_wait(
             "cg_simulate", system_id, params, wait, timeout, idempotency_key
         )

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from boltzgen.client.errors import ApiError, JobFailedError, raise_for
-from boltzgen.client.retries import DEFAULT_MAX_WAIT, TRANSIENT, Retry, next_delay, retry_after
-from boltzgen.client.wire import (
-    auth_headers,
-    endpoint,
-    job_body,
-    list_params,
-    parse_sse,
-    system_body,
-)
+from boltzgen.client import calls
+from boltzgen.client.calls import Call
+from boltzgen.client.errors import raise_for
+from boltzgen.client.retries import DEFAULT_MAX_WAIT, TRANSIENT, Retry, next_delay
+from boltzgen.client.wire import auth_headers, endpoint, parse_sse
 from boltzgen.constants import DEFAULT_FORCEFIELD
 from boltzgen.schemas import (
     ArtifactInfo,
-    ArtifactList,
     JobInfo,
     JobPage,
     KeyInfo,
@@ -34,6 +27,8 @@ from boltzgen.schemas import (
     SystemInfo,
     SystemPage,
 )
+
+T = TypeVar("T")
 
 
 class Client:
@@ -85,16 +80,15 @@ class Client:
                     return resp
             time.sleep(delay)
 
-    def _post(self, path: str, body: Any, idempotency_key: str | None) -> httpx.Response:
-        key = idempotency_key or str(uuid.uuid4())
-        return self.request("POST", path, json=body, headers={"Idempotency-Key": key})
+    def _call(self, call: Call[T]) -> T:
+        return call.read(self.request(call.method, call.path, **call.kwargs()))
 
     # ------------------------------------------------------------ ops
     def health(self) -> dict[str, Any]:
-        return self.request("GET", "/healthz").json()
+        return self._call(calls.health())
 
     def kinds(self) -> list[KindInfo]:
-        return [KindInfo.model_validate(k) for k in self.request("GET", "/v1/kinds").json()]
+        return self._call(calls.kinds())
 
     # ------------------------------------------------------------ systems
     def upload_system(
@@ -109,18 +103,20 @@ class Client:
         idempotency_key: str | None = None,
     ) -> SystemInfo:
         """Upload a PDB (path or text); the server builds the force field to validate it."""
-        body = system_body(pdb, name, forcefield, solvent, temperature, constraints)
-        return SystemInfo.model_validate(self._post("/v1/systems", body, idempotency_key).json())
+        return self._call(
+            calls.upload_system(
+                pdb, name, forcefield, solvent, temperature, constraints, idempotency_key
+            )
+        )
 
     def get_system(self, system_id: str) -> SystemInfo:
-        return SystemInfo.model_validate(self.request("GET", f"/v1/systems/{system_id}").json())
+        return self._call(calls.get_system(system_id))
 
     def list_systems(self, cursor: str | None = None, limit: int = 50) -> SystemPage:
-        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        return SystemPage.model_validate(self.request("GET", "/v1/systems", params=params).json())
+        return self._call(calls.list_systems(cursor, limit))
 
     def delete_system(self, system_id: str) -> None:
-        self.request("DELETE", f"/v1/systems/{system_id}")
+        self._call(calls.delete_system(system_id))
 
     # ------------------------------------------------------------ jobs
     def submit(
@@ -134,11 +130,12 @@ class Client:
         idempotency_key: str | None = None,
     ) -> JobInfo:
         """Submit a job (202); returns the queued job."""
-        body = job_body(kind, system_id, model_id, params, max_attempts)
-        return JobInfo.model_validate(self._post("/v1/jobs", body, idempotency_key).json())
+        return self._call(
+            calls.submit(kind, system_id, model_id, params, max_attempts, idempotency_key)
+        )
 
     def get_job(self, job_id: str) -> JobInfo:
-        return JobInfo.model_validate(self.request("GET", f"/v1/jobs/{job_id}").json())
+        return self._call(calls.get_job(job_id))
 
     def list_jobs(
         self,
@@ -147,8 +144,7 @@ class Client:
         cursor: str | None = None,
         limit: int = 50,
     ) -> JobPage:
-        params = list_params(status, kind, cursor, limit)
-        return JobPage.model_validate(self.request("GET", "/v1/jobs", params=params).json())
+        return self._call(calls.list_jobs(status, kind, cursor, limit))
 
     def iter_jobs(self, status=None, kind=None, page_size: int = 100) -> Iterator[JobInfo]:
         """All jobs, newest first, following the cursor."""
@@ -161,16 +157,14 @@ class Client:
             cursor = page.next_cursor
 
     def cancel(self, job_id: str) -> JobInfo:
-        return JobInfo.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel").json())
+        return self._call(calls.cancel(job_id))
 
     def delete_job(self, job_id: str) -> None:
-        self.request("DELETE", f"/v1/jobs/{job_id}")
+        self._call(calls.delete_job(job_id))
 
     def events(self, job_id: str, last_event_id: str | int | None = None) -> Iterator[dict]:
         """The job's server-sent events (status/progress) until it ends."""
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = str(last_event_id)
+        headers = calls.events_headers(last_event_id)
         with self.http.stream(
             "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None
         ) as resp:
@@ -190,44 +184,20 @@ class Client:
     ) -> JobInfo:
         """Poll until the job ends (interval: ``poll`` or the server's Retry-After). ``progress``
         True shows a tqdm bar; a callable is called with every JobInfo seen."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        bar = None
-        if progress is True:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=1.0, desc=job_id, unit="job", bar_format="{l_bar}{bar}| {postfix}")
+        watch = calls.Watch(job_id, timeout, progress, poll)
         try:
-            while True:
-                resp = self.request("GET", f"/v1/jobs/{job_id}")
-                job = JobInfo.model_validate(resp.json())
-                if bar is not None:
-                    bar.n = job.progress
-                    bar.set_postfix_str(f"{job.status} {job.message}"[:60])
-                    bar.refresh()
-                elif callable(progress):
-                    progress(job)
-                if job.done:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
-                time.sleep(poll if poll is not None else min(retry_after(resp, 0), 2.0))
+            while (delay := watch.see(self.request("GET", f"/v1/jobs/{job_id}"))) is not None:
+                time.sleep(delay)
         finally:
-            if bar is not None:
-                bar.close()
-        if raise_on_failure and job.status != "succeeded":
-            raise JobFailedError(job)
-        return job
+            watch.close()
+        return watch.outcome(raise_on_failure)
 
     # ------------------------------------------------------------ artifacts and models
     def artifacts(self, job_id: str) -> list[ArtifactInfo]:
-        data = self.request("GET", f"/v1/jobs/{job_id}/artifacts").json()
-        return ArtifactList.model_validate(data).items
+        return self._call(calls.artifacts(job_id))
 
     def artifact(self, job_id: str, name: str) -> ArtifactInfo:
-        for a in self.artifacts(job_id):
-            if a.name == name:
-                return a
-        raise ApiError(404, {"title": "Not Found", "detail": f"job {job_id} has no {name!r}"})
+        return calls.named_artifact(self.artifacts(job_id), job_id, name)
 
     def download(
         self, artifact: str | ArtifactInfo, dest: str | os.PathLike[str] | None = None
@@ -236,32 +206,24 @@ class Client:
         current directory). A partial ``<dest>.part`` from an interrupted download is resumed
         with a Range request."""
         info = artifact if isinstance(artifact, ArtifactInfo) else self._artifact_info(artifact)
-        dest = Path(dest) if dest is not None else Path(Path(info.name).name)
-        if dest.is_dir():
-            dest = dest / Path(info.name).name
-        self._stream_to(f"/v1/artifacts/{info.id}/content", dest)
-        return dest
+        path = calls.download_path(info, dest)
+        self._stream_to(f"/v1/artifacts/{info.id}/content", path)
+        return path
 
     def _artifact_info(self, artifact_id: str) -> ArtifactInfo:
-        return ArtifactInfo.model_validate(
-            self.request("GET", f"/v1/artifacts/{artifact_id}").json()
-        )
+        return self._call(calls.artifact_info(artifact_id))
 
     def _stream_to(self, path: str, dest: Path) -> None:
-        part = dest.with_name(dest.name + ".part")
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = calls.partial_file(dest)
         for attempt in range(self.max_retries + 1):
-            have = part.stat().st_size if part.exists() else 0
-            headers = {"Range": f"bytes={have}-"} if have else {}
             try:
-                with self.http.stream("GET", path, headers=headers) as resp:
+                with self.http.stream("GET", path, headers=calls.resume_headers(part)) as resp:
                     if resp.status_code == 416:  # already complete
                         break
                     if resp.status_code >= 400:
                         resp.read()
                         raise_for(resp)
-                    mode = "ab" if resp.status_code == 206 else "wb"
-                    with open(part, mode) as fh:
+                    with open(part, "ab" if resp.status_code == 206 else "wb") as fh:
                         for chunk in resp.iter_bytes(1 << 20):
                             fh.write(chunk)
                 break
@@ -288,11 +250,10 @@ class Client:
             return mdtraj.load(str(path))
 
     def list_models(self, cursor: str | None = None, limit: int = 50) -> ModelPage:
-        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        return ModelPage.model_validate(self.request("GET", "/v1/models", params=params).json())
+        return self._call(calls.list_models(cursor, limit))
 
     def get_model(self, model_id: str) -> ModelInfo:
-        return ModelInfo.model_validate(self.request("GET", f"/v1/models/{model_id}").json())
+        return self._call(calls.get_model(model_id))
 
     def download_model(self, model_id: str, dest: str | os.PathLike[str]) -> Path:
         dest = Path(dest)
@@ -302,15 +263,15 @@ class Client:
     # ------------------------------------------------------------ admin
     def list_keys(self) -> list[KeyInfo]:
         """Admin only: every API key (ids, names, revoked flags; never the plaintext)."""
-        return [KeyInfo.model_validate(k) for k in self.request("GET", "/v1/keys").json()]
+        return self._call(calls.list_keys())
 
     def revoke_key(self, key_id: str) -> None:
         """Admin only: revoke a key; it is refused from the next request on."""
-        self.request("DELETE", f"/v1/keys/{key_id}")
+        self._call(calls.revoke_key(key_id))
 
     def create_key(self, name: str = "") -> KeyInfo:
         """Admin only: a new API key (``.key`` holds the plaintext, shown once)."""
-        return KeyInfo.model_validate(self._post("/v1/keys", {"name": name}, None).json())
+        return self._call(calls.create_key(name))
 
     # ------------------------------------------------------------ one-call workflows
     def run(
@@ -332,17 +293,11 @@ class Client:
         ``system_id``) and submit; further keyword arguments are PipelineConfig fields
         (e.g. ``refine=False``, ``n_samples=20000``). With ``wait=True`` blocks until the job
         ends. Artifacts: report.md, summary.json, model.pt, samples.h5, plots."""
-        if (pdb is None) == (system_id is None):
-            raise ValueError("give exactly one of pdb and system_id")
+        body = calls.pipeline_params(pdb, system_id, budget_minutes, cvs, params)
         if system_id is None:
             system_id = self.upload_system(
                 pdb, forcefield=forcefield, solvent=solvent, temperature=temperature
             ).id
-        body: dict[str, Any] = dict(params)
-        if budget_minutes is not None:
-            body["budget_minutes"] = budget_minutes
-        if cvs is not None:
-            body["cvs"] = list(cvs)
         return self._submit_and_wait("pipeline", system_id, body, wait, timeout, idempotency_key)
 
     def cg_train(
@@ -361,7 +316,7 @@ class Client:
         artifact id) of the system ``system_id``; keyword arguments are CGConfig options
         (e.g. ``method="flow"``, ``n_walkers=100``). Artifacts: forcefield.pt, cg_traj.h5,
         metrics.json, fes.png, summary.json."""
-        params = {"data": data, "beads": beads, "reference": reference, "config": config}
+        params = calls.cg_params(data, beads, reference, config)
         return self._submit_and_wait("cg_train", system_id, params, wait, timeout, idempotency_key)
 
     def cg_simulate(
@@ -379,8 +334,7 @@ class Client:
     ) -> JobInfo:
         """The ``cg_simulate`` job: CG MD with ``forcefield`` (the artifact id of a cg_train
         job's forcefield.pt), started at and scored against the MD artifact ``data``."""
-        params = {"data": data, "forcefield": forcefield, "beads": beads}
-        params |= {"reference": reference, "config": config}
+        params = calls.cg_params(data, beads, reference, config, forcefield)
         return self._submit_and_wait(
             "cg_simulate", system_id, params, wait, timeout, idempotency_key
         )

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "SERVICE_FIELDS",
@@ -22,6 +22,7 @@ __all__ = [
     "ArtifactRef",
     "JobParams",
     "ModelParams",
+    "PlatformName",
     "SystemParams",
     "artifact_fields",
     "check_platform_name",
@@ -71,6 +72,17 @@ def check_platform_name(name: str) -> str:
     if name.lower() != "auto" and name.lower() not in {p.lower() for p in PLATFORM_NAMES}:
         raise ValueError(f"unknown OpenMM platform {name!r}; use 'auto' or one of {PLATFORM_NAMES}")
     return name
+
+
+#: A job's OpenMM platform: the schema lists the names as spelled here (any case is accepted).
+PlatformName = Annotated[
+    str,
+    AfterValidator(check_platform_name),
+    Field(
+        description="OpenMM platform name or 'auto'",
+        json_schema_extra={"enum": ["auto", *PLATFORM_NAMES]},
+    ),
+]
 
 
 def iter_params(value: Any, path: str = "", *, set_only: bool = False) -> Iterator[tuple]:

@@ -4,13 +4,22 @@ server-side fields (system spec, file paths, owner, lease) stay out, links are a
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from boltzgen.schemas import ArtifactInfo, JobInfo, KeyInfo, ModelInfo, SystemInfo
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def ts(x: float | None) -> datetime | None:
     return None if x is None else datetime.fromtimestamp(x, UTC)
+
+
+def _file_links(collection: str, ident: str) -> dict[str, str]:
+    """The links of a downloadable resource: itself and its file."""
+    return {"self": f"/v1/{collection}/{ident}", "content": f"/v1/{collection}/{ident}/content"}
 
 
 def job_info(job: dict[str, Any]) -> JobInfo:
@@ -48,42 +57,24 @@ def job_info(job: dict[str, Any]) -> JobInfo:
     )
 
 
+def _wire(model: type[M], row: dict[str, Any], **values: Any) -> M:
+    """``model`` from the row's columns it declares (others -- spec, path, owner -- stay
+    out: the wire schemas allow extra fields), ``created_at`` as a datetime, then ``values``."""
+    fields = {name: row[name] for name in model.model_fields if name in row}
+    return model(**{**fields, "created_at": ts(row["created_at"]), **values})
+
+
 def system_info(s: dict[str, Any]) -> SystemInfo:
-    return SystemInfo(
-        id=s["id"],
-        name=s["name"],
-        n_atoms=s["n_atoms"],
-        solvent=s["solvent"],
-        temperature=s["temperature"],
-        forcefield=list(s["forcefield"]),
-        created_at=ts(s["created_at"]),
-    )
+    return _wire(SystemInfo, s)
 
 
 def artifact_info(a: dict[str, Any]) -> ArtifactInfo:
-    return ArtifactInfo(
-        id=a["id"],
-        job_id=a["job_id"],
-        name=a["name"],
-        size=a["size"],
-        media_type=a["media_type"],
-        created_at=ts(a["created_at"]),
-        links={"self": f"/v1/artifacts/{a['id']}", "content": f"/v1/artifacts/{a['id']}/content"},
-    )
+    return _wire(ArtifactInfo, a, links=_file_links("artifacts", a["id"]))
 
 
 def model_info(m: dict[str, Any]) -> ModelInfo:
-    return ModelInfo(
-        id=m["id"],
-        name=m["name"],
-        system_id=m["system_id"],
-        job_id=m["job_id"],
-        size=m["size"],
-        summary=m["summary"],
-        created_at=ts(m["created_at"]),
-        links={"self": f"/v1/models/{m['id']}", "content": f"/v1/models/{m['id']}/content"},
-    )
+    return _wire(ModelInfo, m, links=_file_links("models", m["id"]))
 
 
 def key_info(k: dict[str, Any]) -> KeyInfo:
-    return KeyInfo(**{**k, "created_at": ts(k["created_at"])})
+    return _wire(KeyInfo, k)

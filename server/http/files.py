@@ -4,30 +4,40 @@ as ``server.http.byte_ranges`` decides; where the files live is ``server.storage
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Header
+from fastapi import Depends, Header
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from server.http.byte_ranges import InvalidRange, Unsatisfiable, if_range_matches, parse_range
-from server.http.problems import Problem
+from server.http.problems import Problem, found
+from server.storage.store import Store
 
 CHUNK = 64 * 1024
 
-_BINARY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
-#: The success responses of a download route, for the OpenAPI document.
-FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "the file (also for several ranges at once)", "content": _BINARY},
-    206: {
-        "description": "part of the file (one range: bytes=a-b, bytes=a- or bytes=-n; "
-        "If-Range honoured)",
-        "content": _BINARY,
-    },
-}
+
+def file_responses(media_type: str = "*/*") -> dict[int | str, dict[str, Any]]:
+    """The success responses of a download route, for the OpenAPI document: the whole file
+    (200) or one range of it (206), served as ``media_type``."""
+    binary = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    return {
+        200: {"description": "the file (also for several ranges at once)", "content": binary},
+        206: {
+            "description": "part of the file (one range: bytes=a-b, bytes=a- or bytes=-n; "
+            "If-Range honoured)",
+            "content": binary,
+        },
+    }
+
+
+#: artifacts are served with the media type of their file (``server.storage.layout``)
+FILE_RESPONSES = file_responses()
+MODEL_MEDIA_TYPE = "application/octet-stream"  # a torch checkpoint (model.pt)
 
 RangeHeader = Annotated[
     str | None,
@@ -39,6 +49,22 @@ RangeHeader = Annotated[
 IfRangeHeader = Annotated[
     str | None, Header(alias="If-Range", description="ETag or Last-Modified of the file")
 ]
+
+
+@dataclass(frozen=True)
+class RangeRequest:
+    """A download request's ``Range`` and ``If-Range`` headers (each None when absent)."""
+
+    range: str | None = None
+    if_range: str | None = None
+
+
+def _range_request(range_header: RangeHeader = None, if_range: IfRangeHeader = None):
+    return RangeRequest(range_header, if_range)
+
+
+#: the Range headers of a download route, as one parameter (documented as both headers)
+Ranges = Annotated[RangeRequest, Depends(_range_request)]
 
 
 class _WholeFile(FileResponse):
@@ -105,3 +131,27 @@ def file_response(
     return StreamingResponse(
         _read(path, part.start, part.length), 206, headers=headers, media_type=media_type
     )
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file of the caller's to download: where it is, its media type and download name."""
+
+    path: str
+    media_type: str
+    name: str
+
+    def response(self, ranges: RangeRequest) -> Response:
+        return file_response(self.path, self.media_type, self.name, ranges.range, ranges.if_range)
+
+
+def artifact_file(store: Store, artifact_id: str, scope: str | None) -> StoredFile:
+    """The file of the caller's artifact ``artifact_id`` (404 if it has none such)."""
+    a = found(store.get_artifact(artifact_id, scope), "artifact", artifact_id)
+    return StoredFile(a["path"], a["media_type"], Path(a["name"]).name)
+
+
+def model_file(store: Store, model_id: str, scope: str | None) -> StoredFile:
+    """The file of the caller's model ``model_id`` (404 if it has none such)."""
+    m = found(store.get_model(model_id, scope), "model", model_id)
+    return StoredFile(m["path"], MODEL_MEDIA_TYPE, Path(m["path"]).name)

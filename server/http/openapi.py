@@ -27,6 +27,14 @@ PROBLEM_REF = {"$ref": f"{REF}Problem"}
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
+def _id_schema(required: bool, description: str) -> dict[str, Any]:
+    """A resource id in a JobCreate variant: a non-empty string where the kind needs it (null
+    or "" would be refused), else optional."""
+    if required:
+        return {"type": "string", "minLength": 1, "description": description}
+    return {"anyOf": [{"type": "string"}, {"type": "null"}], "description": description}
+
+
 def _component_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
@@ -45,7 +53,7 @@ def job_create_schemas(kinds: dict[str, JobKind]) -> tuple[dict[str, Any], dict[
         params["title"] = f"Parameters of {name!r} jobs"
         components[prefix] = params
         required = ["kind"]
-        if params.get("required"):
+        if params.get("required") or params.get("anyOf"):  # {} would not satisfy it
             required.append("params")
         if kind.needs_model:
             required.append("model_id")
@@ -60,15 +68,12 @@ def job_create_schemas(kinds: dict[str, JobKind]) -> tuple[dict[str, Any], dict[
             "properties": {
                 "kind": {"type": "string", "const": name, "enum": [name]},
                 "params": {"$ref": f"{REF}{prefix}"},
-                "system_id": {
-                    "anyOf": [{"type": "string"}, {"type": "null"}],
-                    "description": "id of one of your systems"
+                "system_id": _id_schema(
+                    "system_id" in required,
+                    "id of one of your systems"
                     + (" (default: the model's)" if kind.needs_model else ""),
-                },
-                "model_id": {
-                    "anyOf": [{"type": "string"}, {"type": "null"}],
-                    "description": "id of one of your models",
-                },
+                ),
+                "model_id": _id_schema("model_id" in required, "id of one of your models"),
                 "max_attempts": {
                     "anyOf": [{"type": "integer", "minimum": 1, "maximum": 20}, {"type": "null"}]
                 },

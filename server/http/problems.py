@@ -4,7 +4,7 @@ error responses the routes declare in the OpenAPI document."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -79,6 +79,16 @@ BODY_PROBLEMS = (413, 415, 422)
 def not_found(what: str, ident: str) -> Problem:
     """404 for a resource that is absent or owned by another key (indistinguishable)."""
     return Problem(404, "Not Found", f"no {what} {ident!r}")
+
+
+T = TypeVar("T")
+
+
+def found(row: T | None, what: str, ident: str) -> T:
+    """``row`` (a store lookup of the caller's ``what`` ``ident``), or :func:`not_found`."""
+    if row is None:
+        raise not_found(what, ident)
+    return row
 
 
 def problem_response(

@@ -162,6 +162,12 @@ class Store:
         with self.read(conn) as c:
             return as_dict(c.execute(q).first())
 
+    def _owned(
+        self, table: Table, ident: str, owner: str | None, conn: Connection | None
+    ) -> dict[str, Any] | None:
+        """The row ``ident`` of ``table`` if ``owner`` may see it (None: any owner)."""
+        return self._one(select(table).where(table.c.id == ident, owned(table, owner)), conn)
+
     def _page(
         self, table: Table, where: Any, cursor: int | None, limit: int
     ) -> tuple[list[dict[str, Any]], int | None]:
@@ -227,8 +233,7 @@ class Store:
     def get_system(
         self, system_id: str, owner: str | None, conn: Connection | None = None
     ) -> dict[str, Any] | None:
-        q = select(systems).where(systems.c.id == system_id, owned(systems, owner))
-        return self._one(q, conn)
+        return self._owned(systems, system_id, owner, conn)
 
     def list_systems(self, owner: str | None, cursor: int | None, limit: int):
         return self._page(systems, owned(systems, owner), cursor, limit)
@@ -294,8 +299,7 @@ class Store:
     def get_job(
         self, job_id: str, owner: str | None, conn: Connection | None = None
     ) -> dict[str, Any] | None:
-        q = select(jobs).where(jobs.c.id == job_id, owned(jobs, owner))
-        return self._one(q, conn)
+        return self._owned(jobs, job_id, owner, conn)
 
     def list_jobs(
         self,
@@ -398,25 +402,19 @@ class Store:
     def get_artifact(
         self, artifact_id: str, owner: str | None, conn: Connection | None = None
     ) -> dict[str, Any] | None:
-        q = select(artifacts).where(artifacts.c.id == artifact_id, owned(artifacts, owner))
-        return self._one(q, conn)
+        return self._owned(artifacts, artifact_id, owner, conn)
 
     def get_model(
         self, model_id: str, owner: str | None, conn: Connection | None = None
     ) -> dict[str, Any] | None:
-        q = select(models).where(models.c.id == model_id, owned(models, owner))
-        return self._one(q, conn)
+        return self._owned(models, model_id, owner, conn)
 
     def list_models(self, owner: str | None, cursor: int | None, limit: int):
         return self._page(models, owned(models, owner), cursor, limit)
 
     def delete_model(self, model_id: str, owner: str | None) -> str | None:
         with self.transaction() as conn:
-            m = as_dict(
-                conn.execute(
-                    select(models).where(models.c.id == model_id, owned(models, owner))
-                ).first()
-            )
+            m = self._owned(models, model_id, owner, conn)
             if m is None:
                 return None
             conn.execute(delete(models).where(models.c.id == model_id))

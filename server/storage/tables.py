@@ -25,6 +25,17 @@ STATUSES = ACTIVE + TERMINAL
 
 metadata = MetaData()
 
+
+def _owned_resource() -> list[Column]:
+    """The first columns of a resource a key owns: ``seq`` (keyset paging, newest first),
+    the public ``id`` and the ``owner`` key (``server.storage.store.owned``)."""
+    return [
+        Column("seq", Integer, primary_key=True, autoincrement=True),
+        Column("id", String(40), nullable=False, unique=True),
+        Column("owner", String(40), nullable=False),
+    ]
+
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -38,9 +49,7 @@ api_keys = Table(
 systems = Table(
     "systems",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(40), nullable=False, unique=True),
-    Column("owner", String(40), nullable=False),
+    *_owned_resource(),
     Column("name", String(200), nullable=False),
     Column("n_atoms", Integer, nullable=False),
     Column("solvent", String(40), nullable=False),
@@ -54,9 +63,7 @@ systems = Table(
 models = Table(
     "models",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(40), nullable=False, unique=True),
-    Column("owner", String(40), nullable=False),
+    *_owned_resource(),
     Column("system_id", String(40)),
     Column("job_id", String(40)),
     Column("name", String(200), nullable=False),
@@ -70,9 +77,7 @@ models = Table(
 jobs = Table(
     "jobs",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(40), nullable=False, unique=True),
-    Column("owner", String(40), nullable=False),
+    *_owned_resource(),
     Column("kind", String(60), nullable=False),
     Column("status", String(16), nullable=False),
     Column("system_id", String(40)),
@@ -114,9 +119,7 @@ job_events = Table(
 artifacts = Table(
     "artifacts",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(40), nullable=False, unique=True),
-    Column("owner", String(40), nullable=False),
+    *_owned_resource(),
     Column("job_id", String(40), nullable=False),
     Column("name", String(300), nullable=False),
     Column("path", Text, nullable=False),

@@ -22,7 +22,7 @@ from boltzgen.schemas import JobCreate
 from server.http.convert import artifact_info, job_info
 from server.http.deps import MetricsDep, SettingsDep, StoreDep
 from server.http.pagination import Cursor, Limit
-from server.http.problems import Problem, not_found
+from server.http.problems import Problem, found
 from server.http.routes import jobs as jobs_api
 from server.settings import Settings
 from server.storage.store import Store
@@ -123,10 +123,7 @@ def _log_tail(store: Store, job_id: str) -> tuple[list[dict[str, Any]], int]:
 
 def _job_context(store: Store, session: Session, job_id: str) -> dict[str, Any]:
     who = session.principal
-    row = store.get_job(job_id, who.scope)
-    if row is None:
-        raise not_found("job", job_id)
-    job = job_info(row)
+    job = job_info(found(store.get_job(job_id, who.scope), "job", job_id))
     artifacts = [artifact_info(a) for a in store.list_artifacts(job_id, who.scope)]
     system = store.get_system(job.system_id, who.scope) if job.system_id else None
     return {
@@ -195,10 +192,7 @@ def retry_job(
 ) -> Response:
     """Submit the job again as a new job: same kind, parameters (as the client sent them),
     system and model, through the API's submission (same checks and limits)."""
-    row = store.get_job(job_id, session.principal.scope)
-    if row is None:
-        raise not_found("job", job_id)
-    old = job_info(row)
+    old = job_info(found(store.get_job(job_id, session.principal.scope), "job", job_id))
     if old.status not in TERMINAL:
         raise Problem(409, "Job is active", f"job {job_id} is {old.status}; retry it once it ends")
     body = JobCreate(

@@ -4,17 +4,16 @@ systems (the PDB's residues and atoms, the jobs that used it) and the models."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from server.http.convert import job_info, model_info, system_info
-from server.http.deps import SettingsDep, StoreDep
-from server.http.files import IfRangeHeader, RangeHeader, file_response
-from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
-from server.http.problems import not_found
+from server.http.deps import StoreDep
+from server.http.files import RangeRequest, Ranges, StoredFile, artifact_file, model_file
+from server.http.pagination import PageRequest, Paging, read_page
+from server.http.problems import found
 from server.storage.store import Store
 from server.web.guard import PageSession
 from server.web.pdb_view import read_pdb
@@ -33,11 +32,9 @@ DOWNLOAD_HEADERS = {
 JOBS_SCANNED = 1000
 
 
-def _download(
-    path: str, media_type: str, name: str, range_header: str | None, if_range: str | None
-) -> Response:
-    resp = file_response(path, media_type, name, range_header, if_range)
-    if media_type in INLINE_TYPES:
+def _download(file: StoredFile, ranges: RangeRequest) -> Response:
+    resp = file.response(ranges)
+    if file.media_type in INLINE_TYPES:
         disposition = resp.headers["content-disposition"]
         resp.headers["content-disposition"] = disposition.replace("attachment", "inline", 1)
     resp.headers.update(DOWNLOAD_HEADERS)
@@ -49,14 +46,10 @@ def artifact_content(
     artifact_id: str,
     session: PageSession,
     store: StoreDep,
-    range_header: RangeHeader = None,
-    if_range: IfRangeHeader = None,
+    ranges: Ranges,
 ) -> Response:
-    a = store.get_artifact(artifact_id, session.principal.scope)
-    if a is None:
-        raise not_found("artifact", artifact_id)
-    name = Path(a["name"]).name
-    return _download(a["path"], a["media_type"], name, range_header, if_range)
+    file = artifact_file(store, artifact_id, session.principal.scope)
+    return _download(file, ranges)
 
 
 @router.get("/ui/models/{model_id}/content")
@@ -64,56 +57,43 @@ def model_content(
     model_id: str,
     session: PageSession,
     store: StoreDep,
-    range_header: RangeHeader = None,
-    if_range: IfRangeHeader = None,
+    ranges: Ranges,
 ) -> Response:
-    m = store.get_model(model_id, session.principal.scope)
-    if m is None:
-        raise not_found("model", model_id)
-    name = Path(m["path"]).name
-    return _download(m["path"], "application/octet-stream", name, range_header, if_range)
+    return _download(model_file(store, model_id, session.principal.scope), ranges)
 
 
-def _list_page(request, session, settings, what: str, list_rows, convert, cursor, limit):
+def _list_page(request, session, what: str, list_rows, convert, paging: PageRequest):
     """A paged list page (``<what>.html`` with ``<what>`` = the converted rows): the caller's
     rows from ``list_rows(scope, cursor, limit)``, paged like the API."""
-    limit = min(limit, settings.page_size_max)
-    items, nxt = list_rows(session.principal.scope, decode_cursor(cursor), limit)
+    rows = read_page(list_rows, session.principal.scope, paging, convert)
     return page(
         request,
         f"{what}.html",
         session=session,
-        **{what: [convert(row) for row in items]},
-        next_cursor=encode_cursor(nxt),
-        limit=limit,
+        **{what: rows.items},
+        next_cursor=rows.next_cursor,
+        limit=rows.limit,
     )
 
 
 @router.get("/ui/systems")
 def system_list(
-    request: Request,
-    session: PageSession,
-    store: StoreDep,
-    settings: SettingsDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
+    request: Request, session: PageSession, store: StoreDep, paging: Paging
 ) -> Response:
-    return _list_page(
-        request, session, settings, "systems", store.list_systems, system_info, cursor, limit
-    )
+    return _list_page(request, session, "systems", store.list_systems, system_info, paging)
 
 
 def _jobs_using(store: Store, scope: str | None, field: str, value: str) -> list[Any]:
     """The caller's jobs whose ``field`` is ``value``, newest first, among its newest
     ``JOBS_SCANNED`` jobs (the store has no index on it; a page shows a few)."""
-    found, cursor, seen = [], None, 0
+    using, cursor, seen = [], None, 0
     while seen < JOBS_SCANNED:
         items, cursor = store.list_jobs(scope, cursor=cursor, limit=200)
         seen += len(items)
-        found += [job_info(j) for j in items if j.get(field) == value]
+        using += [job_info(j) for j in items if j.get(field) == value]
         if cursor is None:
             break
-    return found
+    return using
 
 
 @router.get("/ui/systems/{system_id}")
@@ -121,9 +101,7 @@ def system_page(
     request: Request, system_id: str, session: PageSession, store: StoreDep
 ) -> Response:
     scope = session.principal.scope
-    row = store.get_system(system_id, scope)
-    if row is None:
-        raise not_found("system", system_id)
+    row = found(store.get_system(system_id, scope), "system", system_id)
     pdb = read_pdb(str((row.get("spec") or {}).get("pdb", "")))
     return page(
         request,
@@ -137,26 +115,14 @@ def system_page(
 
 
 @router.get("/ui/models")
-def model_list(
-    request: Request,
-    session: PageSession,
-    store: StoreDep,
-    settings: SettingsDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
-) -> Response:
-    return _list_page(
-        request, session, settings, "models", store.list_models, model_info, cursor, limit
-    )
+def model_list(request: Request, session: PageSession, store: StoreDep, paging: Paging) -> Response:
+    return _list_page(request, session, "models", store.list_models, model_info, paging)
 
 
 @router.get("/ui/models/{model_id}")
 def model_page(request: Request, model_id: str, session: PageSession, store: StoreDep) -> Response:
     scope = session.principal.scope
-    row = store.get_model(model_id, scope)
-    if row is None:
-        raise not_found("model", model_id)
-    model = model_info(row)
+    model = model_info(found(store.get_model(model_id, scope), "model", model_id))
     system = store.get_system(model.system_id, scope) if model.system_id else None
     return page(
         request,

@@ -10,11 +10,15 @@ library share one set of defaults.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, GetJsonSchemaHandler, field_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
-from boltzgen.cg.pipeline import CGConfig
+from boltzgen.cg.forcefield import _ACTIVATIONS
+from boltzgen.cg.pipeline import _LIMITS, METHODS, CGConfig
+from boltzgen.generator.config import FlowConfig
 from boltzgen.jobs.params import ArtifactPath, SystemParams
 from boltzgen.jobs.registry import ProgressFn, job_kind
 
@@ -22,6 +26,41 @@ _BEADS = (
     "bead atoms: an mdtraj selection (e.g. 'name CA') or atom indices; default the "
     "peptide backbone (N, CA, C per residue and the caps' peptide-bond atoms)"
 )
+
+
+# what CGConfig.__post_init__ (and the force field / teacher it builds) accept, for the JSON
+# schema only: validation stays CGConfig's own, so its messages name the problem
+_AT_LEAST_ONE = {"n_walkers", "n_steps", "report_interval", "batch_size", "teacher_batch_size"}
+_AT_LEAST_ONE |= {"teacher_layers", "teacher_components", "bins"}
+_TAILS = get_args(FlowConfig.model_fields["tails"].annotation)  # the teacher is such a flow
+_ENUMS = {"method": METHODS, "activation": tuple(_ACTIVATIONS), "teacher_tails": _TAILS}
+_NUMBERS: dict[str, dict[str, float]] = {
+    **{name: {"minimum": 0} for name in ("teacher_lr", "lr", "lr_final", "friction")},
+    "timestep": {"exclusiveMinimum": 0, "maximum": 0.05},
+    "val_fraction": {"minimum": 0, "exclusiveMaximum": 1},
+}
+
+
+class _CGConfigSchema:
+    """Adds CGConfig's limits to its JSON schema (the ``$defs`` entry the field refers to)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        ref = handler(core_schema)
+        props = handler.resolve_ref_schema(ref)["properties"]
+        for name, values in _ENUMS.items():
+            props[name]["enum"] = list(values)
+        for name, hi in _LIMITS.items():
+            bounds = {"type": "integer", "minimum": int(name in _AT_LEAST_ONE), "maximum": hi}
+            if "anyOf" in props[name]:  # int | None
+                props[name]["anyOf"][0].update(bounds)
+            else:
+                props[name].update(bounds)
+        for name, bounds in _NUMBERS.items():
+            props[name].update(bounds)
+        return ref
 
 
 class _CGParams(SystemParams):
@@ -33,7 +72,9 @@ class _CGParams(SystemParams):
     reference: ArtifactPath | None = Field(
         None, description="artifact id of all-atom frames to score against (default: data)"
     )
-    config: CGConfig = Field(default_factory=CGConfig, description="CG pipeline options")
+    config: Annotated[CGConfig, _CGConfigSchema] = Field(
+        default_factory=CGConfig, description="CG pipeline options"
+    )
 
     @field_validator("beads")
     @classmethod

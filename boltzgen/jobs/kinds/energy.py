@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from boltzgen.jobs.params import SystemParams, check_platform_name
+from boltzgen.jobs.params import PlatformName, SystemParams
 from boltzgen.jobs.registry import ProgressFn, job_kind
 
 
@@ -18,7 +18,7 @@ class EnergyParams(SystemParams):
     positions: list[list[list[float]]] | None = Field(
         None, description="frames (B, n_atoms, 3) in nm; default: the uploaded structure"
     )
-    platform: str = Field("auto", description="OpenMM platform name or 'auto'")
+    platform: PlatformName = "auto"
 
     @field_validator("positions")
     @classmethod
@@ -34,8 +34,6 @@ class EnergyParams(SystemParams):
         if not all(math.isfinite(c) for frame in v for atom in frame for c in atom):
             raise ValueError("contains NaN or inf")
         return v
-
-    _platform = field_validator("platform")(check_platform_name)
 
 
 @job_kind("energy", EnergyParams)

@@ -11,10 +11,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict
+
+from boltzgen.cv import DIHEDRAL_NAMES
 from boltzgen.jobs.params import SystemParams
 from boltzgen.jobs.protocol import RESULT_MODEL_FILE
 from boltzgen.jobs.registry import ProgressFn, job_kind
 from boltzgen.pipeline.config import PipelineConfig
+from boltzgen.systems import SOLVENTS
+
+#: a CV name as ``boltzgen.cv.parse_cv_name`` reads it (it also allows upper case and blanks)
+CV_NAME_PATTERN = r"^({})(:[+-]?[0-9]+)?$".format("|".join(DIHEDRAL_NAMES))
+
+
+def _schema_limits(schema: dict[str, Any]) -> None:
+    """What PipelineConfig's validators (and the System it builds) accept, in the JSON schema
+    only: validation stays the library's, so its messages name the problem."""
+    props = schema["properties"]
+    props["solvent"]["enum"] = list(SOLVENTS)
+    props["cvs"]["anyOf"][0]["items"]["pattern"] = CV_NAME_PATTERN
 
 
 class PipelineParams(SystemParams, PipelineConfig):
@@ -22,6 +37,8 @@ class PipelineParams(SystemParams, PipelineConfig):
     REMD, ``sampler``), a flow sized from the molecule, training within the budget, sampling,
     stratified refinement, reweighting and a report. Solvent, temperature and force field set
     here rebuild the uploaded system with them; unset, the system's own are used."""
+
+    model_config = ConfigDict(json_schema_extra=_schema_limits)
 
 
 def pipeline_config(params: PipelineParams) -> PipelineConfig:

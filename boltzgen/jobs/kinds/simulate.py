@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from boltzgen.jobs.params import SystemParams, check_platform_name
+from boltzgen.jobs.params import PlatformName, SystemParams
 from boltzgen.jobs.protocol import write_json_atomic
 from boltzgen.jobs.registry import ProgressFn, job_kind
 
@@ -22,15 +22,13 @@ class SimulateParams(SystemParams):
     timestep: float = Field(0.002, gt=0.0, le=0.01, description="ps")
     report_interval: int = Field(100, gt=0, description="steps between saved frames")
     seed: int = Field(0, ge=0)
-    platform: str = Field("auto", description="OpenMM platform name or 'auto'")
+    platform: PlatformName = "auto"
     checkpoint_interval: int | None = Field(
         None,
         gt=0,
         description="steps between checkpoints (rounded to a multiple of report_interval); "
         "default: n_steps / 10, at least 10000",
     )
-
-    _platform = field_validator("platform")(check_platform_name)
 
     @model_validator(mode="after")
     def _check(self) -> SimulateParams:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from boltzgen.generator.config import BalanceConfig, FlowConfig, TrainConfig, config_of
 from boltzgen.jobs.params import ArtifactPath, SystemParams
@@ -23,6 +23,19 @@ class TrainParams(SystemParams, FlowConfig, TrainConfig):
     """Train a Boltzmann generator on MD frames (an artifact, e.g. a simulate job's
     ``trajectory.h5``), by likelihood, reverse KL, their mixture, force matching or
     temperature-annealed training on the energy (loss='anneal', with the data NLL mixed in)."""
+
+    # ``_check`` in the schema: 'data' is needed unless loss is 'kl' or 'anneal' without 'balance'
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["data"], "properties": {"data": {"type": "string"}}},
+                {
+                    "required": ["loss"],
+                    "properties": {"loss": {"enum": ["kl", "anneal"]}, "balance": {"type": "null"}},
+                },
+            ]
+        }
+    )
 
     data: ArtifactPath | None = Field(
         None, description="artifact id of an MD HDF5 file; optional for loss='kl' or 'anneal'"

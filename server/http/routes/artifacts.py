@@ -3,16 +3,14 @@ downloads with ``Range``). Registered by the worker when a job succeeds."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
 from boltzgen.schemas import ArtifactInfo, ArtifactList
 from server.http.convert import artifact_info
 from server.http.deps import StoreDep, Who
-from server.http.files import FILE_RESPONSES, IfRangeHeader, RangeHeader, file_response
-from server.http.problems import not_found, problem_responses
+from server.http.files import FILE_RESPONSES, Ranges, artifact_file
+from server.http.problems import found, problem_responses
 from server.http.routes import V1
 
 router = APIRouter(prefix=V1, tags=["artifacts"])
@@ -22,8 +20,7 @@ router = APIRouter(prefix=V1, tags=["artifacts"])
     "/jobs/{job_id}/artifacts", response_model=ArtifactList, responses=problem_responses(404)
 )
 def list_artifacts(job_id: str, store: StoreDep, who: Who) -> ArtifactList:
-    if store.get_job(job_id, who.scope) is None:
-        raise not_found("job", job_id)
+    found(store.get_job(job_id, who.scope), "job", job_id)
     return ArtifactList(items=[artifact_info(a) for a in store.list_artifacts(job_id, who.scope)])
 
 
@@ -31,10 +28,7 @@ def list_artifacts(job_id: str, store: StoreDep, who: Who) -> ArtifactList:
     "/artifacts/{artifact_id}", response_model=ArtifactInfo, responses=problem_responses(404)
 )
 def get_artifact(artifact_id: str, store: StoreDep, who: Who) -> ArtifactInfo:
-    a = store.get_artifact(artifact_id, who.scope)
-    if a is None:
-        raise not_found("artifact", artifact_id)
-    return artifact_info(a)
+    return artifact_info(found(store.get_artifact(artifact_id, who.scope), "artifact", artifact_id))
 
 
 @router.get(
@@ -46,11 +40,7 @@ def download_artifact(
     artifact_id: str,
     store: StoreDep,
     who: Who,
-    range_header: RangeHeader = None,
-    if_range: IfRangeHeader = None,
+    ranges: Ranges,
 ) -> Response:
     """The file; honours ``Range: bytes=a-b`` (206) and ``If-Range``."""
-    a = store.get_artifact(artifact_id, who.scope)
-    if a is None:
-        raise not_found("artifact", artifact_id)
-    return file_response(a["path"], a["media_type"], Path(a["name"]).name, range_header, if_range)
+    return artifact_file(store, artifact_id, who.scope).response(ranges)

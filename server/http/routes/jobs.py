@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 from sse_starlette import EventSourceResponse
 
@@ -32,6 +33,7 @@ from server.http.problems import (
     BODY_PROBLEMS,
     Problem,
     boltzgen_problem,
+    found,
     not_found,
     problem_responses,
 )
@@ -42,6 +44,10 @@ from server.storage.store import Store
 from server.storage.tables import STATUSES, TERMINAL
 
 router = APIRouter(prefix=V1, tags=["jobs"])
+# job statuses, comma-separated, blanks and empty items ignored: what list_jobs accepts (in the
+# document only, so an unknown status gets list_jobs's message naming the known ones)
+_STATUS = "({})?".format("|".join(STATUSES))
+STATUS_FILTER = rf"^\s*{_STATUS}\s*(,\s*{_STATUS}\s*)*$"
 
 
 # parameter name -> (settings field, problem title, problem type): checked wherever the name
@@ -70,12 +76,12 @@ def check_limits(settings: Settings, params: dict[str, Any] | BaseModel) -> None
     """422 naming the field when a limited parameter exceeds this server's limit: on the raw
     parameters (any number a validator would accept, strings included) and, once validated,
     on the coerced values anywhere in the parameters, so no spelling of a number slips by."""
-    found = (
+    limited = (
         [(where, name, v) for where, name, v in iter_params(params) if name in LIMITED]
         if isinstance(params, BaseModel)
         else [(k, k, params[k]) for k in LIMITED if k in params]
     )
-    for where, name, raw in found:
+    for where, name, raw in limited:
         n = _number(raw)
         setting, title, type_ = LIMITED[name]
         limit = getattr(settings, setting)
@@ -87,6 +93,20 @@ def check_limits(settings: Settings, params: dict[str, Any] | BaseModel) -> None
                 f"params.{where}={shown}; this server allows at most {limit} ({setting})",
                 type_=type_,
             )
+
+
+def _referenced(
+    kind: str, what: str, ident: str | None, get: Callable[..., dict | None], *args: Any
+) -> dict[str, Any]:
+    """The caller's ``what`` (model, system) a job of ``kind`` names, ``get(ident, *args)``:
+    422 if it names none or one this key does not have (a parameter of the job, not the
+    path's resource: not a 404)."""
+    if not ident:
+        raise Problem(422, f"Missing {what}_id", f"job kind {kind!r} needs a {what}_id")
+    row = get(ident, *args)
+    if row is None:
+        raise Problem(422, f"Unknown {what}", f"no {what} {ident!r}", type_=f"unknown-{what}")
+    return row
 
 
 def resolve_job(
@@ -108,19 +128,11 @@ def resolve_job(
     params = dict(body.params)
     system_id, model_id = body.system_id, body.model_id
     if kind.needs_model:
-        if not model_id:
-            raise Problem(422, "Missing model_id", f"job kind {kind.name!r} needs a model_id")
-        model = store.get_model(model_id, who.scope, conn)
-        if model is None:
-            raise Problem(422, "Unknown model", f"no model {model_id!r}")
+        model = _referenced(kind.name, "model", model_id, store.get_model, who.scope, conn)
         params["model"] = model["path"]
         system_id = system_id or model["system_id"]
     if kind.needs_system:
-        if not system_id:
-            raise Problem(422, "Missing system_id", f"job kind {kind.name!r} needs a system_id")
-        system = store.get_system(system_id, who.scope, conn)
-        if system is None:
-            raise Problem(422, "Unknown system", f"no system {system_id!r}")
+        system = _referenced(kind.name, "system", system_id, store.get_system, who.scope, conn)
         params["system"] = system["spec"]
     for name in kind.artifact_fields:
         ref = params.get(name)
@@ -129,7 +141,10 @@ def resolve_job(
         art = store.get_artifact(str(ref), who.scope, conn) if isinstance(ref, str) else None
         if art is None:
             raise Problem(
-                422, "Unknown artifact", f"params.{name}: no artifact {ref!r} (give an artifact id)"
+                422,
+                "Unknown artifact",
+                f"params.{name}: no artifact {ref!r} (give an artifact id)",
+                type_="unknown-artifact",
             )
         params[name] = art["path"]
     try:
@@ -200,7 +215,8 @@ def list_jobs(
     who: Who,
     settings: SettingsDep,
     status: Annotated[
-        list[str] | None, Query(description="filter; repeat or comma-separate: queued,running")
+        list[Annotated[str, Field(json_schema_extra={"pattern": STATUS_FILTER})]] | None,
+        Query(description="filter; repeat or comma-separate: queued,running"),
     ] = None,
     kind: str | None = None,
     cursor: Cursor = None,
@@ -222,9 +238,7 @@ def list_jobs(
 async def get_job(job_id: str, store: StoreDep, who: Who, settings: SettingsDep) -> JSONResponse:
     """One job. While it is active, ``Retry-After`` suggests when to poll again."""
     # the hot polling path: one indexed SQLite read, run inline (sub-millisecond)
-    job = store.get_job(job_id, who.scope)
-    if job is None:
-        raise not_found("job", job_id)
+    job = found(store.get_job(job_id, who.scope), "job", job_id)
     headers = None
     if job["status"] not in TERMINAL:
         headers = {"Retry-After": str(settings.retry_after_seconds)}
@@ -240,10 +254,7 @@ async def get_job(job_id: str, store: StoreDep, who: Who, settings: SettingsDep)
 def cancel_job(job_id: str, store: StoreDep, who: Who) -> JobInfo:
     """Cancel: a queued job at once; a running one has its process killed by its worker
     (``cancel_requested`` is true until then). Cancelling a finished job changes nothing."""
-    job = store.request_cancel(job_id, who.scope)
-    if job is None:
-        raise not_found("job", job_id)
-    return job_info(job)
+    return job_info(found(store.request_cancel(job_id, who.scope), "job", job_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses=problem_responses(404, 409))
@@ -273,9 +284,7 @@ async def job_events(
 ) -> EventSourceResponse:
     """Server-sent events: ``status``, ``progress`` (and ``cancel_requested``); each has an
     ``id``; reconnect with ``Last-Event-ID`` to resume. The stream ends after a final status."""
-    job = await run_in_threadpool(store.get_job, job_id, who.scope)
-    if job is None:
-        raise not_found("job", job_id)
+    found(await run_in_threadpool(store.get_job, job_id, who.scope), "job", job_id)
     try:
         after = int(last_event_id or request.query_params.get("last_event_id") or 0)
     except ValueError:

@@ -10,53 +10,43 @@ from fastapi.responses import FileResponse
 
 from boltzgen.schemas import ModelInfo, ModelPage
 from server.http.convert import model_info
-from server.http.deps import SettingsDep, StoreDep, Who
-from server.http.files import FILE_RESPONSES, IfRangeHeader, RangeHeader, file_response
-from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
-from server.http.problems import not_found, problem_responses
+from server.http.deps import StoreDep, Who
+from server.http.files import (
+    MODEL_MEDIA_TYPE,
+    Ranges,
+    file_responses,
+    model_file,
+)
+from server.http.pagination import Paging, read_page
+from server.http.problems import found, not_found, problem_responses
 from server.http.routes import V1
 
 router = APIRouter(prefix=V1, tags=["models"])
 
 
 @router.get("/models", response_model=ModelPage, responses=problem_responses(422))
-def list_models(
-    store: StoreDep,
-    who: Who,
-    settings: SettingsDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
-) -> ModelPage:
-    limit = min(limit, settings.page_size_max)
-    items, nxt = store.list_models(who.scope, decode_cursor(cursor), limit)
-    return ModelPage(items=[model_info(m) for m in items], next_cursor=encode_cursor(nxt))
+def list_models(store: StoreDep, who: Who, paging: Paging) -> ModelPage:
+    page = read_page(store.list_models, who.scope, paging, model_info)
+    return ModelPage(items=page.items, next_cursor=page.next_cursor)
 
 
 @router.get("/models/{model_id}", response_model=ModelInfo, responses=problem_responses(404))
 def get_model(model_id: str, store: StoreDep, who: Who) -> ModelInfo:
-    m = store.get_model(model_id, who.scope)
-    if m is None:
-        raise not_found("model", model_id)
-    return model_info(m)
+    return model_info(found(store.get_model(model_id, who.scope), "model", model_id))
 
 
 @router.get(
     "/models/{model_id}/content",
     response_class=FileResponse,
-    responses={**FILE_RESPONSES, **problem_responses(404, 410, 416)},
+    responses={**file_responses(MODEL_MEDIA_TYPE), **problem_responses(404, 410, 416)},
 )
 def download_model(
     model_id: str,
     store: StoreDep,
     who: Who,
-    range_header: RangeHeader = None,
-    if_range: IfRangeHeader = None,
+    ranges: Ranges,
 ) -> Response:
-    m = store.get_model(model_id, who.scope)
-    if m is None:
-        raise not_found("model", model_id)
-    name = Path(m["path"]).name
-    return file_response(m["path"], "application/octet-stream", name, range_header, if_range)
+    return model_file(store, model_id, who.scope).response(ranges)
 
 
 @router.delete("/models/{model_id}", status_code=204, responses=problem_responses(404))

@@ -18,15 +18,24 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from boltzgen.errors import BoltzgenError
-from boltzgen.schemas import SystemCreate, SystemInfo, SystemPage
+from boltzgen.schemas import (
+    CONSTRAINT_NAMES,
+    FORCEFIELD_PATTERN,
+    PDB_RECORD,
+    SOLVENT_NAMES,
+    SystemCreate,
+    SystemInfo,
+    SystemPage,
+)
 from server.http.convert import system_info
 from server.http.deps import SettingsDep, StoreDep, Who
 from server.http.idempotency import Made, idempotent
-from server.http.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from server.http.pagination import Paging, read_page
 from server.http.problems import (
     BODY_PROBLEMS,
     Problem,
     boltzgen_problem,
+    found,
     is_json_type,
     not_found,
     problem_responses,
@@ -35,7 +44,9 @@ from server.http.routes import V1
 
 router = APIRouter(prefix=V1, tags=["systems"])
 
-FF_NAME = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*\.xml")
+FF_NAME = re.compile(FORCEFIELD_PATTERN)
+# the multipart form's forcefield field: one or more names, comma-separated
+FORCEFIELDS_PATTERN = "^{0}(,{0})*$".format(FORCEFIELD_PATTERN.strip("^$"))
 
 
 async def read_system_request(request: Request) -> SystemCreate:
@@ -48,8 +59,15 @@ async def read_system_request(request: Request) -> SystemCreate:
             text = upload if isinstance(upload, str) else None
         else:
             text = (await upload.read()).decode("utf-8", errors="replace")
-        if not text:
+        if text is None:
             raise Problem(422, "Missing PDB", "send the structure as multipart field 'pdb'")
+        if not re.search(PDB_RECORD, text):  # the schema cannot look inside a file: say why
+            raise Problem(
+                422,
+                "Invalid structure",
+                "the uploaded file has no ATOM/HETATM record",
+                type_="structure",
+            )
         ff = form.getlist("forcefield")
         ffs = [f.strip() for item in ff for f in str(item).split(",") if f.strip()]
         fields: dict[str, Any] = {"pdb": text}
@@ -97,6 +115,7 @@ def count_atoms(pdb: str) -> int:
     responses=problem_responses(*BODY_PROBLEMS),
     openapi_extra={
         "requestBody": {
+            "required": True,
             "content": {
                 "application/json": {"schema": SystemCreate.model_json_schema()},
                 "multipart/form-data": {
@@ -104,15 +123,24 @@ def count_atoms(pdb: str) -> int:
                         "type": "object",
                         "properties": {
                             "pdb": {"type": "string", "format": "binary"},
-                            "name": {"type": "string"},
-                            "forcefield": {"type": "string"},
-                            "solvent": {"type": "string"},
-                            "temperature": {"type": "number"},
+                            "name": {"type": "string", "maxLength": 200},
+                            "forcefield": {
+                                "type": "string",
+                                "description": "comma-separated force-field XML files",
+                                "pattern": FORCEFIELDS_PATTERN,
+                            },
+                            "solvent": {"type": "string", "enum": list(SOLVENT_NAMES)},
+                            "temperature": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": 10_000,
+                            },
+                            "constraints": {"type": "string", "enum": list(CONSTRAINT_NAMES)},
                         },
                         "required": ["pdb"],
                     }
                 },
-            }
+            },
         }
     },
 )
@@ -144,7 +172,7 @@ async def create_system(
         )
 
     for ff in req.forcefield:
-        if not FF_NAME.fullmatch(ff) or ".." in ff:
+        if not FF_NAME.fullmatch(ff):  # the schema's pattern, with a message
             raise Problem(
                 422,
                 "Invalid force field",
@@ -206,24 +234,14 @@ async def create_system(
 
 
 @router.get("/systems", response_model=SystemPage, responses=problem_responses(422))
-def list_systems(
-    store: StoreDep,
-    who: Who,
-    settings: SettingsDep,
-    cursor: Cursor = None,
-    limit: Limit = 50,
-) -> SystemPage:
-    limit = min(limit, settings.page_size_max)
-    items, nxt = store.list_systems(who.scope, decode_cursor(cursor), limit)
-    return SystemPage(items=[system_info(s) for s in items], next_cursor=encode_cursor(nxt))
+def list_systems(store: StoreDep, who: Who, paging: Paging) -> SystemPage:
+    page = read_page(store.list_systems, who.scope, paging, system_info)
+    return SystemPage(items=page.items, next_cursor=page.next_cursor)
 
 
 @router.get("/systems/{system_id}", response_model=SystemInfo, responses=problem_responses(404))
 def get_system(system_id: str, store: StoreDep, who: Who) -> SystemInfo:
-    s = store.get_system(system_id, who.scope)
-    if s is None:
-        raise not_found("system", system_id)
-    return system_info(s)
+    return system_info(found(store.get_system(system_id, who.scope), "system", system_id))
 
 
 @router.delete("/systems/{system_id}", status_code=204, responses=problem_responses(404))
