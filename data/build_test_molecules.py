@@ -3,6 +3,7 @@ held-out capped peptides data/peptides/*.pdb from data/trp-cage.pdb.
 
 Usage: python data/build_test_molecules.py path/to/1l2y.pdb
        python data/build_test_molecules.py --peptides     (reads data/trp-cage.pdb)
+       python data/build_test_molecules.py --ala 5        (data/peptides/ace-ala5-nme.pdb)
 Hydrogens are deleted and re-added by OpenMM Modeller (pH 7, amber99sbildn names), then the
 structure is minimised in amber99sbildn vacuum on the Reference platform. Modeller places
 hydrogens with some randomness, so a rebuild differs from the shipped files by ~0.03 A.
@@ -12,6 +13,7 @@ import io
 import sys
 from pathlib import Path
 
+import numpy as np
 import openmm as mm
 import openmm.app as app
 
@@ -118,5 +120,64 @@ def main_peptides() -> None:
         )
 
 
+def _place(a, b, c, bond: float, angle: float, torsion: float) -> np.ndarray:
+    """Atom d with |cd| = bond (A), angle bcd and dihedral abcd (degrees), NeRF."""
+    angle, torsion = np.radians(angle), np.radians(torsion)
+    bc = (c - b) / np.linalg.norm(c - b)
+    n = np.cross(b - a, bc)
+    n /= np.linalg.norm(n)
+    m = np.cross(n, bc)
+    d = bond * np.array(
+        [-np.cos(angle), np.sin(angle) * np.cos(torsion), np.sin(angle) * np.sin(torsion)]
+    )
+    return c + d[0] * bc + d[1] * m + d[2] * n
+
+
+def ala_peptide(n_res: int, phi: float = -70.0, psi: float = 140.0) -> str:
+    """Heavy atoms of ACE-(ALA)n-NME from ideal geometry (polyproline-like phi/psi, trans
+    peptide bonds) as PDB text; CB on the L side (dihedral C(i-1)-N-CA-CB = phi - 123)."""
+    atoms: list[tuple[str, str, int, np.ndarray]] = []
+    ch3 = np.zeros(3)
+    c = np.array([1.52, 0.0, 0.0])
+    o = _place(np.array([0.0, 1.0, 0.0]), ch3, c, 1.23, 120.5, 0.0)
+    atoms += [("CH3", "ACE", 1, ch3), ("C", "ACE", 1, c), ("O", "ACE", 1, o)]
+    prev1, prev0 = ch3, c  # torsion references along the chain
+    n = _place(o, ch3, c, 1.33, 116.0, 180.0)
+    for r in range(2, n_res + 2):
+        ca = _place(prev1, prev0, n, 1.46, 122.0, 180.0)  # omega
+        cc = _place(prev0, n, ca, 1.52, 111.0, phi)
+        cb = _place(prev0, n, ca, 1.53, 110.5, phi - 123.0)
+        oo = _place(n, ca, cc, 1.23, 120.5, psi + 180.0)
+        atoms += [("N", "ALA", r, n), ("CA", "ALA", r, ca), ("C", "ALA", r, cc)]
+        atoms += [("O", "ALA", r, oo), ("CB", "ALA", r, cb)]
+        prev1, prev0 = ca, cc
+        n = _place(n, ca, cc, 1.33, 116.0, psi)
+    cn = _place(prev1, prev0, n, 1.46, 122.0, 180.0)
+    atoms += [("N", "NME", n_res + 2, n), ("C", "NME", n_res + 2, cn)]
+    lines = [
+        f"ATOM  {i + 1:5d} {name:<4} {res} A{num:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00"
+        f"          {name[0]:>2}\n"
+        for i, (name, res, num, (x, y, z)) in enumerate(atoms)
+    ]
+    return "".join(lines) + "END\n"
+
+
+def main_ala(n_res: int) -> None:
+    (HERE / "peptides").mkdir(exist_ok=True)
+    finish(
+        ala_peptide(n_res),
+        str(HERE / "peptides" / f"ace-ala{n_res}-nme.pdb"),
+        [
+            f"ACE-(ALA){n_res}-NME built from ideal geometry (phi -70, psi 140, trans omega)",
+            "hydrogens added by OpenMM Modeller (pH 7), minimised in amber99sbildn vacuum",
+        ],
+    )
+
+
 if __name__ == "__main__":
-    main_peptides() if sys.argv[1:] == ["--peptides"] else main_1l2y(sys.argv[1])
+    if sys.argv[1:2] == ["--ala"]:
+        main_ala(int(sys.argv[2]))
+    elif sys.argv[1:] == ["--peptides"]:
+        main_peptides()
+    else:
+        main_1l2y(sys.argv[1])

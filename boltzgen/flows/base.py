@@ -47,6 +47,12 @@ class Bijection(nn.Module):
     def inverse(self, y: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
+    def masked(self, other: Bijection, circular: Tensor) -> Bijection | None:
+        """A bijection of ``(..., m)`` columns doing ``self`` (the interval one) where the
+        ``(m,)`` mask ``circular`` is False and ``other`` (the circular one) where it is True,
+        in one evaluation with the same results; None when the pair cannot be fused."""
+        return None
+
 
 class InvertedBijection(Bijection):
     """Swap the two directions of a bijection (e.g. make root finding the forward)."""
@@ -62,6 +68,12 @@ class InvertedBijection(Bijection):
 
     def inverse(self, y: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
         return self.inner.forward(y, raw)
+
+    def masked(self, other: Bijection, circular: Tensor) -> Bijection | None:
+        if not isinstance(other, InvertedBijection):
+            return None
+        fused = self.inner.masked(other.inner, circular)
+        return None if fused is None else InvertedBijection(fused)
 
 
 class Transform(nn.Module):
@@ -164,13 +176,19 @@ class ElementwiseTransform(Transform):
 
 
 class BijectionDispatch(nn.Module):
-    """Apply interval / circular bijections to the matching columns of ``(B, m)`` inputs."""
+    """Apply interval / circular bijections to the matching columns of ``(B, m)`` inputs.
+
+    With ``fuse`` (default) a pair that supports it (:meth:`Bijection.masked`) runs as one
+    masked evaluation over all columns, which spares the column gathers, the concatenation and
+    their backward (zero-filled raw-sized gradients); the results are the same.
+    """
 
     def __init__(
         self,
         circular: Tensor,
         interval_bijection: Bijection | None,
         circular_bijection: Bijection | None,
+        fuse: bool = True,
     ) -> None:
         super().__init__()
         circ = torch.as_tensor(circular, dtype=torch.bool)
@@ -190,6 +208,8 @@ class BijectionDispatch(nn.Module):
         self.n_params = ns.pop()
         self.interval = interval_bijection if not self.all_circ else None
         self.circ = circular_bijection if not self.no_circ else None
+        mixed = not (self.all_circ or self.no_circ)
+        self.fused = interval_bijection.masked(circular_bijection, circ) if mixed and fuse else None
         idx_c = torch.nonzero(circ).flatten()
         idx_i = torch.nonzero(~circ).flatten()
         self.register_buffer("idx_c", idx_c, persistent=False)
@@ -203,6 +223,9 @@ class BijectionDispatch(nn.Module):
             return b.inverse(x, raw) if inverse else b(x, raw)
         if self.all_circ:
             b = self.circ
+            return b.inverse(x, raw) if inverse else b(x, raw)
+        if self.fused is not None:
+            b = self.fused
             return b.inverse(x, raw) if inverse else b(x, raw)
         outs, lds = [], []
         for b, idx in ((self.interval, self.idx_i), (self.circ, self.idx_c)):

@@ -39,7 +39,7 @@ class RQSpline(Bijection):
     def __init__(
         self,
         n_bins: int = 8,
-        circular: bool = False,
+        circular: bool | Tensor = False,
         min_bin: float = 1e-3,
         min_derivative: float = 1e-3,
     ) -> None:
@@ -49,7 +49,12 @@ class RQSpline(Bijection):
         if min_bin * n_bins >= 1.0:
             raise ValueError(f"min_bin * n_bins must be < 1, got {min_bin} * {n_bins}")
         self.K = int(n_bins)
-        self.circular = bool(circular)
+        # a (m,) mask: one spline over m columns, circular where True (see :meth:`masked`)
+        mask = torch.as_tensor(circular, dtype=torch.bool) if isinstance(circular, Tensor) else None
+        self.mixed = mask is not None and mask.ndim == 1
+        self.circular = bool(circular) if not self.mixed else bool(mask.all())
+        if self.mixed:
+            self.register_buffer("mask", mask, persistent=False)
         self.min_bin = float(min_bin)
         self.min_derivative = float(min_derivative)
         # softplus(raw + shift) + min_derivative == 1 at raw == 0 (identity at init)
@@ -57,18 +62,34 @@ class RQSpline(Bijection):
         self.n_params = 3 * self.K + 1
 
     def extra_repr(self) -> str:
-        return f"K={self.K}, circular={self.circular}"
+        return f"K={self.K}, circular={'mixed' if self.mixed else self.circular}"
+
+    def masked(self, other, circular: Tensor) -> RQSpline | None:
+        """One spline doing ``self`` (interval) where ``circular`` is False and ``other``
+        (circular, same settings) where it is True, or None if they differ."""
+        same = (
+            isinstance(other, RQSpline)
+            and not (self.mixed or other.mixed or self.circular)
+            and other.circular
+            and (self.K, self.min_bin, self.min_derivative)
+            == (other.K, other.min_bin, other.min_derivative)
+        )
+        return RQSpline(self.K, circular, self.min_bin, self.min_derivative) if same else None
 
     def _knots(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-bin table ``(..., K, 6)``: x_k, w_k, y_k, h_k, d_k, d_{k+1}; x-knots; y-knots."""
         K = self.K
         scale = 1.0 - self.min_bin * K
-        # one softmax for widths and heights together: (..., 2, K)
-        wh = self.min_bin + scale * softmax_last(raw[..., : 2 * K].unflatten(-1, (2, K)))
-        w, h = wh[..., 0, :], wh[..., 1, :]
+        # one split, not slices (a slice's backward zero-fills a raw-sized tensor); one
+        # softmax for widths and heights together: (..., 2, K)
         nd = K if self.circular else K + 1
-        d = self.min_derivative + F.softplus(raw[..., 2 * K : 2 * K + nd] + self._d_shift)
-        if self.circular:
+        rwh, rd = raw.split((2 * K, nd, raw.shape[-1] - 2 * K - nd), dim=-1)[:2]
+        wh = self.min_bin + scale * softmax_last(rwh.unflatten(-1, (2, K)))
+        w, h = wh[..., 0, :], wh[..., 1, :]
+        d = self.min_derivative + F.softplus(rd + self._d_shift)
+        if self.mixed:  # circular columns: the last knot reuses the first (raw K+1 is s)
+            d = torch.cat([d[..., :K], torch.where(self.mask, d[..., 0], d[..., K])[..., None]], -1)
+        elif self.circular:
             d = torch.cat([d, d[..., :1]], dim=-1)
         zero = torch.zeros_like(w[..., :1])
         xk = torch.cat([zero, torch.cumsum(w, dim=-1)], dim=-1)
@@ -111,9 +132,12 @@ class RQSpline(Bijection):
 
     def _rotated(self, fn, v: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
         """Interval map on [0, 1]; on the circle conjugated by the rotation ``s``."""
-        if not self.circular:
+        if not (self.circular or self.mixed):
             return fn(v, raw)
         s = torch.remainder(raw[..., -1], 1.0)
+        if self.mixed:
+            out, ld = fn(torch.where(self.mask, torch.remainder(v - s, 1.0), v), raw)
+            return torch.where(self.mask, torch.remainder(out + s, 1.0), out), ld
         out, ld = fn(torch.remainder(v - s, 1.0), raw)
         return torch.remainder(out + s, 1.0), ld
 
