@@ -405,3 +405,30 @@ def test_stratified_refinement_keeps_samples_layout_and_checks_inputs():
     assert np.array_equal(strata3(x0[r.extra["ancestor"]]), strata3(r.positions))
     with pytest.raises(InputError, match="strata_mass"):
         refine(s, u3, log_q=lq3, strata=strata3, strata_mass={"+": 1.0})
+
+
+@pytest.mark.parametrize("strata", [None, sign_strata])
+def test_time_limit_jumps_to_the_target_and_stays_unbiased(strata):
+    """With no time left the first level reweights straight to b = 1 (one level per
+    stratum, no moves, recorded in the history); log Z is then plain importance sampling's,
+    still unbiased against quadrature over seeds. Without a limit the schedule takes more
+    levels."""
+    log_z, err = [], []
+    for seed in range(6):
+        x0 = mixture_draws(600, seed)
+        kw = {"strata": strata} if strata is not None else {}
+        with pytest.warns(RuntimeWarning, match="time limit"):
+            r = refine(x0, u_minor, log_q=mixture_log_q, seed=seed, time_limit=0.0, **kw)
+        assert r.history["stopped_at_time_limit"] is True
+        assert r.history["n_levels"] == 1
+        if strata is None:
+            assert r.history["betas"] == [0.0, 1.0]
+            assert np.isnan(r.history["acceptance"][0])  # no moves after the jump
+        log_z.append(r.log_z)
+        err.append(r.log_z_err)
+    log_z = np.array(log_z)
+    assert abs(log_z.mean() - LOG_Z_MINOR) < 4 * log_z.std(ddof=1) / math.sqrt(len(log_z)) + 2e-3
+    free = refine(mixture_draws(600, 0), u_minor, log_q=mixture_log_q, seed=0)
+    assert free.history["n_levels"] > 1 and free.history["stopped_at_time_limit"] is False
+    with pytest.raises(InputError, match="time_limit"):
+        refine(mixture_draws(50, 0), u_minor, log_q=mixture_log_q, time_limit=-1.0)

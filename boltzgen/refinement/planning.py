@@ -23,6 +23,7 @@ from scipy.special import logsumexp
 
 from boltzgen.cv import backbone_state_labels
 from boltzgen.jsonable import json_clean
+from boltzgen.refinement.results import mean_acceptance
 from boltzgen.refinement.schedule import predicted_levels
 from boltzgen.refinement.smc import refine
 
@@ -146,6 +147,7 @@ def refine_by_backbone_state(
     n_steps: int = 3,
     n_leapfrog: int = LEAPFROG,
     max_levels: int = 200,
+    time_limit: float | None = None,
     seed: int = 0,
     progress: Callable[[float, str], None] | None = None,
 ):
@@ -175,6 +177,7 @@ def refine_by_backbone_state(
             n_steps=n_steps,
             n_leapfrog=n_leapfrog,
             max_levels=max_levels,
+            time_limit=time_limit,
             seed=seed,
             strata=strata,
             strata_mass={k: mass[k] for k in kept},
@@ -218,6 +221,8 @@ def refine_within(
         n_steps=n_steps,
         n_leapfrog=n_leapfrog,
         max_levels=rp["max_levels"],
+        # the plan's particle floor can cost more than the budget: no level starts after it
+        time_limit=max(0.0, seconds - (time.perf_counter() - t0)),
         seed=seed,
         progress=progress,
     )
@@ -232,7 +237,7 @@ def refine_within(
         "n_levels": h["n_levels"],
         "n_levels_predicted": rp["levels"],
         "n_energy_evals": int(refined.n_energy_evals),
-        "acceptance": float(np.nanmean(h["acceptance"])) if h["acceptance"] else None,
+        "acceptance": mean_acceptance(h["acceptance"]),
         "ess_before": float(samples.ess),
         # variance-equivalent ESS of the stratified estimate (see refine's history["ess"]);
         # the final weights alone read ~1 within each island after the last resampling
@@ -247,6 +252,7 @@ def refine_within(
         "seconds": time.perf_counter() - t0,
         "seconds_planned": float(seconds),
         "seconds_predicted": rp["predicted_seconds"],
+        "stopped_at_time_limit": bool(h.get("stopped_at_time_limit", False)),
     }
     return refined, json_clean(summary)
 

@@ -16,7 +16,7 @@ from boltzgen.analysis import kish_ess, normalized_weights
 from boltzgen.jsonable import json_clean
 from boltzgen.samples import Samples
 
-__all__ = ["RefinedSamples", "SMCResult", "ess_fraction", "make_result"]
+__all__ = ["RefinedSamples", "SMCResult", "ess_fraction", "make_result", "mean_acceptance"]
 
 
 def ess_fraction(log_w: np.ndarray) -> float:
@@ -136,3 +136,11 @@ def make_result(
         n_energy_evals=n_evals,
         history=hist,
     )
+
+
+def mean_acceptance(values) -> float | None:
+    """The mean of the finite acceptance probabilities (levels without moves are NaN);
+    None when no level moved."""
+    a = np.asarray(values, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if len(a) else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class Settings:
     adapt_step_size: bool
     n_islands: int | None
     batch_size: int | None
+    deadline: float | None = None  # time.monotonic() after which the next level jumps to b = 1
 
     @property
     def adaptive(self) -> bool:
@@ -75,6 +77,7 @@ def smc_settings(
     adapt_step_size: bool,
     n_islands: int | None,
     batch_size: int | None,
+    time_limit: float | None = None,
 ) -> Settings:
     """:class:`Settings` from :func:`~boltzgen.refinement.refine`'s arguments; a bad one
     raises :class:`InputError` naming it."""
@@ -96,6 +99,8 @@ def smc_settings(
     eps = None if step_size is None else float(step_size)
     if eps is not None and not (eps > 0 and math.isfinite(eps)):
         raise InputError(f"step_size must be positive, got {step_size}")
+    if time_limit is not None and not time_limit >= 0:
+        raise InputError(f"time_limit must be >= 0 seconds, got {time_limit}")
     return Settings(
         n_steps=n_steps,
         schedule=schedule,
@@ -111,6 +116,7 @@ def smc_settings(
         adapt_step_size=adapt_step_size,
         n_islands=n_islands,
         batch_size=batch_size,
+        deadline=None if time_limit is None else time.monotonic() + float(time_limit),
     )
 
 
@@ -221,6 +227,7 @@ class SMCRun:
             "ess_is": ess_fraction(self.r),
             "log_z_is": float(log_mean_exp(self.r)),
             "n_invalid_initial": int(n - np.isfinite(self.r).sum()),
+            "stopped_at_time_limit": False,
         }
         self.b, self.level, self.n_resampled = 0.0, 0, 0
         self.eps = settings.step_size
@@ -249,7 +256,10 @@ class SMCRun:
             raise InputError("all particles lost their weight")
         ess = kish_ess(self.lw)
         n_res = self._resample()
-        eps_level, accs = self._move(torch.as_tensor(np.isfinite(self.lw)))
+        if self.hist["stopped_at_time_limit"]:  # out of time: no moves after the last weights
+            eps_level, accs = self.eps if self.eps is not None else float("nan"), []
+        else:
+            eps_level, accs = self._move(torch.as_tensor(np.isfinite(self.lw)))
         if self.b < 1.0:
             self.r = self._log_ratio()
             self.r[~np.isfinite(self.lw)] = -np.inf
@@ -260,15 +270,24 @@ class SMCRun:
         if not s.adaptive:
             return float(s.fixed[self.level - 1])
         b_new = next_beta(self.b, self.lw, self.r, s.cess_target)
-        if self.level >= s.max_levels and b_new < 1.0:
-            warnings.warn(
-                f"adaptive schedule reached max_levels={s.max_levels} at b={b_new:.3g}; "
-                "jumping to b=1 (still unbiased, but the weights may be degenerate)",
-                RuntimeWarning,
-                stacklevel=self.stacklevel + 3,  # _next_beta, level_step, run
-            )
-            b_new = 1.0
-        return b_new
+        if b_new >= 1.0:
+            return b_new
+        # a cap reached: the rest of the way in one reweighting (still unbiased; the weights
+        # may degenerate, which the ESS and k-hat of the result then show)
+        if self.level >= s.max_levels:
+            why = f"adaptive schedule reached max_levels={s.max_levels}"
+        elif s.deadline is not None and time.monotonic() >= s.deadline:
+            why = "the time limit was reached"
+            self.hist["stopped_at_time_limit"] = True
+        else:
+            return b_new
+        warnings.warn(
+            f"{why} at b={b_new:.3g}; jumping to b=1 (still unbiased, but the weights "
+            "may be degenerate)",
+            RuntimeWarning,
+            stacklevel=self.stacklevel + 3,  # _next_beta, level_step, run
+        )
+        return 1.0
 
     def _resample(self) -> int:
         """Systematic resampling inside every island whose ESS fell below the threshold (or

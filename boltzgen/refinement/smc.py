@@ -72,6 +72,7 @@ def refine(
     adapt_step_size: bool = True,
     n_islands: int | None = None,
     batch_size: int | None = None,
+    time_limit: float | None = None,
     seed: int = 0,
     strata: Callable[[np.ndarray], np.ndarray] | None = None,
     strata_mass: dict[Any, float] | None = None,
@@ -105,6 +106,10 @@ def refine(
             the first level. Adapted toward ``target_acceptance`` after every sweep unless
             ``adapt_step_size=False``.
         batch_size: evaluate energies and log q in chunks of this many configurations.
+        time_limit: wall seconds for the whole refinement (adaptive schedule only): the
+            first level after it jumps to b = 1 (warns; ``history["stopped_at_time_limit"]``),
+            as at ``max_levels``. With strata each stratum gets a share of what is left in
+            proportion to its particles.
         seed: seeds the momenta, jitter, Metropolis tests and resampling (deterministic).
         strata: ``strata(positions (N, ...) numpy) -> (N,)`` labels (e.g. the sign pattern
             of the backbone phi angles): *stratified* refinement. Each stratum k (the
@@ -154,6 +159,7 @@ def refine(
         adapt_step_size=adapt_step_size,
         n_islands=n_islands,
         batch_size=batch_size,
+        time_limit=time_limit,
     )
     template, x = _particles(samples)
     if strata is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from scipy.special import logsumexp
 from boltzgen.errors import InputError
 from boltzgen.jsonable import json_clean
 from boltzgen.refinement.kernels import stratum_labels
-from boltzgen.refinement.results import RefinedSamples, SMCResult, make_result
+from boltzgen.refinement.results import RefinedSamples, SMCResult, make_result, mean_acceptance
 from boltzgen.refinement.run import Settings, SMCRun
 from boltzgen.samples import Samples
 
@@ -49,9 +50,10 @@ def _stratum_row(key: Any, n: int, mass: float, log_z: float, rel: float, res) -
         "n_levels": h["n_levels"],
         "ess": float(h["ess"][-1]) if h["ess"] else float("nan"),
         "ess_is": h["ess_is"],
-        "acceptance": float(np.nanmean(h["acceptance"])) if h["acceptance"] else None,
+        "acceptance": mean_acceptance(h["acceptance"]),
         "n_unique_ancestors": h["n_unique_ancestors"],
         "n_energy_evals": int(res.n_energy_evals),
+        "stopped_at_time_limit": bool(h["stopped_at_time_limit"]),
     }
 
 
@@ -100,6 +102,10 @@ def refine_stratified(
     for k, key in enumerate(keys):
         members = np.flatnonzero(inverse == k)
         sub = settings
+        if sub.deadline is not None:  # what is left, shared by the particles still to run
+            left = max(0.0, sub.deadline - time.monotonic())
+            share_left = float(counts[k]) / float(np.sum(counts[k:]))
+            sub = dataclasses.replace(sub, deadline=time.monotonic() + left * share_left)
         if sub.n_islands is not None:
             sub = dataclasses.replace(sub, n_islands=min(int(sub.n_islands), len(members)))
         done, share = float(np.sum(counts[:k])) / n, float(counts[k]) / n
@@ -143,6 +149,7 @@ def refine_stratified(
         "n_unique_ancestors": int(sum(r["n_unique_ancestors"] for r in rows)),
         "n_islands": n_isl,
         "seed": int(seed),
+        "stopped_at_time_limit": any(r["stopped_at_time_limit"] for r in rows),
     }
     extra = {"ancestor": ancestor, "island": island, "stratum": inverse.astype(np.int64)}
     return make_result(template, positions, lq, u, lw, log_z, log_z_err, n_evals, hist, extra)
