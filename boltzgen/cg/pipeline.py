@@ -112,7 +112,9 @@ class CGConfig:
     balance_min_share: float | None = 0.25
     balance_oversample: int = 4
     energy_weight: float = 1000.0
-    balanced_starts: bool = True  # CG MD walkers spread over the states, weighted
+    # CG MD walkers spread over the states, weighted back to the student's shares: unbiased
+    # without crossings, but noisier than data starts when walkers cross (ADP: 3 per 100 ps)
+    balanced_starts: bool = False
     # student
     hidden: Widths = field(default_factory=lambda: [128, 128, 128])
     activation: str = "tanh"
