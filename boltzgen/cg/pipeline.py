@@ -229,8 +229,8 @@ def simulate_and_score(
     report(0.0, "CG Langevin MD")
     rng = np.random.default_rng(cfg.seed)
     walker_w = None
-    labels = state_labels(cg.topology, starts_from)
-    if cfg.balanced_starts and state_shares and len(np.unique(labels)) > 1:
+    labels = state_labels(cg.topology, starts_from) if cfg.balanced_starts and state_shares else []
+    if len(np.unique(labels)) > 1:
         idx, walker_w = balanced_starts(labels, cfg.n_walkers, state_shares, rng, start_weights)
     else:
         p = None if start_weights is None else np.asarray(start_weights, float)
