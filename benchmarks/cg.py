@@ -86,13 +86,28 @@ def make_metad_data(path: str, args) -> None:
 
 
 def _load(path: str):
-    """(frames for cg.train_and_simulate, frame weights or None, MD record or None)."""
+    """(frames for cg.train_and_simulate, forces or None, frame weights or None). An npz with
+    ``phi``, ``psi`` and ``weight`` (a reference of dihedrals only, e.g. pooled metadynamics
+    walkers) gives ((N, 2) dihedrals, None, weights)."""
     if str(path).endswith(".npz"):
         d = np.load(path)
+        if "phi" in d.files:
+            return np.stack([d["phi"], d["psi"]], 1), None, d["weight"]
         lw = d["log_weight"]
         return d["positions"], d["forces"], np.exp(lw - lw.max())
     md = load_md(path)
     return md, None, None
+
+
+def _extra(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--simulate", default=None, help="only CG MD of this forcefield.pt (starts: --data)"
     )
+    p.add_argument(
+        "--set",
+        dest="set_",
+        action="append",
+        default=[],
+        help="extra CGConfig option key=value (JSON value), repeatable",
+    )
     p.add_argument("--metad-steps", type=int, default=2_000_000)
     p.add_argument("--metad-production-steps", type=int, default=6_000_000)
     p.add_argument("--metad-interval", type=int, default=40)
@@ -129,8 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     data, forces, weights = _load(args.data)
     ref, _, ref_w = _load(args.reference or args.data)
     mapping = cg.Mapping.backbone(System.alanine_dipeptide())
-    ref_x = ref if isinstance(ref, np.ndarray) else ref.trajectory.xyz
-    ref_d = mapping.cg_system().dihedrals(mapping.map_positions(ref_x))[:, :2]
+    if isinstance(ref, np.ndarray) and ref.ndim == 2:
+        ref_d = ref
+    else:
+        ref_x = ref if isinstance(ref, np.ndarray) else ref.trajectory.xyz
+        ref_d = mapping.cg_system().dihedrals(mapping.map_positions(ref_x))[:, :2]
     out_root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cg-bench-"))
     if args.simulate:
         md_cfg = {
@@ -168,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             "timestep": args.timestep,
             "discard_frames": args.discard,
             "seed": args.seed,
+            **_extra(args.set_),
         }
         t0 = time.perf_counter()
         row = {"run": spec, "data": args.data, "reference": args.reference or args.data}
@@ -191,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             n_force_samples=s["n_force_samples"],
             metrics=s["metrics"],
             teacher=s.get("teacher"),
+            basins=s.get("basins"),
             student=s["student"],
             md=s["md"],
             time_s=s["time_s"],

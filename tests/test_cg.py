@@ -384,3 +384,10 @@ def test_pipeline_end_to_end(adp_md, adp_mapping, tmp_path):
         pytest.raises(InputError, match="unknown CG config"),
     ):
         cg.run_pipeline(adp_md, adp_mapping, tmp_path / "x", {"epochz": 1})
+
+
+@pytest.mark.parametrize("interval", [0, -5])
+def test_config_rejects_a_report_interval_below_one(interval):
+    """report_interval = 0 used to reach a division by zero (a 500 over REST)."""
+    with pytest.raises(InputError, match="report_interval"):
+        cg.CGConfig(report_interval=interval)

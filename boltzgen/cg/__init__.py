@@ -6,7 +6,11 @@
 * :mod:`~boltzgen.cg.teacher` - :class:`CGFlow` (smooth flow on the CG internal coordinates,
   trained by maximum likelihood), :func:`teacher_forces` (kT grad log q with an outlier filter).
 * :mod:`~boltzgen.cg.forcefield` - :class:`CGForceField` (MLP on invariant features + harmonic
-  priors), :func:`fit_forces` (force matching).
+  priors), :func:`fit_forces` (force matching, optionally with energy matching).
+* :mod:`~boltzgen.cg.distill` - the teacher stage of flow matching: state calibration,
+  balanced teacher samples, energy targets (keeps the balance between backbone basins).
+* :mod:`~boltzgen.cg.basins` - basin shares stage by stage, transitions per walker, balanced
+  and weighted CG MD starts.
 * :mod:`~boltzgen.cg.md` - :func:`simulate_cg` (batched Langevin BAOAB), :class:`CGMDError`.
 * :mod:`~boltzgen.cg.metrics` - 60 x 60 dihedral histograms, KL, PMF MSE, dF, :func:`evaluate`.
 * :mod:`~boltzgen.cg.plots` - :func:`fes_plot`.

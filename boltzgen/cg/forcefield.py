@@ -323,8 +323,11 @@ def fit_forces(
     time_limit: float | None = None,
     seed: int = 0,
     progress: Callable[[float, str], None] | None = None,
+    energies: Any = None,
+    energy_weight: float = 0.0,
 ) -> dict[str, Any]:
-    """Force matching: minimise mean((-grad E(x) - F)^2) over (positions, forces) in place.
+    """Force matching: minimise mean((-grad E(x) - F)^2) over (positions, forces) in place,
+    optionally plus energy matching.
 
     Args:
         positions: (N, n_beads, 3) nm; forces: (N, n_beads, 3) kJ/mol/nm (mapped all-atom
@@ -333,10 +336,17 @@ def fit_forces(
         val_fraction: held-out share (random, seeded); the best-validation weights are kept.
         dtype: training precision (the model is returned in float64).
         progress: ``progress(fraction, message)`` after each epoch.
+        energies: (N,) target energies kJ/mol up to one constant (e.g. -kT log q of a teacher
+            flow); with ``energy_weight`` > 0 (nm^-2) the loss adds ``energy_weight`` x the
+            minibatch variance of E(x) - energies. Forces fix only gradients, so the free-energy
+            offset between basins rests on the few samples between them; energy differences
+            pin it in every sample pair. The minimiser of an exact model is unchanged.
 
     Returns:
-        history: ``train_mse``, ``val_mse`` per epoch in (kJ/mol/nm)^2, ``best_val_mse``,
-        ``epochs_run``, ``time`` (s), ``stop_reason``.
+        history: ``train_mse``, ``val_mse`` per epoch in (kJ/mol/nm)^2 (the loss: with energy
+        matching, force MSE + ``energy_weight`` x energy variance), ``val_energy_mse``
+        ((kJ/mol)^2, with energies), ``best_val_mse``, ``epochs_run``, ``time`` (s),
+        ``stop_reason``.
     """
     x = torch.as_tensor(_as_array(positions), dtype=dtype)
     f = torch.as_tensor(_as_array(forces), dtype=dtype)
@@ -348,6 +358,11 @@ def fit_forces(
         raise InputError(f"{int((~ok).sum())} frame(s) have non-finite positions or forces")
     if epochs < 1 or batch_size < 1:
         raise InputError("epochs and batch_size must be >= 1")
+    e_t = None
+    if energies is not None and energy_weight > 0:
+        e_t = torch.as_tensor(np.asarray(energies, dtype=np.float64).reshape(-1))
+        if e_t.shape != (len(x),) or not bool(torch.isfinite(e_t).all()):
+            raise ShapeError(f"energies must be ({len(x)},) finite kJ/mol")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     n = len(x)
@@ -364,11 +379,19 @@ def fit_forces(
         opt, lambda s: ratio ** (0.5 * (1 - math.cos(math.pi * min(s, total) / total)))
     )
 
-    def mse(idx: torch.Tensor, graph: bool) -> torch.Tensor:
-        _, pred = ff.forces(x[idx], create_graph=graph)
-        return ((pred - f[idx]) ** 2).mean()
+    last_e: list[float] = [math.nan]
 
-    history: dict[str, Any] = {"train_mse": [], "val_mse": [], "lr": []}
+    def mse(idx: torch.Tensor, graph: bool) -> torch.Tensor:
+        e, pred = ff.forces(x[idx], create_graph=graph)
+        loss = ((pred - f[idx]) ** 2).mean()
+        if e_t is not None:
+            d = e.double() - e_t[idx]
+            e_mse = ((d - d.mean()) ** 2).mean()
+            last_e[0] = float(e_mse.detach())
+            loss = loss + float(energy_weight) * e_mse.to(loss.dtype)
+        return loss
+
+    history: dict[str, Any] = {"train_mse": [], "val_mse": [], "lr": [], "val_energy_mse": []}
     best, best_state = math.inf, None
     t0 = time.perf_counter()
     stop = "epochs"
@@ -396,11 +419,12 @@ def fit_forces(
         history["train_mse"].append(s / max(m, 1))
         history["lr"].append(opt.param_groups[0]["lr"])
         if n_val:
-            v = sum(
-                float(mse(val[i : i + 4096], False).detach()) * len(val[i : i + 4096])
-                for i in range(0, n_val, 4096)
-            )
+            v, ve = 0.0, 0.0
+            for i in range(0, n_val, 4096):
+                v += float(mse(val[i : i + 4096], False).detach()) * len(val[i : i + 4096])
+                ve += last_e[0] * len(val[i : i + 4096])
             metric = v / n_val
+            history["val_energy_mse"].append(ve / n_val)
         else:
             metric = history["train_mse"][-1]
         history["val_mse"].append(metric if n_val else math.nan)

@@ -9,6 +9,10 @@ evaluator shared in microsoft/two-for-one-diffusion):
   separately as ``unreached_mass``, the reference probability in bins the model never visits);
 * PMF MSE = mean over bins finite in both of (kT ln p_ref - kT ln p_model)^2 in (kcal/mol)^2,
   kT at the given temperature, both histograms normalised to 1 (no further alignment);
+* populated PMF MSE: the same over the bins whose reference free energy lies below
+  ``populated_kcal`` (4 kcal/mol) above its minimum (the basins, where a reference of finite
+  size is accurate), with its noise floor: the score of an exact i.i.d. sample of the
+  model's size drawn from the reference histogram (seeded);
 * dF = F(phi > 0) - F(phi < 0) = -ln(P(phi > 0) / P(phi < 0)) in kT (first column).
 """
 
@@ -20,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from boltzgen.analysis import free_energy_difference
-from boltzgen.constants import KJ_PER_KCAL
+from boltzgen.constants import GAS_CONSTANT, KJ_PER_KCAL
 from boltzgen.errors import InputError, ShapeError
 
 __all__ = [
@@ -67,15 +71,22 @@ def kl_divergence(p_ref: np.ndarray, p_model: np.ndarray) -> float:
     return float(np.sum(p[both] * np.log(p[both] / q[both])))
 
 
-def pmf_mse(p_ref: np.ndarray, p_model: np.ndarray, temperature: float = 300.0) -> float:
-    """Mean over bins populated in both of (kT ln p_ref - kT ln p_model)^2, (kcal/mol)^2."""
-    from boltzgen.constants import GAS_CONSTANT
-
+def pmf_mse(
+    p_ref: np.ndarray,
+    p_model: np.ndarray,
+    temperature: float = 300.0,
+    max_kcal: float | None = None,
+) -> float:
+    """Mean over bins populated in both of (kT ln p_ref - kT ln p_model)^2, (kcal/mol)^2;
+    with ``max_kcal`` only over bins whose reference free energy is below that (kcal/mol above
+    the reference minimum)."""
     p, q = np.asarray(p_ref, float), np.asarray(p_model, float)
     both = (p > 0) & (q > 0)
+    kt = GAS_CONSTANT * float(temperature) / KCAL
+    if max_kcal is not None:
+        both &= p >= p.max() * math.exp(-float(max_kcal) / kt)
     if not both.any():
         return math.nan
-    kt = GAS_CONSTANT * float(temperature) / KCAL
     return float(np.mean((kt * (np.log(p[both]) - np.log(q[both]))) ** 2))
 
 
@@ -108,19 +119,31 @@ def evaluate(
     *,
     bins: int = BINS,
     reference_weights: Any = None,
+    model_weights: Any = None,
+    populated_kcal: float = 4.0,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Scores of ``model`` against ``reference`` dihedral values, both (N, 2) radians
-    (columns phi, psi). Returns a JSON-able dict: ``kl``, ``pmf_mse_kcal2``,
-    ``unreached_mass``, ``df_model_kT``, ``df_reference_kT``, ``n_reference``, ``n_model``,
-    ``bins``."""
+    (columns phi, psi), each optionally weighted. Returns a JSON-able dict: ``kl``,
+    ``pmf_mse_kcal2``, ``pmf_mse_populated_kcal2`` (bins below ``populated_kcal``),
+    ``pmf_mse_populated_floor_kcal2`` (an exact sample of the model's size scores this),
+    ``populated_mass``, ``unreached_mass``, ``df_model_kT``, ``df_reference_kT``,
+    ``n_reference``, ``n_model``, ``bins``."""
     ref, mod = _angles(reference), _angles(model)
     p = dihedral_histogram(ref, bins, reference_weights)
-    q = dihedral_histogram(mod, bins)
+    q = dihedral_histogram(mod, bins, model_weights)
+    exact = np.random.default_rng(seed).multinomial(len(mod), p.reshape(-1)).reshape(p.shape)
+    kt = GAS_CONSTANT * float(temperature) / KCAL
     return {
         "kl": kl_divergence(p, q),
         "pmf_mse_kcal2": pmf_mse(p, q, temperature),
+        "pmf_mse_populated_kcal2": pmf_mse(p, q, temperature, populated_kcal),
+        "pmf_mse_populated_floor_kcal2": pmf_mse(
+            p, exact / exact.sum(), temperature, populated_kcal
+        ),
+        "populated_mass": float(p[p >= p.max() * math.exp(-populated_kcal / kt)].sum()),
         "unreached_mass": unreached_mass(p, q),
-        "df_model_kT": delta_f(mod[:, 0]),
+        "df_model_kT": delta_f(mod[:, 0], model_weights),
         "df_reference_kT": delta_f(ref[:, 0], reference_weights),
         "n_reference": int(len(ref)),
         "n_model": int(len(mod)),

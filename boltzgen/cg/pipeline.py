@@ -39,12 +39,13 @@ import numpy as np
 import torch
 from annotated_types import Interval, Len
 
+from boltzgen.cg.basins import balanced_starts, state_labels, walker_record
+from boltzgen.cg.distill import student_record, teacher_targets
 from boltzgen.cg.forcefield import CGForceField, fit_forces
 from boltzgen.cg.mapping import Mapping
 from boltzgen.cg.md import simulate_cg
 from boltzgen.cg.metrics import evaluate
 from boltzgen.cg.plots import fes_plot
-from boltzgen.cg.teacher import CGFlow, teacher_forces
 from boltzgen.errors import InputError, ShapeError
 from boltzgen.generator.data import check_frame_weights
 from boltzgen.jsonable import json_clean
@@ -71,6 +72,7 @@ _LIMITS = {
     "teacher_layers": 64,
     "teacher_components": 64,
     "n_teacher_samples": 10_000_000,
+    "balance_oversample": 100,
     "epochs": 100_000,
     "steps": 10_000_000,
     "batch_size": 65_536,
@@ -105,6 +107,14 @@ class CGConfig:
     n_teacher_samples: int = 100_000
     force_filter_factor: float | None = 50.0
     max_msf: float | None = None
+    # basin balance (flow method; boltzgen.cg.distill)
+    calibrate_states: bool = True
+    balance_min_share: float | None = 0.25
+    balance_oversample: int = 4
+    energy_weight: float = 1000.0
+    # CG MD walkers spread over the states, weighted back to the student's shares: unbiased
+    # without crossings, but noisier than data starts when walkers cross (ADP: 3 per 100 ps)
+    balanced_starts: bool = False
     # student
     hidden: Widths = field(default_factory=lambda: [128, 128, 128])
     activation: str = "tanh"
@@ -128,6 +138,8 @@ class CGConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InputError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.report_interval < 1:  # checked first: the frame count below divides by it
+            raise InputError(f"report_interval must be >= 1, got {self.report_interval!r}")
         if self.n_walkers < 1 or self.n_steps < self.report_interval:
             raise InputError("need n_walkers >= 1 and n_steps >= report_interval")
         if self.discard_frames >= self.n_steps // self.report_interval:
@@ -138,7 +150,10 @@ class CGConfig:
                 raise InputError(f"{name} must be an integer, got {v!r}")
             if v is not None and not 0 <= v <= hi:
                 raise InputError(f"{name} must be in [0, {hi:,}], got {v}")
-        for name in ("teacher_lr", "lr", "lr_final", "timestep", "friction", "val_fraction"):
+        if self.balance_min_share is not None and not 0 <= self.balance_min_share < 1:
+            raise InputError(f"balance_min_share must be in [0, 1), got {self.balance_min_share}")
+        names = ("teacher_lr", "lr", "lr_final", "timestep", "friction", "val_fraction")
+        for name in (*names, "energy_weight"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
@@ -199,19 +214,30 @@ def simulate_and_score(
     *,
     reference_weights: Any = None,
     start_weights: Any = None,
+    state_shares: dict[str, float] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Batched CG Langevin MD with ``ff`` (``cfg.n_walkers`` walkers started at random frames
     of ``starts_from`` (N, n_beads, 3) nm, drawn in proportion to ``start_weights`` (N,) if
-    given; ``cfg.n_steps`` steps) and its scores against the reference CG dihedrals (N, 2) rad. Writes ``cg_traj.h5``, ``metrics.json`` and ``fes.png``
+    given; ``cfg.n_steps`` steps) and its scores against the reference CG dihedrals (N, 2)
+    rad. With ``state_shares`` (the force field's equilibrium share of each backbone state)
+    and ``cfg.balanced_starts``, the walkers start spread equally over the states and carry
+    weights that restore the shares (:func:`boltzgen.cg.basins.balanced_starts`); the scores
+    and ``cg_weights.npy`` use them. Writes ``cg_traj.h5``, ``metrics.json`` and ``fes.png``
     into ``out``; returns {"md", "metrics", "files"} (JSON-able)."""
     report = progress or (lambda _f, _m: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report(0.0, "CG Langevin MD")
     rng = np.random.default_rng(cfg.seed)
-    p = None if start_weights is None else np.asarray(start_weights, float) / np.sum(start_weights)
-    starts = starts_from[rng.choice(len(starts_from), cfg.n_walkers, p=p)]
+    walker_w = None
+    labels = state_labels(cg.topology, starts_from) if cfg.balanced_starts and state_shares else []
+    if len(np.unique(labels)) > 1:
+        idx, walker_w = balanced_starts(labels, cfg.n_walkers, state_shares, rng, start_weights)
+    else:
+        p = None if start_weights is None else np.asarray(start_weights, float)
+        idx = rng.choice(len(starts_from), cfg.n_walkers, p=None if p is None else p / p.sum())
+    starts = starts_from[idx]
     t0 = time.perf_counter()
     traj = simulate_cg(
         ff,
@@ -240,7 +266,14 @@ def simulate_and_score(
         "steps_per_s": traj.n_walkers * cfg.n_steps / max(md_time, 1e-9),
     }
     report(0.85, "evaluation")
-    scored = traj.positions[:, cfg.discard_frames :].reshape(-1, cg.n_beads, 3)
+    kept = traj.positions[:, cfg.discard_frames :]
+    md["basin"] = walker_record(cg.topology, kept, starts, walker_weights=walker_w)
+    scored = kept.reshape(-1, cg.n_beads, 3)
+    frame_w = None
+    if walker_w is not None:
+        frame_w = np.repeat(walker_w, kept.shape[1])
+        np.save(out / "cg_weights.npy", frame_w)
+        files["weights"] = str(out / "cg_weights.npy")
     model_d = cg.dihedrals(scored)[:, :2]
     metrics = json_clean(
         evaluate(
@@ -249,6 +282,7 @@ def simulate_and_score(
             cg.temperature,
             bins=cfg.bins,
             reference_weights=reference_weights,
+            model_weights=frame_w,
         )
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -257,7 +291,7 @@ def simulate_and_score(
         fes_plot(
             {
                 "reference": (reference_dihedrals, reference_weights),
-                f"CG ({cfg.method})": model_d,
+                f"CG ({cfg.method})": model_d if frame_w is None else (model_d, frame_w),
             },
             out / "fes.png",
             cg.temperature,
@@ -369,12 +403,20 @@ def train_and_simulate(
         "temperature_K": cg.temperature,
     }
     files: dict[str, str] = {}
+    targets = None
     if cfg.method == "flow":
-        x_train, f_train = _teacher_targets(cg, x_cg, w_aa, cfg, out, summary, files, report)
+        epochs = _epochs(
+            cfg.teacher_epochs, cfg.teacher_steps, len(x_cg), cfg.teacher_batch_size, 0.1
+        )
+        targets = teacher_targets(cg, x_cg, w_aa, cfg, out, summary, files, report, epochs)
+        x_train, f_train, e_train = targets.positions, targets.forces, targets.energies
     else:
         x_train, f_train = _mapped_force_targets(mapping, x_aa, f_aa, x_cg)
+        e_train = None
     summary["n_force_samples"] = int(len(x_train))
-    ff = _train_student(cg, x_cg, x_train, f_train, cfg, summary, report)
+    ff = _train_student(cg, x_cg, x_train, f_train, cfg, summary, report, e_train)
+    if targets is not None and targets.probe is not None:
+        summary["basins"].update(student_record(ff, cg, targets.probe) or {})
     files["forcefield"] = str(
         ff.save(out / "forcefield.pt", extra={"system": cg.to_spec(), "method": cfg.method})
     )
@@ -388,6 +430,7 @@ def train_and_simulate(
         ref_d,
         reference_weights=reference_weights,
         start_weights=w_aa,
+        state_shares=_equilibrium_shares(summary),
         progress=lambda f, m: report(0.75 + 0.25 * f, m),
     )
     summary["md"], summary["metrics"] = scored["md"], scored["metrics"]
@@ -399,6 +442,15 @@ def train_and_simulate(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     report(1.0, "done")
     return summary
+
+
+def _equilibrium_shares(summary: dict) -> dict[str, float] | None:
+    """The student's state shares by importance sampling from the teacher, if trustworthy
+    (ESS above 10 %); None otherwise (the walkers then start in proportion to the data)."""
+    b = summary.get("basins") or {}
+    if "student" in b and (b.get("student_ess") or 0.0) > 0.1:
+        return b["student"]
+    return None
 
 
 def run_pipeline(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -432,57 +484,6 @@ def _training_frames(
     return x_aa, f_aa, w_aa
 
 
-def _teacher_targets(
-    cg, x_cg: np.ndarray, w_aa, cfg: CGConfig, out: Path, summary: dict, files: dict, report
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flow matching: fit the teacher flow to the mapped frames, return flow samples and their
-    forces kT grad log q (outliers filtered)."""
-    report(0.0, "training the teacher flow")
-    t0 = time.perf_counter()
-    teacher = CGFlow.build(
-        cg,
-        x_cg,
-        n_layers=cfg.teacher_layers,
-        hidden=tuple(cfg.teacher_hidden),
-        n_components=cfg.teacher_components,
-        tails=cfg.teacher_tails,
-        seed=cfg.seed,
-    )
-
-    def on_epoch(ev: dict) -> None:
-        if ev.get("event") == "epoch":
-            report(0.35 * ev["progress"], f"teacher epoch {ev['epoch']}/{ev['epochs']}")
-
-    hist = teacher.fit(
-        x_cg,
-        weights=w_aa,
-        epochs=_epochs(
-            cfg.teacher_epochs, cfg.teacher_steps, len(x_cg), cfg.teacher_batch_size, 0.1
-        ),
-        batch_size=cfg.teacher_batch_size,
-        lr=cfg.teacher_lr,
-        seed=cfg.seed,
-        callbacks=[on_epoch],
-    )
-    files["teacher"] = str(teacher.save(out / "teacher.pt"))
-    report(0.35, "teacher forces on flow samples")
-    tf = teacher_forces(
-        teacher,
-        cfg.n_teacher_samples,
-        filter_factor=cfg.force_filter_factor,
-        max_msf=cfg.max_msf,
-        seed=cfg.seed,
-    )
-    finite_val = [v for v in hist["val_nll"] if math.isfinite(v)]
-    summary["teacher"] = {
-        "best_val_nll": min(finite_val) if finite_val else math.nan,
-        "epochs_run": len(hist["train_loss"]),
-        "time_s": time.perf_counter() - t0,
-        "forces": tf.summary(),
-    }
-    return tf.positions, tf.forces
-
-
 def _mapped_force_targets(
     mapping: Mapping, x_aa: np.ndarray, f_aa: np.ndarray | None, x_cg: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -495,7 +496,7 @@ def _mapped_force_targets(
 
 
 def _train_student(
-    cg, x_cg: np.ndarray, x_train, f_train, cfg: CGConfig, summary: dict, report
+    cg, x_cg: np.ndarray, x_train, f_train, cfg: CGConfig, summary: dict, report, e_train=None
 ) -> CGForceField:
     """The CG force field (priors fitted to the mapped frames) trained on the force targets."""
     report(0.45, "training the CG force field")
@@ -520,9 +521,12 @@ def _train_student(
         val_fraction=cfg.val_fraction,
         seed=cfg.seed,
         progress=lambda f, m: report(0.45 + 0.3 * f, m),
+        energies=e_train,
+        energy_weight=cfg.energy_weight if e_train is not None else 0.0,
     )
     summary["student"] = {
         "best_val_mse": sh["best_val_mse"],
+        "val_energy_mse": sh["val_energy_mse"][-1] if sh["val_energy_mse"] else None,
         "epochs_run": sh["epochs_run"],
         "time_s": sh["time"],
         "n_parameters": int(sum(p.numel() for p in ff.parameters())),

@@ -24,6 +24,7 @@ The fraction dropped is reported.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,8 @@ class TeacherForces:
     positions, forces: (N_kept, n_beads, 3) nm and kJ/mol/nm (float32). msf: (n_drawn,)
     mean-square force of every drawn sample ((kJ/mol/nm)^2, inf if not finite).
     threshold: the msf cut used. n_drawn, n_dropped (including non-finite), n_nonfinite.
+    log_q: (N_kept,) the teacher's log-density of the kept samples (float64), the target of
+    energy matching up to a constant. n_proposed: samples drawn before ``select``.
     """
 
     positions: np.ndarray
@@ -207,6 +210,8 @@ class TeacherForces:
     n_drawn: int
     n_dropped: int
     n_nonfinite: int
+    log_q: np.ndarray | None = None
+    n_proposed: int = 0
 
     @property
     def fraction_dropped(self) -> float:
@@ -219,6 +224,7 @@ class TeacherForces:
             "n_kept": int(len(self.positions)),
             "n_dropped": int(self.n_dropped),
             "n_nonfinite": int(self.n_nonfinite),
+            "n_proposed": int(max(self.n_proposed, self.n_drawn)),
             "fraction_dropped": float(self.fraction_dropped),
             "msf_threshold": float(self.threshold),
             "msf_median": float(np.median(finite)) if finite.size else math.nan,
@@ -233,9 +239,14 @@ def teacher_forces(
     filter_factor: float | None = 50.0,
     max_msf: float | None = None,
     seed: int | None = None,
+    n_proposed: int | None = None,
+    select: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> TeacherForces:
     """Draw ``n_samples`` from the teacher and compute kT grad log q on them, then filter.
 
+    With ``select``: ``n_proposed`` (>= n_samples) samples are drawn and ``select(positions)``
+    returns the indices of the ``n_samples`` to keep (e.g. a pick balanced over basins,
+    :func:`boltzgen.cg.basins.balanced_indices`); forces are computed for those only.
     A sample is dropped when its force is not finite or its mean-square force exceeds
     the threshold: ``max_msf`` ((kJ/mol/nm)^2) if given, else ``filter_factor * median(msf)``
     (``filter_factor=None, max_msf=None`` keeps every finite sample). See the module docstring.
@@ -244,16 +255,23 @@ def teacher_forces(
         raise InputError(f"n_samples must be >= 1, got {n_samples}")
     if seed is not None:
         torch.manual_seed(seed)
-    xs, fs = [], []
+    n_draw = int(n_samples) if select is None else max(int(n_proposed or 0), int(n_samples))
     was_training = teacher.training
     teacher.eval()
-    for start in range(0, int(n_samples), int(batch_size)):
-        m = min(int(batch_size), int(n_samples) - start)
-        x, _ = teacher.sample_positions(m)
-        xs.append(x.detach())
-        fs.append(teacher.forces(x))
+    drawn = [
+        teacher.sample_positions(min(int(batch_size), n_draw - s))
+        for s in range(0, n_draw, int(batch_size))
+    ]
+    xs = torch.cat([d[0] for d in drawn]).detach()
+    lq = torch.cat([d[1] for d in drawn]).detach()
+    if select is not None:
+        idx = torch.as_tensor(np.asarray(select(xs.double().numpy()), dtype=np.int64))
+        if idx.ndim != 1 or len(idx) != int(n_samples):
+            raise ShapeError(f"select must return {int(n_samples)} indices, got {tuple(idx.shape)}")
+        xs, lq = xs[idx], lq[idx]
+    fs = [teacher.forces(xs[s : s + int(batch_size)]) for s in range(0, len(xs), int(batch_size))]
     teacher.train(was_training)
-    x = torch.cat(xs).double().numpy()
+    x = xs.double().numpy()
     f = torch.cat(fs).double().numpy()
     msf = (f**2).mean(axis=(1, 2))
     msf = np.where(np.isfinite(msf), msf, np.inf)
@@ -273,4 +291,6 @@ def teacher_forces(
         n_drawn=len(msf),
         n_dropped=int((~keep).sum()),
         n_nonfinite=int((~finite).sum()),
+        log_q=lq.double().numpy()[keep],
+        n_proposed=n_draw,
     )

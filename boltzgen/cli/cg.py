@@ -52,6 +52,12 @@ def _echo_scores(summary: dict[str, Any], out: Path) -> None:
         f"{fmt(m.get('df_reference_kT'))} kT"
     )
     md = summary["md"]
+    if md.get("basin"):
+        b = md["basin"]
+        typer.echo(
+            f"CG MD basin {b['dihedral']} >= 0: {100 * b['share']:.2f} % of frames, "
+            f"{b['transitions']} transitions ({b['walkers_crossing']} walkers crossed)"
+        )
     typer.echo(
         f"CG MD: {md['n_walkers']} walkers x {md['n_steps']:,} steps in {md['time_s']:.0f} s "
         f"({md.get('frames_per_s', 0):,.0f} frames/s); files in {out}/"
