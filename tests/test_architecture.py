@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # what the workflows over the library (pipeline, jobs) may use
 _WORKFLOW = {
     "analysis",
+    "cores",
     "cv",
     "energy",
     "enhanced",
@@ -35,6 +36,7 @@ _WORKFLOW = {
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "paths": set(),
+    "cores": {"errors"},
     "constants": set(),
     "jsonable": set(),
     "flows": {"errors"},  # flows know no physics
@@ -52,7 +54,8 @@ ALLOWED: dict[str, set[str]] = {
     "coordinates": {"errors"},
     "cv": {"coordinates", "errors", "systems"},
     "umbrella": {"analysis", "cv", "errors", "simulation", "systems"},
-    "remd": {"errors", "h5io", "simulation", "systems"},
+    "replica_pool": {"errors", "simulation", "systems"},
+    "remd": {"cores", "errors", "h5io", "replica_pool", "simulation", "systems"},
     "enhanced": {"openmm_context", "remd", "umbrella"},  # re-exports only
     "metadynamics": {"analysis", "cv", "errors", "simulation", "systems"},
     "remd_ladder": {"enhanced", "errors", "simulation"},

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from boltzgen.cores import resolve_cores
 from boltzgen.energy import EnergyModel, fastest_platform
 from boltzgen.generator.balance import backbone_state_labels, pattern_weights
 from boltzgen.generator.config import FlowConfig, TrainConfig, flow_size
@@ -26,7 +27,14 @@ __all__ = ["energy_model", "plan_samples", "train_stage"]
 
 
 def energy_model(system, config: PipelineConfig) -> EnergyModel:
-    return EnergyModel(system, platform=fastest_platform(system, config.platform))
+    """The energies of the run: one evaluator per core (this process and cores - 1 workers,
+    each with one Context and one thread), the workers started now so that the rates
+    measured for the sampling plan do not include their start."""
+    n = resolve_cores(config.cores)
+    model = EnergyModel(system, platform=fastest_platform(system, config.platform), n_workers=n)
+    if n > 1:
+        model(torch.as_tensor(np.repeat(system.positions[None], n, axis=0)))
+    return model
 
 
 def plan_samples(config: PipelineConfig, split, system, rates) -> dict[str, Any]:
