@@ -39,14 +39,15 @@ def resolve_cores(cores: int | None = None) -> int:
 
 def contiguous_groups(n_items: int, n_groups: int) -> list[list[int]]:
     """0..n_items-1 in min(n_groups, n_items) contiguous groups whose sizes differ by at most
-    one, the larger ones first (e.g. 5 replicas on 2 workers: [0, 1, 2], [3, 4])."""
+    one, the smaller ones first (e.g. 5 replicas on 2 workers: [0, 1], [2, 3, 4]): group 0 is
+    the calling process's, which has the exchanges and the frames to do besides."""
     if n_items < 1 or n_groups < 1:
         raise InputError(f"need n_items >= 1 and n_groups >= 1, got {n_items}, {n_groups}")
     n = min(int(n_groups), int(n_items))
     size, extra = divmod(int(n_items), n)
     groups, start = [], 0
     for g in range(n):
-        stop = start + size + (g < extra)
+        stop = start + size + (g >= n - extra)
         groups.append(list(range(start, stop)))
         start = stop
     return groups

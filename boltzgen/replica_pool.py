@@ -33,6 +33,7 @@ import numpy as np
 import openmm.unit as unit
 
 from boltzgen.errors import BoltzgenError, ReplicaWorkerError
+from boltzgen.processes import requests, stop_workers
 from boltzgen.simulation import LangevinConfig, Simulation
 from boltzgen.systems import System
 
@@ -128,14 +129,7 @@ def _worker_main(
         conn.send(("error", _picklable(exc)))
         return
     conn.send(("ok", group.platform))
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        name, args = msg
+    for name, args in requests(conn):
         try:
             result = getattr(group, name)(*args)
         except Exception as exc:
@@ -224,18 +218,7 @@ class ReplicaPool:
     def close(self) -> None:
         """End the worker processes (this process's group stays usable)."""
         workers, self._workers = self._workers, []
-        for proc, conn in workers:
-            try:
-                if proc.is_alive():
-                    conn.send(None)
-            except Exception:
-                pass
-        for proc, conn in workers:
-            proc.join(timeout=2.0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=2.0)
-            conn.close()
+        stop_workers(workers, grace=2.0)
 
     def __enter__(self) -> ReplicaPool:
         return self

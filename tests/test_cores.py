@@ -53,8 +53,8 @@ def test_cores_below_one_or_not_an_integer_is_a_typed_error(bad):
 
 
 def test_contiguous_groups_balance_the_replicas():
-    assert contiguous_groups(5, 2) == [[0, 1, 2], [3, 4]]
-    assert contiguous_groups(6, 4) == [[0, 1], [2, 3], [4], [5]]
+    assert contiguous_groups(5, 2) == [[0, 1], [2, 3, 4]]
+    assert contiguous_groups(6, 4) == [[0], [1], [2, 3], [4, 5]]
     assert contiguous_groups(2, 5) == [[0], [1]]
     assert contiguous_groups(3, 1) == [[0, 1, 2]]
     with pytest.raises(InputError):

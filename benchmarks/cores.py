@@ -1,0 +1,213 @@
+"""Wall time at 1 and 2 cores: the REMD data stage and a short `boltzgen run`, side by side.
+
+Two parts, one JSON object per result on stdout; the 1- and 2-core runs alternate (1, 2, 1, 2,
+...) so that the load other processes put on the machine falls on both alike, and every row
+states the load average (``/proc/loadavg``) before it.
+
+* ``remd``: :func:`boltzgen.enhanced.replica_exchange` on the pipeline's own ladder
+  (:func:`boltzgen.remd_ladder.temperature_ladder`) for a fixed number of steps per replica,
+  with ``n_workers`` = 1 and 2 (what ``--cores 1`` / ``--cores 2`` give the data stage), worker
+  start-up included. A summary row per molecule: median wall times, the speed-up, and a
+  projection to 16 cores **on paper**: the two medians fix a serial part s and a replica part
+  P of T(k) = s + P ceil(R/k)/R (R replicas, at most one process each), so T(16) = s + P/R
+  (Amdahl's law with the replicas' granularity); the plain Amdahl fraction p from the
+  speed-up is printed too.
+
+* ``run``: ``python -m boltzgen run PDB --budget B --cores k --quiet`` in a subprocess. The
+  budget fixes the wall time, so the row reports the work done in it (REMD ns, training
+  epochs, flow samples, refinement energy evaluations, effective samples n_eff) and the CPU
+  seconds used (the child's rusage), at 1 and 2 cores.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/cores.py remd --steps 40000 --rounds 2 \\
+        data/alanine-dipeptide.pdb data/peptides/ace-ser-ser-nme.pdb
+    PYTHONPATH=. .venv/bin/python benchmarks/cores.py run --budget 60s --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def emit(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its reaped children so far."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def projection(t1: float, t2: float, n_replicas: int, cores: int = 16) -> dict:
+    """T(k) = s + P ceil(R/k)/R fitted to T(1), T(2); T(cores) from it; Amdahl's p too."""
+    g2 = math.ceil(n_replicas / 2) / n_replicas
+    par = (t1 - t2) / (1.0 - g2)  # P
+    ser = t1 - par  # s
+    gk = math.ceil(n_replicas / cores) / n_replicas
+    speedup = t1 / t2
+    p = 2.0 * (1.0 - 1.0 / speedup)  # Amdahl: S(2) = 1 / ((1 - p) + p / 2)
+    return {
+        "serial_part_s": ser,
+        "replica_part_s": par,
+        f"projected_wall_s_at_{cores}_cores": ser + par * gk,
+        f"processes_used_at_{cores}_cores": min(cores, n_replicas),
+        "amdahl_parallel_fraction": p,
+        f"amdahl_projected_wall_s_at_{cores}_cores": t1 * ((1 - p) + p / cores),
+        "note": "projection on paper from the 1- and 2-core medians, not a measurement",
+    }
+
+
+def bench_remd(pdbs: list[str], solvent: str, steps: int, rounds: int) -> None:
+    from boltzgen.enhanced import replica_exchange
+    from boltzgen.remd_ladder import temperature_ladder
+    from boltzgen.simulation import LangevinConfig
+    from boltzgen.systems import System
+
+    for pdb in pdbs:
+        system = System.from_pdb(pdb, solvent=solvent)
+        temps, _ = temperature_ladder(system)
+        walls: dict[int, list[float]] = {1: [], 2: []}
+        for rnd in range(rounds):
+            for k in (1, 2):
+                load = loadavg()
+                c0, t0 = cpu_seconds(), time.perf_counter()
+                r = replica_exchange(
+                    system,
+                    temps,
+                    n_steps=steps,
+                    exchange_interval=100,
+                    report_interval=500,
+                    n_equilibration=0,
+                    langevin=LangevinConfig(seed=rnd, threads=1),
+                    n_workers=k,
+                )
+                wall = time.perf_counter() - t0
+                walls[k].append(wall)
+                emit(
+                    {
+                        "part": "remd",
+                        "molecule": Path(pdb).name,
+                        "solvent": solvent,
+                        "n_atoms": system.n_atoms,
+                        "n_replicas": len(temps),
+                        "platform": r.settings["platform"],
+                        "cores": k,
+                        "round": rnd,
+                        "steps_per_replica": steps,
+                        "wall_s": wall,
+                        "cpu_s": cpu_seconds() - c0,
+                        "replica_steps_per_s": len(temps) * steps / wall,
+                        "loadavg_before": load,
+                        "loadavg_after": loadavg(),
+                    }
+                )
+        t1, t2 = statistics.median(walls[1]), statistics.median(walls[2])
+        emit(
+            {
+                "part": "remd-summary",
+                "molecule": Path(pdb).name,
+                "solvent": solvent,
+                "n_replicas": len(temps),
+                "median_wall_s": {"1": t1, "2": t2},
+                "speedup_2_cores": t1 / t2,
+                "ideal_speedup_2_cores": len(temps) / math.ceil(len(temps) / 2),
+                **projection(t1, t2, len(temps)),
+                "loadavg_now": loadavg(),
+            }
+        )
+
+
+def bench_run(pdb: str, budget: str, rounds: int, extra: list[str]) -> None:
+    rows: dict[int, list[dict]] = {1: [], 2: []}
+    for rnd in range(rounds):
+        for k in (1, 2):
+            with tempfile.TemporaryDirectory(prefix="cores-bench-") as tmp:
+                out = Path(tmp) / "run"
+                cmd = [sys.executable, "-m", "boltzgen", "run", pdb, "--out", str(out)]
+                cmd += ["--budget", budget, "--cores", str(k), "--quiet", "--seed", str(rnd)]
+                load = loadavg()
+                kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd + extra, capture_output=True, text=True, env=os.environ)
+                wall = time.perf_counter() - t0
+                kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if proc.returncode != 0:
+                    emit({"part": "run", "cores": k, "error": proc.stderr[-2000:]})
+                    continue
+                s = json.loads((out / "summary.json").read_text())
+            data, flows = s["data"], s.get("flows", [])
+            row = {
+                "part": "run",
+                "molecule": Path(pdb).name,
+                "budget": budget,
+                "cores": k,
+                "round": rnd,
+                "wall_s": wall,
+                "cpu_s": (kids.ru_utime - kids0.ru_utime) + (kids.ru_stime - kids0.ru_stime),
+                "stage_wall_s": s["wall_time_s"],
+                "remd_ns_per_replica": data.get("simulated_ns_per_replica"),
+                "remd_replica_processes": data.get("replica_processes"),
+                "epochs": [f.get("epochs_run") for f in flows],
+                "flow_samples": [f.get("n_samples") for f in flows],
+                "refine_energy_evals": [f.get("n_energy_evals") for f in flows],
+                "ess": s["ess"],
+                "n_eff": s["n_eff"],
+                "df_phi2_kT": s["free_energies"].get("phi:2", {}).get("df_kT"),
+                "loadavg_before": load,
+                "loadavg_after": loadavg(),
+            }
+            rows[k].append(row)
+            emit(row)
+    med = {
+        str(k): {
+            key: statistics.median(r[key] for r in rows[k])
+            for key in ("wall_s", "cpu_s", "remd_ns_per_replica")
+        }
+        for k in (1, 2)
+        if rows[k]
+    }
+    emit({"part": "run-summary", "budget": budget, "medians": med, "loadavg_now": loadavg()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="part", required=True)
+    r = sub.add_parser("remd")
+    r.add_argument("pdbs", nargs="*", default=[str(ROOT / "data" / "alanine-dipeptide.pdb")])
+    r.add_argument("--solvent", default="vacuum")
+    r.add_argument("--steps", type=int, default=40_000)
+    r.add_argument("--rounds", type=int, default=2)
+    u = sub.add_parser("run")
+    u.add_argument("pdb", nargs="?", default=str(ROOT / "data" / "alanine-dipeptide.pdb"))
+    u.add_argument("--budget", default="60s")
+    u.add_argument("--rounds", type=int, default=2)
+    u.add_argument("extra", nargs="*", help="further `boltzgen run` options (after --)")
+    args = ap.parse_args()
+    emit({"part": "machine", "cores": len(os.sched_getaffinity(0)), "loadavg": loadavg()})
+    if args.part == "remd":
+        bench_remd(args.pdbs, args.solvent, args.steps, args.rounds)
+    else:
+        bench_run(args.pdb, args.budget, args.rounds, args.extra)
+
+
+if __name__ == "__main__":
+    main()
