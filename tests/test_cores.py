@@ -86,7 +86,7 @@ def test_pipeline_config_and_job_accept_cores(monkeypatch):
     assert job_cores(unset) == 8
 
 
-def test_cli_run_parses_cores_and_sizes_torch_threads(monkeypatch, tmp_path):
+def test_cli_run_parses_cores_and_threads(monkeypatch, tmp_path):
     import boltzgen.cli.run as cli_run
     from boltzgen.cli import app
     from boltzgen.paths import data_file
@@ -102,9 +102,9 @@ def test_cli_run_parses_cores_and_sizes_torch_threads(monkeypatch, tmp_path):
     pdb = str(data_file("alanine-dipeptide.pdb"))
     res = CliRunner().invoke(app, ["run", pdb, "--out", str(tmp_path), "--cores", "2"])
     assert res.exit_code == 2 and "stop here" in res.output, res.output
-    assert seen == {"cores": 2, "threads": 2} and "2 cores" in res.output
-    res = CliRunner().invoke(app, ["run", pdb, "--out", str(tmp_path), "--threads", "1"])
-    assert seen == {"cores": None, "threads": 1}, res.output
+    assert seen == {"cores": 2, "threads": 1} and "2 cores" in res.output
+    res = CliRunner().invoke(app, ["run", pdb, "--out", str(tmp_path), "--threads", "2"])
+    assert seen == {"cores": None, "threads": 2}, res.output
     assert torch.get_num_threads() == 1  # restored
     res = CliRunner().invoke(app, ["run", pdb, "--out", str(tmp_path), "--cores", "0"])
     assert res.exit_code == 2 and "--cores" in res.output
@@ -180,3 +180,42 @@ def test_a_failing_or_dead_worker_raises_instead_of_hanging(adp):
 def test_remd_rejects_a_bad_worker_count(adp):
     with pytest.raises(InputError, match="n_workers"):
         _remd(adp, "Reference", 0)
+
+
+# ------------------------------------------------------------------ the pipeline's choices
+def test_the_data_stage_keeps_the_faster_number_of_remd_processes(monkeypatch):
+    from boltzgen.pipeline import data
+
+    monkeypatch.setattr(cores, "available_cores", lambda: 2)
+    rates = {1: 100.0, 2: 300.0}
+
+    def fake_calibration(system, temps, *, seconds, langevin, n_workers):
+        setup = 0.5 if n_workers > 1 else 0.0
+        return {"steps_per_second": rates[n_workers], "setup_seconds": setup}
+
+    monkeypatch.setattr(data, "calibrate_remd", fake_calibration)
+    temps = np.array(LADDER + [440.0])
+
+    def choose(config):
+        return data._fastest_remd(None, temps, config, 60.0, lambda *a: None)
+
+    cal, k, lang, tried = choose(PipelineConfig())
+    assert (k, lang.threads, cal["steps_per_second"]) == (2, 1, 300.0) and set(tried) == {"1", "2"}
+    rates = {1: 300.0, 2: 100.0}  # a busy machine: the lock-step processes lose
+    cal, k, lang, tried = choose(PipelineConfig())
+    assert (k, lang.threads) == (1, 2)  # one process; the CPU platform gets both threads
+    cal, k, lang, tried = choose(PipelineConfig(cores=1))
+    assert (k, lang.threads) == (1, 1) and set(tried) == {"1"}
+
+
+def test_the_energy_model_keeps_one_of_its_two_candidates(adp, monkeypatch):
+    from boltzgen.pipeline.training import energy_model
+
+    monkeypatch.setattr(cores, "available_cores", lambda: 2)
+    assert energy_model(adp, PipelineConfig(cores=1)).n_workers == 1
+    model = energy_model(adp, PipelineConfig(cores=2))
+    assert model.n_workers in (1, 2)
+    assert len(mp.active_children()) == model.n_workers - 1  # the other one's workers ended
+    u = model(torch.as_tensor(adp.positions[None].repeat(3, axis=0)))
+    assert u.shape == (3,) and torch.isfinite(u).all()
+    model.close()

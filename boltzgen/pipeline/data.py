@@ -43,6 +43,30 @@ def _remd_workers(cores: int, n_replicas: int) -> tuple[int, int]:
     return n_workers, max(1, cores // n_workers)
 
 
+def _fastest_remd(system, temps, config, budget: float, clock) -> tuple:
+    """(calibration, processes, MD settings, every calibration tried) of the faster way to
+    run the ladder on ``config.cores``: one process (its Contexts get the cores' threads on
+    the CPU platform) or one process per core up to one per replica (:func:`_remd_workers`).
+    Both are timed: the replicas advance in lock-step, each exchange waiting for the slowest
+    process, and on a busy machine a small, fast molecule lost more to that waiting than the
+    second core gave (benchmarks/RESULTS.md, 2026-12-04); with one core, one timing."""
+    cores = resolve_cores(config.cores)
+    seconds = min(3.0, max(0.5, 0.03 * budget))
+    best, tried = None, {}
+    for k in sorted({1, min(cores, len(temps))}):
+        threads = max(1, cores // k)
+        lang = _langevin(config, threads)
+        clock("data", 0.0, f"calibrating REMD ({len(temps)} replicas, {k} processes)")
+        cal = calibrate_remd(system, temps, seconds=seconds, langevin=lang, n_workers=k)
+        tried[str(k)] = cal
+        # steps that fit in the budget once the workers are up
+        steps = cal["steps_per_second"] * max(0.0, budget - cal["setup_seconds"])
+        if best is None or steps > best[0]:
+            best = (steps, cal, k, lang)
+    _, cal, k, lang = best
+    return cal, k, lang, tried
+
+
 def data_stage(
     system, config: PipelineConfig, split, ckpt: Path, stages: Stages, fp: str, clock: Clock
 ) -> dict[str, Any]:
@@ -182,17 +206,7 @@ def _remd_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, cloc
     temps, ladder = temperature_ladder(
         system, config.t_max, config.target_acceptance, config.max_replicas
     )
-    cores = resolve_cores(config.cores)
-    n_workers, threads = _remd_workers(cores, len(temps))
-    lang = _langevin(config, threads)
-    clock("data", 0.0, f"calibrating REMD ({len(temps)} replicas, {n_workers} processes)")
-    cal = calibrate_remd(
-        system,
-        temps,
-        seconds=min(3.0, max(0.5, 0.03 * budget)),
-        langevin=lang,
-        n_workers=n_workers,
-    )
+    cal, n_workers, lang, tried = _fastest_remd(system, temps, config, budget, clock)
     left = budget - (time.perf_counter() - t0) - cal["setup_seconds"]
     n_equil, n_prod, report = _remd_steps(cal, left, budget, system.n_atoms, len(temps))
     clock("data", 0.02, f"REMD {len(temps)} replicas {temps[0]:.0f}-{temps[-1]:.0f} K")
@@ -234,9 +248,10 @@ def _remd_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, cloc
         "walkers_at_target": len(walkers),
         "calibration": cal,
         "platform": r.settings.get("platform"),
-        "cores": cores,
+        "cores": resolve_cores(config.cores),
         "replica_processes": n_workers,
-        "threads_per_context": threads,
+        "threads_per_context": lang.threads,
+        "calibrations": tried,
         "wall_time_s": time.perf_counter() - t0,
     }
     stages.save("data", fp, result)

@@ -5,6 +5,7 @@ training by likelihood until the training budget (plus what the data stage left)
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,27 @@ __all__ = ["energy_model", "plan_samples", "train_stage"]
 
 def energy_model(system, config: PipelineConfig) -> EnergyModel:
     """The energies of the run: one evaluator per core (this process and cores - 1 workers,
-    each with one Context and one thread), the workers started now so that the rates
-    measured for the sampling plan do not include their start."""
+    each with one Context and one thread) when that is measured faster than this process
+    alone on a batch of 512 frames, else this process alone. Timed because the workers split
+    every batch and wait for each other: on a busy machine two were slower than one at every
+    batch size tried (benchmarks/RESULTS.md, 2026-12-04). The workers are started here, so
+    the rates measured for the sampling plan do not include their start."""
+    platform = fastest_platform(system, config.platform)
     n = resolve_cores(config.cores)
-    model = EnergyModel(system, platform=fastest_platform(system, config.platform), n_workers=n)
-    if n > 1:
-        model(torch.as_tensor(np.repeat(system.positions[None], n, axis=0)))
-    return model
+    single = EnergyModel(system, platform=platform)
+    if n == 1:
+        return single
+    several = EnergyModel(system, platform=platform, n_workers=n)
+    x = torch.as_tensor(np.repeat(system.positions[None], 512, axis=0))
+    several.energy_and_forces(x[:n])  # start the workers
+    seconds = {}
+    for model in (single, several, single, several):
+        t0 = time.perf_counter()
+        model.energy_and_forces(x)
+        seconds[model] = min(seconds.get(model, math.inf), time.perf_counter() - t0)
+    keep, drop = (several, single) if seconds[several] < seconds[single] else (single, several)
+    drop.close()
+    return keep
 
 
 def plan_samples(config: PipelineConfig, split, system, rates) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from boltzgen.cores import resolve_cores, torch_threads
+from boltzgen.cores import resolve_cores
 from boltzgen.jobs.params import SystemParams
 from boltzgen.jobs.protocol import RESULT_MODEL_FILE
 from boltzgen.jobs.registry import ProgressFn, job_kind
@@ -52,10 +52,9 @@ def pipeline(
 
     cores = job_cores(params)
     config = pipeline_config(params).model_copy(update={"cores": cores})
-    with torch_threads(cores):
-        summary = run_pipeline(
-            params.load_system(), workdir, config, progress=progress, checkpoint_dir=checkpoint_dir
-        )
+    summary = run_pipeline(
+        params.load_system(), workdir, config, progress=progress, checkpoint_dir=checkpoint_dir
+    )
     summary.pop("checkpoint_dir", None)  # a path inside the worker, meaningless to a client
     summary[RESULT_MODEL_FILE] = "model.pt"
     return summary
