@@ -11,7 +11,12 @@ states the load average (``/proc/loadavg``) before it.
   projection to 16 cores **on paper**: the two medians fix a serial part s and a replica part
   P of T(k) = s + P ceil(R/k)/R (R replicas, at most one process each), so T(16) = s + P/R
   (Amdahl's law with the replicas' granularity); the plain Amdahl fraction p from the
-  speed-up is printed too.
+  speed-up is printed too. Linux shares the CPU between sessions (``sched_autogroup``), so
+  on a machine others keep busy a second process of ours gets no more CPU, only waits; the
+  rows therefore also give each process's CPU seconds, and the busier process's CPU time
+  (the critical path) stands in for the wall time on an idle machine: the summary's
+  ``idle_machine`` projection comes from those, an estimate that leaves out the exchange
+  round-trip latency (tens of microseconds per exchange when a core is free).
 
 * ``run``: ``python -m boltzgen run PDB --budget B --cores k --quiet`` in a subprocess. The
   budget fixes the wall time, so the row reports the work done in it (REMD ns, training
@@ -48,13 +53,10 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its reaped children so far."""
-    me, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def cpu_seconds() -> tuple[float, float]:
+    """User + system CPU seconds of this process, and of its reaped children, so far."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def projection(t1: float, t2: float, n_replicas: int, cores: int = 16) -> dict:
@@ -86,10 +88,11 @@ def bench_remd(pdbs: list[str], solvent: str, steps: int, rounds: int) -> None:
         system = System.from_pdb(pdb, solvent=solvent)
         temps, _ = temperature_ladder(system)
         walls: dict[int, list[float]] = {1: [], 2: []}
+        critical: dict[int, list[float]] = {1: [], 2: []}
         for rnd in range(rounds):
             for k in (1, 2):
                 load = loadavg()
-                c0, t0 = cpu_seconds(), time.perf_counter()
+                (p0, w0), t0 = cpu_seconds(), time.perf_counter()
                 r = replica_exchange(
                     system,
                     temps,
@@ -101,7 +104,10 @@ def bench_remd(pdbs: list[str], solvent: str, steps: int, rounds: int) -> None:
                     n_workers=k,
                 )
                 wall = time.perf_counter() - t0
+                p1, w1 = cpu_seconds()
                 walls[k].append(wall)
+                # the busier process's CPU time: the wall time where nothing else competes
+                critical[k].append(max(p1 - p0, w1 - w0))
                 emit(
                     {
                         "part": "remd",
@@ -114,13 +120,16 @@ def bench_remd(pdbs: list[str], solvent: str, steps: int, rounds: int) -> None:
                         "round": rnd,
                         "steps_per_replica": steps,
                         "wall_s": wall,
-                        "cpu_s": cpu_seconds() - c0,
+                        "cpu_s": (p1 - p0) + (w1 - w0),
+                        "cpu_s_this_process": p1 - p0,
+                        "cpu_s_worker": w1 - w0,
                         "replica_steps_per_s": len(temps) * steps / wall,
                         "loadavg_before": load,
                         "loadavg_after": loadavg(),
                     }
                 )
         t1, t2 = statistics.median(walls[1]), statistics.median(walls[2])
+        c1, c2 = statistics.median(critical[1]), statistics.median(critical[2])
         emit(
             {
                 "part": "remd-summary",
@@ -131,6 +140,9 @@ def bench_remd(pdbs: list[str], solvent: str, steps: int, rounds: int) -> None:
                 "speedup_2_cores": t1 / t2,
                 "ideal_speedup_2_cores": len(temps) / math.ceil(len(temps) / 2),
                 **projection(t1, t2, len(temps)),
+                "critical_path_cpu_s": {"1": c1, "2": c2},
+                "speedup_2_cores_on_an_idle_machine_estimated": c1 / c2,
+                "idle_machine": projection(c1, c2, len(temps)),
                 "loadavg_now": loadavg(),
             }
         )
