@@ -21,6 +21,7 @@ from boltzgen.enhanced import replica_exchange
 from boltzgen.errors import InputError, JobParamsError, ReplicaWorkerError
 from boltzgen.jobs.kinds.pipeline import job_cores
 from boltzgen.jobs.registry import validate_params
+from boltzgen.openmm_context import available_platforms
 from boltzgen.pipeline.config import PipelineConfig, make_config
 from boltzgen.replica_pool import ReplicaPool
 from boltzgen.simulation import LangevinConfig
@@ -118,6 +119,7 @@ def _remd(adp, platform: str, n_workers: int, seed: int = 3, **kw):
     return replica_exchange(adp, LADDER, langevin=lang, n_workers=n_workers, **args)
 
 
+@pytest.mark.skipif("CPU" not in available_platforms(), reason="no OpenMM CPU platform")
 def test_parallel_remd_is_bitwise_the_serial_run_on_the_cpu_platform(adp):
     serial = _remd(adp, "CPU", 1)
     assert serial.settings["n_workers"] == 1
