@@ -26,6 +26,13 @@ states the load average (``/proc/loadavg``) before it.
     PYTHONPATH=. .venv/bin/python benchmarks/cores.py remd --steps 40000 --rounds 2 \\
         data/alanine-dipeptide.pdb data/peptides/ace-ser-ser-nme.pdb
     PYTHONPATH=. .venv/bin/python benchmarks/cores.py run --budget 60s --rounds 2
+
+* ``torch``: training steps of the pipeline's ADP flow (8 layers x [64, 64], NLL + Adam,
+  batch 256) at 1 and 2 torch threads; ``energy``: energies + forces per frame (ADP,
+  Reference) with 1 and 2 evaluators at batches of 64, 512 and 4096.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/cores.py torch --rounds 3
+    PYTHONPATH=. .venv/bin/python benchmarks/cores.py energy --rounds 3
 """
 
 from __future__ import annotations
@@ -200,6 +207,76 @@ def bench_run(pdb: str, budget: str, rounds: int, extra: list[str]) -> None:
     emit({"part": "run-summary", "budget": budget, "medians": med, "loadavg_now": loadavg()})
 
 
+def bench_torch(rounds: int, seconds: float) -> None:
+    """Training steps (NLL + Adam, batch 256) of the pipeline's ADP flow at 1 and 2 threads."""
+    import numpy as np
+    import torch
+
+    from boltzgen.generator.config import FlowConfig
+    from boltzgen.generator.data import TrainingData
+    from boltzgen.generator.model import BoltzmannGenerator
+    from boltzgen.md import load_md
+    from boltzgen.systems import System
+
+    x = np.asarray(load_md(ROOT / "data" / "adp-vacuum-remd.h5").trajectory.xyz[:2000])
+    arch = FlowConfig(flow="smooth", n_layers=8, hidden=(64, 64), seed=0)
+    gen = BoltzmannGenerator.build(
+        System.alanine_dipeptide(), data=TrainingData(x, None, None), config=arch
+    )
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-4)
+    xb = torch.as_tensor(x[:256], dtype=torch.float32)
+
+    def step() -> None:
+        opt.zero_grad()
+        (-gen.log_prob(xb).mean()).backward()
+        opt.step()
+
+    per_step: dict[int, list[float]] = {1: [], 2: []}
+    for rnd in range(rounds):
+        for k in (1, 2):
+            torch.set_num_threads(k)
+            step()
+            t0, n = time.perf_counter(), 0
+            while time.perf_counter() - t0 < seconds:
+                step()
+                n += 1
+            per_step[k].append((time.perf_counter() - t0) / n)
+            emit({"part": "torch", "threads": k, "round": rnd, "s_per_step": per_step[k][-1],
+                  "loadavg": loadavg()})  # fmt: skip
+    emit({"part": "torch-summary", "median_s_per_step": {
+        k: statistics.median(v) for k, v in per_step.items()}})  # fmt: skip
+
+
+def bench_energy(rounds: int, seconds: float) -> None:
+    """Energies + forces of ADP (Reference) per frame with 1 and 2 evaluators."""
+    import numpy as np
+    import torch
+
+    from boltzgen.energy import EnergyModel
+    from boltzgen.md import load_md
+    from boltzgen.systems import System
+
+    system = System.alanine_dipeptide()
+    xyz = load_md(ROOT / "data" / "adp-vacuum-remd.h5").trajectory.xyz[:4096]
+    x = torch.as_tensor(np.asarray(xyz, dtype=np.float64))
+    models = {k: EnergyModel(system, platform="Reference", n_workers=k) for k in (1, 2)}
+    for m in models.values():
+        m(x[:8])  # workers up
+    for batch in (64, 512, 4096):
+        us: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(rounds):
+            for k, model in models.items():
+                t0, n = time.perf_counter(), 0
+                while time.perf_counter() - t0 < seconds:
+                    model.energy_and_forces(x[:batch])
+                    n += 1
+                us[k].append((time.perf_counter() - t0) / n / batch * 1e6)
+        emit({"part": "energy", "batch": batch, "loadavg": loadavg(),
+              "us_per_frame_median": {k: statistics.median(v) for k, v in us.items()}})  # fmt: skip
+    for m in models.values():
+        m.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="part", required=True)
@@ -213,12 +290,20 @@ def main() -> None:
     u.add_argument("--budget", default="60s")
     u.add_argument("--rounds", type=int, default=2)
     u.add_argument("extra", nargs="*", help="further `boltzgen run` options (after --)")
+    for name in ("torch", "energy"):
+        p = sub.add_parser(name)
+        p.add_argument("--rounds", type=int, default=3)
+        p.add_argument("--seconds", type=float, default=4.0 if name == "torch" else 1.5)
     args = ap.parse_args()
     emit({"part": "machine", "cores": len(os.sched_getaffinity(0)), "loadavg": loadavg()})
     if args.part == "remd":
         bench_remd(args.pdbs, args.solvent, args.steps, args.rounds)
-    else:
+    elif args.part == "run":
         bench_run(args.pdb, args.budget, args.rounds, args.extra)
+    elif args.part == "torch":
+        bench_torch(args.rounds, args.seconds)
+    else:
+        bench_energy(args.rounds, args.seconds)
 
 
 if __name__ == "__main__":
