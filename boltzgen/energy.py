@@ -35,6 +35,7 @@ from boltzgen.openmm_context import (  # platform choice, re-exported here (publ
     fastest_platform,
     select_platform,
 )
+from boltzgen.processes import stop_workers
 from boltzgen.systems import System
 
 __all__ = [
@@ -426,15 +427,4 @@ class EnergyModel:
 
     def _shutdown_workers(self) -> None:
         workers, self._workers = self._workers, []
-        for proc, conn in workers:
-            try:
-                if proc.is_alive():
-                    conn.send(None)
-            except Exception:
-                pass
-        for proc, conn in workers:
-            proc.join(timeout=0.5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=2.0)
-            conn.close()
+        stop_workers(workers, grace=0.5)

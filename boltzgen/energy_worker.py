@@ -15,6 +15,7 @@ import openmm
 import openmm.unit as unit
 
 from boltzgen.openmm_context import make_context
+from boltzgen.processes import requests
 
 #: Two atoms closer than this (nm) make a configuration invalid (energy +inf).
 OVERLAP_NM = 0.01
@@ -211,14 +212,7 @@ def worker_main(conn: Any, system_xml: str, platform: str, properties: dict[str,
     except Exception:
         conn.send(("error", None, traceback.format_exc(), None))
         return
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        tag, x, want_forces = msg
+    for tag, x, want_forces in requests(conn):
         try:
             status, energy, force = evaluator(
                 np.ascontiguousarray(x, dtype=np.float64), want_forces

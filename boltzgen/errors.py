@@ -43,6 +43,10 @@ class EnergyWorkerError(BoltzgenError, RuntimeError):
     """An energy worker process died or failed; the batch was not evaluated."""
 
 
+class ReplicaWorkerError(BoltzgenError, RuntimeError):
+    """A replica-exchange worker process died or failed; the run stopped."""
+
+
 class TopologyError(InputError):
     """The bond graph cannot be turned into internal coordinates (e.g. disconnected fragments)."""
 

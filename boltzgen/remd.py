@@ -5,7 +5,9 @@ ladder, with Metropolis swaps of neighbours (:func:`exchange_log_acceptance`,
 :func:`exchange_sweep`; velocities rescaled by sqrt(T_new/T_old)), and records the replica at
 the target temperature with energies and forces, in the same HDF5 format as
 :func:`boltzgen.md.simulate` (readable by :func:`boltzgen.md.load_md` and ``mdtraj.load``).
-This module adds only the ladder and the exchange step to the shared driver.
+This module adds only the ladder and the exchange step to the shared driver; the replicas step
+in this process or over worker processes (:class:`boltzgen.replica_pool.ReplicaPool`,
+``n_workers``).
 
 Units at the boundary: nm, ps, K, kJ/mol.
 """
@@ -23,12 +25,13 @@ import mdtraj
 import numpy as np
 import openmm.unit as unit
 
+from boltzgen.cores import contiguous_groups
 from boltzgen.errors import InputError
 from boltzgen.h5io import TrajectoryWriter
+from boltzgen.replica_pool import ReplicaPool
 from boltzgen.simulation import (
     FrameRecorder,
     LangevinConfig,
-    Simulation,
     langevin_metadata,
     resolve_langevin,
     run_in_chunks,
@@ -107,30 +110,18 @@ def exchange_sweep(
 
 
 class _Ladder:
-    """The replicas (one Simulation per temperature) and the exchange step between them."""
+    """The exchange step over a :class:`boltzgen.replica_pool.ReplicaPool` (the replicas, one
+    Simulation per temperature, in this process or over worker processes)."""
 
     def __init__(
-        self, system: System, temps: np.ndarray, cfg: LangevinConfig, exchange_interval: int
+        self, pool: ReplicaPool, temps: np.ndarray, seed: int, exchange_interval: int
     ) -> None:
-        self.temps, self.exchange_interval = temps, exchange_interval
-        self.sims = [
-            Simulation(system, cfg.replace(temperature=float(t), seed=cfg.seed * 1000 + r))
-            for r, t in enumerate(temps)
-        ]
-        self.rng = np.random.default_rng(cfg.seed)
+        self.pool, self.temps, self.exchange_interval = pool, temps, exchange_interval
+        self.rng = np.random.default_rng(seed)
         self.label = np.arange(len(temps))  # which walker sits at temperature r
         self.accepted = np.zeros(len(temps) - 1, dtype=np.int64)
         self.attempts = np.zeros(len(temps) - 1, dtype=np.int64)
         self.cycle = 0
-
-    def start(self, positions: np.ndarray | None) -> None:
-        """Every replica starts from the same minimised configuration, with velocities drawn
-        at its own temperature."""
-        first = self.sims[0]
-        first.start(positions, velocities=False)
-        start = first.positions()
-        for sim in self.sims:
-            sim.start(start, minimize=False)
 
     def advance(self, n_steps: int) -> None:
         """n_steps // exchange_interval cycles: every replica steps, then neighbours swap."""
@@ -138,12 +129,7 @@ class _Ladder:
             self._cycle()
 
     def _cycle(self) -> None:
-        for sim in self.sims:
-            sim.step(self.exchange_interval)
-        states = [
-            s.context.getState(energy=True, positions=True, velocities=True) for s in self.sims
-        ]
-        u = np.array([s.getPotentialEnergy().value_in_unit(_KJ) for s in states])
+        u, x, v = self.pool.step(self.exchange_interval)
         if not np.isfinite(u).all():
             raise InputError(
                 f"REMD blew up (non-finite energy at T = {self.temps[~np.isfinite(u)].tolist()} "
@@ -153,13 +139,10 @@ class _Ladder:
         self.attempts[parity::2] += 1
         for i in exchange_sweep(u, self.temps, parity, self.rng):
             self.accepted[i] += 1
-            si, sj = states[i], states[i + 1]
             scale = math.sqrt(self.temps[i + 1] / self.temps[i])
-            ci, cj = self.sims[i].context, self.sims[i + 1].context
-            ci.setPositions(sj.getPositions(asNumpy=True))
-            ci.setVelocities(sj.getVelocities(asNumpy=True) / scale)
-            cj.setPositions(si.getPositions(asNumpy=True))
-            cj.setVelocities(si.getVelocities(asNumpy=True) * scale)
+            # v * (1 / scale), as openmm.unit divides a Quantity (earlier runs stay bitwise)
+            self.pool.set(i, x[i + 1], v[i + 1] * (1.0 / scale))
+            self.pool.set(i + 1, x[i], v[i] * scale)
             self.label[i], self.label[i + 1] = self.label[i + 1], self.label[i]
         self.cycle += 1
 
@@ -199,6 +182,7 @@ def replica_exchange(
     center: bool = True,
     flush_every: int = 1000,
     langevin: LangevinConfig | None = None,
+    n_workers: int = 1,
 ) -> REMDResult:
     """Temperature replica exchange MD; records the replica at ``target_temperature``.
 
@@ -225,6 +209,13 @@ def replica_exchange(
         positions: start (n_atoms, 3) nm; every replica starts there (energy-minimised).
         progress: ``progress(steps_done, n_steps_total)`` including equilibration.
         center: store frames with their centroid at the origin (as :func:`simulate`).
+        n_workers: processes that step the replicas (:class:`boltzgen.replica_pool.
+            ReplicaPool`): 1 = all in this process; k > 1 = this process plus k - 1 spawned
+            workers, each stepping a contiguous group of replicas with its own Contexts (at
+            most one per replica). Bit-identical trajectories for every k on the CPU platform;
+            on Reference the same ensemble but other noise (its random stream is one per
+            process: :mod:`boltzgen.replica_pool`). A script using k > 1 must guard its
+            entry point with ``if __name__ == '__main__':``.
 
     Returns: :class:`REMDResult`.
     """
@@ -250,50 +241,52 @@ def replica_exchange(
     if n_steps < report_interval or n_equilibration < 0:
         raise InputError("need n_steps >= report_interval and n_equilibration >= 0")
 
-    ladder = _Ladder(system, temps, cfg, exchange_interval)
-    ladder.start(positions)
-    n_frames = n_steps // report_interval
-    steps_eq = -(-n_equilibration // exchange_interval) * exchange_interval
-    total_steps = steps_eq + n_frames * report_interval
-    metadata = langevin_metadata(
-        method="temperature replica exchange",
-        temperature_K=target,
-        temperatures_K=temps.tolist(),
-        exchange_interval_steps=exchange_interval,
-        timestep_ps=cfg.timestep,
-        friction_per_ps=cfg.friction,
-        report_interval_steps=report_interval,
-        n_steps=n_steps,
-        n_equilibration_steps=steps_eq,
-        seed=cfg.seed,
-        minimized=True,
-        centered=bool(center),
-        platform=ladder.sims[0].platform,
-    )
-    writer = TrajectoryWriter(out, system, metadata) if out is not None else None
-    frames = FrameRecorder(system, n_frames, writer, center=center, flush_every=flush_every)
-    walker = np.empty(n_frames, dtype=np.int64)
-
-    def record(f: int) -> None:
-        state = ladder.sims[it].context.getState(positions=True, energy=True, forces=True)
-        frames.record(
-            state,
-            time=(f + 1) * report_interval * cfg.timestep,
-            step=steps_eq + (f + 1) * report_interval,
+    if isinstance(n_workers, bool) or int(n_workers) != n_workers or n_workers < 1:
+        raise InputError(f"n_workers must be an integer >= 1, got {n_workers!r}")
+    groups = contiguous_groups(len(temps), int(n_workers))
+    with ReplicaPool(system, temps, cfg, groups) as pool:
+        pool.start(positions)
+        ladder = _Ladder(pool, temps, cfg.seed, exchange_interval)
+        n_frames = n_steps // report_interval
+        steps_eq = -(-n_equilibration // exchange_interval) * exchange_interval
+        total_steps = steps_eq + n_frames * report_interval
+        metadata = langevin_metadata(
+            method="temperature replica exchange",
+            temperature_K=target,
+            temperatures_K=temps.tolist(),
+            exchange_interval_steps=exchange_interval,
+            timestep_ps=cfg.timestep,
+            friction_per_ps=cfg.friction,
+            report_interval_steps=report_interval,
+            n_steps=n_steps,
+            n_equilibration_steps=steps_eq,
+            seed=cfg.seed,
+            minimized=True,
+            centered=bool(center),
+            platform=pool.platform,
         )
-        walker[f] = ladder.label[it]
+        writer = TrajectoryWriter(out, system, metadata) if out is not None else None
+        frames = FrameRecorder(system, n_frames, writer, center=center, flush_every=flush_every)
+        walker = np.empty(n_frames, dtype=np.int64)
 
-    try:
-        run_in_chunks(
-            ladder.advance, steps_eq, exchange_interval,
-            progress=progress, progress_every=100, total=total_steps,
-        )  # fmt: skip
-        run_in_chunks(
-            ladder.advance, n_frames * report_interval, report_interval, report=record,
-            progress=progress, done_before=steps_eq, total=total_steps,
-        )  # fmt: skip
-    finally:
-        frames.close()
+        def record(f: int) -> None:
+            x, energy, forces = pool.frame(it)
+            step = (f + 1) * report_interval
+            frames.add(x, energy, forces, time=step * cfg.timestep, step=steps_eq + step)
+            walker[f] = ladder.label[it]
+
+        try:
+            run_in_chunks(
+                ladder.advance, steps_eq, exchange_interval,
+                progress=progress, progress_every=100, total=total_steps,
+            )  # fmt: skip
+            run_in_chunks(
+                ladder.advance, n_frames * report_interval, report_interval, report=record,
+                progress=progress, done_before=steps_eq, total=total_steps,
+            )  # fmt: skip
+        finally:
+            frames.close()
+        n_used = pool.n_workers
     return REMDResult(
         trajectory=frames.trajectory(),
         potential_energy=frames.energy,
@@ -304,5 +297,5 @@ def replica_exchange(
         n_attempts=ladder.attempts,
         replica_of_frame=walker,
         wall_time=time.perf_counter() - t0,
-        settings=dict(metadata),
+        settings={**metadata, "n_workers": n_used},
     )

@@ -102,13 +102,15 @@ def calibrate_remd(
     seconds: float = 2.0,
     exchange_interval: int = 100,
     langevin: LangevinConfig | None = None,
+    n_workers: int = 1,
 ) -> dict[str, float]:
     """Time a short replica-exchange run: steps per second (every replica advancing one
     step) and the fixed setup cost (contexts, minimisation), in about ``seconds``.
 
     The run is stopped from its progress callback once ``seconds`` have passed after the
     first exchange cycle (or after 20,000 steps). ``langevin``: the MD settings of the run to
-    be planned (its seed is offset, so the timing run is not the production run's start)."""
+    be planned (its seed is offset, so the timing run is not the production run's start);
+    ``n_workers``: the processes of that run (the setup then includes starting them)."""
     langevin = langevin or LangevinConfig()
     marks: list[tuple[float, int]] = []
     t0 = time.perf_counter()
@@ -129,6 +131,7 @@ def calibrate_remd(
             n_equilibration=0,
             langevin=langevin.replace(seed=langevin.seed + 7919),
             progress=tick,
+            n_workers=n_workers,
         )
     wall = time.perf_counter() - t0
     if len(marks) < 2:

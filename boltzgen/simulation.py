@@ -317,20 +317,38 @@ class FrameRecorder:
     def record(
         self, state: openmm.State, time: float | None = None, step: int | None = None
     ) -> None:
-        """Store a frame (``time`` ps, default the state's); a non-finite energy raises
-        :class:`InputError` naming ``step``."""
+        """Store a frame of ``state`` (``time`` ps, default the state's); a non-finite energy
+        raises :class:`InputError` naming ``step``."""
+        self.add(
+            state.getPositions(asNumpy=True).value_in_unit(_NM),
+            state.getPotentialEnergy().value_in_unit(_KJ),
+            state.getForces(asNumpy=True).value_in_unit(_KJ_NM),
+            state.getTime().value_in_unit(unit.picosecond) if time is None else time,
+            step,
+        )
+
+    def add(
+        self,
+        positions: np.ndarray,
+        energy: float,
+        forces: np.ndarray,
+        time: float,
+        step: int | None = None,
+    ) -> None:
+        """Store a frame given as arrays: positions (n_atoms, 3) nm, potential energy kJ/mol,
+        forces (n_atoms, 3) kJ/mol/nm, time ps (what :meth:`record` reads from a State, or a
+        replica worker sends)."""
         i = self.n
-        energy = state.getPotentialEnergy().value_in_unit(_KJ)
         if not np.isfinite(energy):
             raise InputError(
                 f"MD blew up at step {step}: non-finite energy; use a smaller timestep or "
                 "minimise first"
             )
-        pos = state.getPositions(asNumpy=True).value_in_unit(_NM)
+        pos = np.asarray(positions)
         self.xyz[i] = pos - pos.mean(axis=0) if self.center else pos
-        self.forces[i] = state.getForces(asNumpy=True).value_in_unit(_KJ_NM)
+        self.forces[i] = forces
         self.energy[i] = energy
-        self.time[i] = state.getTime().value_in_unit(unit.picosecond) if time is None else time
+        self.time[i] = time
         self.n += 1
         if self.writer is not None and self.n - self._written >= self.flush_every:
             self.flush()

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # what the workflows over the library (pipeline, jobs) may use
 _WORKFLOW = {
     "analysis",
+    "cores",
     "cv",
     "energy",
     "enhanced",
@@ -35,6 +36,8 @@ _WORKFLOW = {
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "paths": set(),
+    "cores": {"errors"},
+    "processes": set(),
     "constants": set(),
     "jsonable": set(),
     "flows": {"errors"},  # flows know no physics
@@ -45,14 +48,15 @@ ALLOWED: dict[str, set[str]] = {
     "plots": {"errors"},
     "systems": {"errors", "paths"},
     "openmm_context": {"errors", "systems"},
-    "energy_worker": {"errors", "openmm_context", "systems"},
-    "energy": {"errors", "openmm_context", "energy_worker", "systems"},
+    "energy_worker": {"errors", "openmm_context", "processes", "systems"},
+    "energy": {"errors", "openmm_context", "energy_worker", "processes", "systems"},
     "simulation": {"errors", "h5io", "openmm_context", "systems"},
     "md": {"errors", "h5io", "simulation", "systems"},
     "coordinates": {"errors"},
     "cv": {"coordinates", "errors", "systems"},
     "umbrella": {"analysis", "cv", "errors", "simulation", "systems"},
-    "remd": {"errors", "h5io", "simulation", "systems"},
+    "replica_pool": {"errors", "processes", "simulation", "systems"},
+    "remd": {"cores", "errors", "h5io", "replica_pool", "simulation", "systems"},
     "enhanced": {"openmm_context", "remd", "umbrella"},  # re-exports only
     "metadynamics": {"analysis", "cv", "errors", "simulation", "systems"},
     "remd_ladder": {"enhanced", "errors", "simulation"},

@@ -33,6 +33,7 @@ TINY = {
     "hidden": [32],
     "seed": 1,
     "sampler": "metad",
+    "cores": 1,  # no worker processes, one thread (tests/test_cores.py covers more cores)
 }
 
 
@@ -270,6 +271,8 @@ def test_cli_run_resumes_from_stage_checkpoints(tiny_run):
         "--quiet",
         "--sampler",
         "metad",
+        "--cores",
+        "1",
     ]
     # the CLI's config must equal TINY's for the stages to resume: n_layers etc. differ, so
     # only the data stage (same budget, seed, ladder settings) is reused

@@ -110,6 +110,14 @@ class PipelineConfig(BaseModel):
     )
     lr: float = Field(5e-4, gt=0.0, le=1.0, description="Adam learning rate")
     platform: str = Field("auto", description="OpenMM platform for REMD and energies")
+    cores: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="CPU cores to use: REMD replicas step in up to this many processes, the "
+        "energy workers and (in the CLI and the job) torch's threads are sized from it; "
+        "default every core the process may use (its CPU affinity), and never more",
+    )
     n_bootstrap: int = Field(200, ge=2, le=10_000, description="bootstrap replicates")
     cvs: tuple[str, ...] | None = Field(
         None,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from boltzgen.cores import resolve_cores
 from boltzgen.cv import state_dihedrals
 from boltzgen.enhanced import replica_exchange
 from boltzgen.errors import InputError
@@ -26,9 +27,44 @@ from boltzgen.simulation import LangevinConfig
 __all__ = ["data_stage", "load_stage_data"]
 
 
-def _langevin(config) -> LangevinConfig:
-    """The pipeline's MD settings (one core per simulation, the run's seed)."""
-    return LangevinConfig(timestep=config.timestep, seed=config.seed, platform=config.platform)
+def _langevin(config, threads: int = 1) -> LangevinConfig:
+    """The pipeline's MD settings (the run's seed; ``threads`` CPU-platform threads per
+    Context)."""
+    return LangevinConfig(
+        timestep=config.timestep, seed=config.seed, platform=config.platform, threads=threads
+    )
+
+
+def _remd_workers(cores: int, n_replicas: int) -> tuple[int, int]:
+    """(processes stepping the replicas, CPU-platform threads per Context) for ``cores``:
+    one process per core up to one per replica; cores left over go to each Context's threads
+    (the CPU platform's; Reference has none), so the threads never exceed ``cores``."""
+    n_workers = min(cores, n_replicas)
+    return n_workers, max(1, cores // n_workers)
+
+
+def _fastest_remd(system, temps, config, budget: float, clock) -> tuple:
+    """(calibration, processes, MD settings, every calibration tried) of the faster way to
+    run the ladder on ``config.cores``: one process (its Contexts get the cores' threads on
+    the CPU platform) or one process per core up to one per replica (:func:`_remd_workers`).
+    Both are timed: the replicas advance in lock-step, each exchange waiting for the slowest
+    process, and on a busy machine a small, fast molecule lost more to that waiting than the
+    second core gave (benchmarks/RESULTS.md, 2026-12-04); with one core, one timing."""
+    cores = resolve_cores(config.cores)
+    seconds = min(3.0, max(0.5, 0.03 * budget))
+    best, tried = None, {}
+    for k in sorted({1, min(cores, len(temps))}):
+        threads = max(1, cores // k)
+        lang = _langevin(config, threads)
+        clock("data", 0.0, f"calibrating REMD ({len(temps)} replicas, {k} processes)")
+        cal = calibrate_remd(system, temps, seconds=seconds, langevin=lang, n_workers=k)
+        tried[str(k)] = cal
+        # steps that fit in the budget once the workers are up
+        steps = cal["steps_per_second"] * max(0.0, budget - cal["setup_seconds"])
+        if best is None or steps > best[0]:
+            best = (steps, cal, k, lang)
+    _, cal, k, lang = best
+    return cal, k, lang, tried
 
 
 def data_stage(
@@ -71,11 +107,8 @@ def _metad_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, clo
     budget = split["data"]["seconds"]
     cvs = list(state_dihedrals(system).values())
     clock("data", 0.0, "calibrating MD speed")
-    cal = calibrate_md(
-        system,
-        seconds=min(3.0, max(0.5, 0.03 * budget)),
-        langevin=_langevin(config),
-    )
+    lang = _langevin(config, threads=resolve_cores(config.cores))  # one simulation
+    cal = calibrate_md(system, seconds=min(3.0, max(0.5, 0.03 * budget)), langevin=lang)
     left = budget - (time.perf_counter() - t0)
     n_learn, n_prod, report = _metad_steps(cal, left, budget, system.n_atoms)
     names = ", ".join(c.name for c in cvs)
@@ -90,7 +123,7 @@ def _metad_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, clo
         n_metadynamics_steps=n_learn,
         n_steps=n_prod,
         report_interval=report,
-        langevin=_langevin(config),
+        langevin=lang,
         time_limit=max(left, 1.0),
         progress=report_progress,
     )
@@ -173,13 +206,7 @@ def _remd_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, cloc
     temps, ladder = temperature_ladder(
         system, config.t_max, config.target_acceptance, config.max_replicas
     )
-    clock("data", 0.0, f"calibrating REMD ({len(temps)} replicas)")
-    cal = calibrate_remd(
-        system,
-        temps,
-        seconds=min(3.0, max(0.5, 0.03 * budget)),
-        langevin=_langevin(config),
-    )
+    cal, n_workers, lang, tried = _fastest_remd(system, temps, config, budget, clock)
     left = budget - (time.perf_counter() - t0) - cal["setup_seconds"]
     n_equil, n_prod, report = _remd_steps(cal, left, budget, system.n_atoms, len(temps))
     clock("data", 0.02, f"REMD {len(temps)} replicas {temps[0]:.0f}-{temps[-1]:.0f} K")
@@ -196,9 +223,10 @@ def _remd_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, cloc
         exchange_interval=_EXCHANGE,
         report_interval=report,
         n_equilibration=n_equil,
-        langevin=_langevin(config),
+        langevin=lang,
         out=part,
         progress=report_progress,
+        n_workers=n_workers,
     )
     os.replace(part, ckpt / "remd.h5")
     walkers = np.unique(r.replica_of_frame)
@@ -220,6 +248,10 @@ def _remd_stage(system, config, split, ckpt: Path, stages: Stages, fp: str, cloc
         "walkers_at_target": len(walkers),
         "calibration": cal,
         "platform": r.settings.get("platform"),
+        "cores": resolve_cores(config.cores),
+        "replica_processes": n_workers,
+        "threads_per_context": lang.threads,
+        "calibrations": tried,
         "wall_time_s": time.perf_counter() - t0,
     }
     stages.save("data", fp, result)

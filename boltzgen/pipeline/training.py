@@ -5,6 +5,7 @@ training by likelihood until the training budget (plus what the data stage left)
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from boltzgen.cores import resolve_cores
 from boltzgen.energy import EnergyModel, fastest_platform
 from boltzgen.generator.balance import backbone_state_labels, pattern_weights
 from boltzgen.generator.config import FlowConfig, TrainConfig, flow_size
@@ -26,7 +28,28 @@ __all__ = ["energy_model", "plan_samples", "train_stage"]
 
 
 def energy_model(system, config: PipelineConfig) -> EnergyModel:
-    return EnergyModel(system, platform=fastest_platform(system, config.platform))
+    """The energies of the run: one evaluator per core (this process and cores - 1 workers,
+    each with one Context and one thread) when that is measured faster than this process
+    alone on a batch of 512 frames, else this process alone. Timed because the workers split
+    every batch and wait for each other: on a busy machine two were slower than one at every
+    batch size tried (benchmarks/RESULTS.md, 2026-12-04). The workers are started here, so
+    the rates measured for the sampling plan do not include their start."""
+    platform = fastest_platform(system, config.platform)
+    n = resolve_cores(config.cores)
+    single = EnergyModel(system, platform=platform)
+    if n == 1:
+        return single
+    several = EnergyModel(system, platform=platform, n_workers=n)
+    x = torch.as_tensor(np.repeat(system.positions[None], 512, axis=0))
+    several.energy_and_forces(x[:n])  # start the workers
+    seconds = {}
+    for model in (single, several, single, several):
+        t0 = time.perf_counter()
+        model.energy_and_forces(x)
+        seconds[model] = min(seconds.get(model, math.inf), time.perf_counter() - t0)
+    keep, drop = (several, single) if seconds[several] < seconds[single] else (single, several)
+    drop.close()
+    return keep
 
 
 def plan_samples(config: PipelineConfig, split, system, rates) -> dict[str, Any]:

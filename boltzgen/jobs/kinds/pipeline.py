@@ -8,11 +8,13 @@ crashed attempt resume after the last finished stage.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict
 
+from boltzgen.cores import resolve_cores
 from boltzgen.cv import DIHEDRAL_NAMES
 from boltzgen.jobs.params import SystemParams
 from boltzgen.jobs.protocol import RESULT_MODEL_FILE
@@ -48,6 +50,15 @@ def pipeline_config(params: PipelineParams) -> PipelineConfig:
     return PipelineConfig.model_validate(params.model_dump(include=fields))
 
 
+def job_cores(params: PipelineParams) -> int:
+    """The cores the job uses: its ``cores`` parameter, else the executor's share per job
+    (``BOLTZGEN_JOB_THREADS``, what a server sets so that concurrent jobs do not crowd each
+    other), else every core the process may use; never more than those."""
+    share = os.environ.get("BOLTZGEN_JOB_THREADS", "").strip()
+    default = int(share) if share.isdigit() and int(share) > 0 else None
+    return resolve_cores(params.cores if params.cores is not None else default)
+
+
 @job_kind("pipeline", PipelineParams)
 def pipeline(
     params: PipelineParams, workdir: Path, progress: ProgressFn, checkpoint_dir: Path
@@ -56,12 +67,10 @@ def pipeline(
     model), samples.h5 (mdtraj HDF5 with the weights), flow_samples.h5 and plots/."""
     from boltzgen.pipeline.run import run_pipeline  # here: it loads torch and OpenMM
 
+    cores = job_cores(params)
+    config = pipeline_config(params).model_copy(update={"cores": cores})
     summary = run_pipeline(
-        params.load_system(),
-        workdir,
-        pipeline_config(params),
-        progress=progress,
-        checkpoint_dir=checkpoint_dir,
+        params.load_system(), workdir, config, progress=progress, checkpoint_dir=checkpoint_dir
     )
     summary.pop("checkpoint_dir", None)  # a path inside the worker, meaningless to a client
     summary[RESULT_MODEL_FILE] = "model.pt"
