@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -108,14 +109,17 @@ def _seconds(text: str) -> float:
     return float(text[:-1]) * units[text[-1]]
 
 
-def _plan(args) -> list[tuple[str, str, int]]:
-    """(budget label, budget, seed) per run, in the order run: two seeds of the short budget,
+def _plan(args) -> list[tuple[str, str, int, str]]:
+    """(budget label, budget, seed, molecule) per run, in the order run: two seeds of the short budget,
     then the medium, then the other short seeds, then the long (an interrupted campaign still
     covers every budget it reached)."""
-    short = [("short", args.short, s) for s in args.short_seeds]
-    medium = [("medium", args.medium, s) for s in args.medium_seeds]
-    long = [("long", args.long, s) for s in args.long_seeds]
-    return short[:2] + medium + short[2:] + long
+    short = [("short", args.short, s, m) for s in args.short_seeds for m in args.short_molecules]
+    medium = [
+        ("medium", args.medium, s, m) for s in args.medium_seeds for m in args.medium_molecules
+    ]
+    long = [("long", args.long, s, m) for s in args.long_seeds for m in args.long_molecules]
+    cut = 2 * len(args.short_molecules)
+    return short[:cut] + medium + short[cut:] + long
 
 
 def _commit(code: Path, given: str | None) -> str:
@@ -136,24 +140,34 @@ def _has_cores(python: str, env: dict[str, str]) -> bool:
     return done.stdout.strip() == "True"
 
 
-def _run_one(mol: str, budget: str, seed: int, run_dir: Path, ctx: dict[str, Any]) -> dict:
+def _run_one(
+    mol: str, label: str, budget: str, seed: int, run_dir: Path, ctx: dict[str, Any]
+) -> dict:
     """Run ``boltzgen run`` once (unless its summary exists); its run record."""
     pdb, solvent, _ = REFERENCES[mol]
     record_path = run_dir / "run.json"
-    if (run_dir / "summary.json").exists() and record_path.exists():
-        return json.loads(record_path.read_text())
+    if record_path.exists() or (run_dir / "summary.json").exists():
+        return _record(run_dir, ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = ["nice", "-n", "10", ctx["python"], "-m", "boltzgen", "run", str(ctx["code"] / pdb)]
     cmd += ["--out", str(run_dir), "--budget", budget, "--solvent", solvent]
     cmd += ["--seed", str(seed), "--quiet"] + (["--cores", "1"] if ctx["cores"] else [])
     load_before = os.getloadavg()
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(run_dir / "console.txt", "w") as console:
         done = subprocess.run(cmd, stdout=console, stderr=subprocess.STDOUT, env=ctx["env"])
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     record = {
+        "molecule": mol,
+        "budget_label": label,
+        "budget": budget,
+        "seed": seed,
         "command": shlex.join(cmd),
         "exit_code": done.returncode,
         "wall_s": time.perf_counter() - t0,
+        # core-seconds of the run (user + system, its worker processes included)
+        "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         "load_before": list(load_before),
         "load_after": list(os.getloadavg()),
         "commit": ctx["commit"],
@@ -163,16 +177,49 @@ def _run_one(mol: str, budget: str, seed: int, run_dir: Path, ctx: dict[str, Any
     return record
 
 
-def _rows(mol: str, label: str, budget: str, seed: int, run_dir: Path, record: dict) -> list:
+def _record(run_dir: Path, ctx: dict[str, Any]) -> dict:
+    """A finished run's record; for a run whose driver was stopped after the run wrote its
+    summary (no run.json), one made from the directory name and the summary (no load, no CPU
+    time), and saved."""
+    path = run_dir / "run.json"
+    if path.exists():
+        rec = json.loads(path.read_text())
+    else:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rec = {
+            "exit_code": 0,
+            "wall_s": summary["wall_time_s"]["total"],
+            "cpu_s": None,
+            "load_before": [None],
+            "load_after": [None],
+            "commit": ctx["commit"],
+            "note": "driver restarted: record rebuilt from summary.json",
+            "budget": f"{summary['config']['budget_minutes']:g}m",
+        }
+    mol, label, seed = run_dir.name.rsplit("-", 2)
+    rec.setdefault("molecule", mol)
+    rec.setdefault("budget_label", label)
+    rec.setdefault("seed", int(seed[1:]))
+    rec.setdefault("budget", None)
+    if rec["budget"] is None:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rec["budget"] = f"{summary['config']['budget_minutes']:g}m"
+    path.write_text(json.dumps(rec, indent=1))
+    return rec
+
+
+def _rows(run_dir: Path, record: dict) -> list:
     """One row per reported CV of the run (a failed run: one row with its exit code)."""
+    mol, label, budget = record["molecule"], record["budget_label"], record["budget"]
     _, solvent, refs = REFERENCES[mol]
     base = {
         "molecule": mol,
         "solvent": solvent,
         "budget": label,
         "budget_s": _seconds(budget),
-        "seed": seed,
+        "seed": record["seed"],
         "wall_s": round(record["wall_s"], 1),
+        "cpu_s": record.get("cpu_s"),
         "load_before": record["load_before"][0],
         "load_after": record["load_after"][0],
         "commit": record["commit"],
@@ -210,6 +257,14 @@ def _rows(mol: str, label: str, budget: str, seed: int, run_dir: Path, record: d
             }
         )
     return rows
+
+
+def _per_run(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first row of each run (wall and CPU time are per run, not per CV)."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        seen.setdefault((r["molecule"], r["budget"], r["seed"]), r)
+    return list(seen.values())
 
 
 def _finite(v: Any) -> bool:
@@ -278,32 +333,37 @@ def main() -> None:
     p.add_argument("--molecules", nargs="+", default=list(DEFAULT_MOLECULES))
     p.add_argument("--short", default="2m")
     p.add_argument("--short-seeds", type=int, nargs="*", default=[0, 1, 2, 3])
+    p.add_argument("--short-molecules", nargs="+", default=None, help="default --molecules")
     p.add_argument("--medium", default="6m")
     p.add_argument("--medium-seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--medium-molecules", nargs="+", default=None, help="default --molecules")
     p.add_argument("--long", default="60m")
     p.add_argument("--long-seeds", type=int, nargs="*", default=[])
+    p.add_argument("--long-molecules", nargs="+", default=list(MUST_BE_RELIABLE_AT_HOUR))
     p.add_argument("--code", type=Path, default=ROOT, help="checkout whose boltzgen runs")
     p.add_argument("--commit", default=None)
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--summarize-only", action="store_true")
     args = p.parse_args()
-    unknown = set(args.molecules) - set(REFERENCES)
+    args.short_molecules = args.short_molecules or args.molecules
+    args.medium_molecules = args.medium_molecules or args.molecules
+    given = args.molecules + args.short_molecules + args.medium_molecules + args.long_molecules
+    unknown = set(given) - set(REFERENCES)
     if unknown:
         p.error(f"no reference for {sorted(unknown)}; known: {sorted(REFERENCES)}")
     code = args.code.resolve()
     env = {**os.environ, "PYTHONPATH": str(code)}
     ctx = {"python": args.python, "code": code, "env": env, "commit": _commit(code, args.commit)}
     ctx["cores"] = not args.summarize_only and _has_cores(args.python, env)
-    rows: list[dict[str, Any]] = []
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    for label, budget, seed in _plan(args):
-        for mol in args.molecules:
-            run_dir = out / "runs" / f"{mol}-{label}-s{seed}"
-            if args.summarize_only and not (run_dir / "run.json").exists():
-                continue
-            record = _run_one(mol, budget, seed, run_dir, ctx)
-            for row in _rows(mol, label, budget, seed, run_dir, record):
+    if not args.summarize_only:
+        for label, budget, seed, mol in _plan(args):
+            _run_one(mol, label, budget, seed, out / "runs" / f"{mol}-{label}-s{seed}", ctx)
+    rows: list[dict[str, Any]] = []  # every finished run under out/, this plan's or not
+    for run_dir in sorted((out / "runs").glob("*-s*")):
+        if (run_dir / "run.json").exists() or (run_dir / "summary.json").exists():
+            for row in _rows(run_dir, _record(run_dir, ctx)):
                 _emit(row)
                 rows.append(row)
     (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -313,16 +373,18 @@ def main() -> None:
         "budgets": {"short": args.short, "medium": args.medium, "long": args.long},
         "cores_option": ctx["cores"],
         "load_average_range": [
-            min((r["load_before"] for r in rows), default=None),
-            max((r["load_after"] for r in rows), default=None),
+            min((r["load_before"] for r in rows if r["load_before"] is not None), default=None),
+            max((r["load_after"] for r in rows if r["load_after"] is not None), default=None),
         ],
+        "core_minutes": sum(r["cpu_s"] or 0.0 for r in _per_run(rows)) / 60.0,
+        "wall_minutes": sum(r["wall_s"] for r in _per_run(rows)) / 60.0,
         **targets(rows, long_ran=any(r["budget"] == "long" for r in rows)),
     }
     if not args.long_seeds:
         summary["long_not_run"] = (
             "one-hour runs: "
             + shlex.join([sys.executable, "benchmarks/coverage.py", "--out", str(out)])
-            + " --short-seeds --medium-seeds --long-seeds 0 1"
+            + " --code . --short-seeds --medium-seeds --long-seeds 0 1"
         )
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     _emit({"summary": summary})
