@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from test_refinement import LOG_Z_MINOR, mixture_draws, mixture_log_q, sign_strata, u_minor
+from test_refinement import LOG_Z_MINOR, lq3, mixture_draws, sign_strata, strata3, u3
 
 from boltzgen.analysis import log_mean_exp
 from boltzgen.errors import InputError
@@ -20,20 +20,6 @@ from boltzgen.refinement.topup import merge_stratum, stratum_effective_particles
 from boltzgen.samples import Samples
 
 torch.set_num_threads(1)
-
-
-def _u3(p):  # one "atom" (x, y, z): the minor-basin double well in (x, y), N(0, 1) in z
-    p = p.reshape(len(p), 3)
-    return u_minor(p[:, :2]) + 0.5 * p[:, 2] ** 2
-
-
-def _lq3(p):
-    p = p.reshape(len(p), 3)
-    return mixture_log_q(p[:, :2]) - 0.5 * p[:, 2] ** 2 - 0.5 * math.log(2 * math.pi)
-
-
-def _strata3(p):
-    return sign_strata(p.reshape(len(p), 3))
 
 
 def _samples(n: int, seed: int, side: str | None = None) -> Samples:
@@ -58,9 +44,7 @@ def test_merged_stratum_is_still_an_exact_estimator():
     mass = {"+": 0.5, "-": 0.5}  # the mixture proposal's exact q(x > 0)
     log_z = []
     for seed in range(6):
-        r = refine(
-            _samples(100, seed), _u3, log_q=_lq3, strata=_strata3, strata_mass=mass, seed=seed
-        )
+        r = refine(_samples(100, seed), u3, log_q=lq3, strata=strata3, strata_mass=mass, seed=seed)
         assert isinstance(r, RefinedSamples)
         weak = weakest_stratum(r)
         rows = {row["label"]: row for row in r.history["strata"]}
@@ -69,9 +53,9 @@ def test_merged_stratum_is_still_an_exact_estimator():
         )
         more = refine(
             _samples(300, 100 + seed, "+"),
-            _u3,
-            log_q=_lq3,
-            strata=_strata3,
+            u3,
+            log_q=lq3,
+            strata=strata3,
             strata_mass={"+": 0.5},
             seed=seed,
         )
@@ -82,7 +66,7 @@ def test_merged_stratum_is_still_an_exact_estimator():
         assert stratum_effective_particles(after["+"]) > stratum_effective_particles(rows["+"])
         assert log_mean_exp(m.log_weights) == pytest.approx(m.log_z, abs=1e-9)
         k = [row["label"] for row in m.history["strata"]].index("+")
-        assert set(_strata3(m.positions[m.extra["stratum"] == k])) == {"+"}
+        assert set(strata3(m.positions[m.extra["stratum"] == k])) == {"+"}
         assert np.sum(m.extra["stratum"] == k) == after["+"]["n"]
         log_z.append(m.log_z)
     log_z = np.array(log_z)
