@@ -327,6 +327,38 @@ def targets(rows: list[dict[str, Any]], long_ran: bool) -> dict[str, Any]:
     }
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows as the table of benchmarks/RESULTS.md."""
+
+    def f(v: Any, spec: str = ".2f") -> str:
+        return format(v, spec) if _finite(v) else "-"
+
+    out = [
+        "| molecule | budget | seed | wall / s | CPU / s | load | CV | dF / kT | stated | "
+        "reference | miss | z | verdict | reasons |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("failed"):
+            out.append(
+                f"| {r['molecule']} | {r['budget']} | {r['seed']} | failed "
+                f"(exit {r['exit_code']}) |||||||||||"
+            )
+            continue
+        why = "; ".join(
+            x.split(":")[0] if x.startswith("stratum") else x.split(" (")[0]
+            for x in r.get("reasons") or []
+        )
+        out.append(
+            f"| {r['molecule']} | {r['budget']} | {r['seed']} | {f(r['wall_s'], '.0f')} | "
+            f"{f(r['cpu_s'], '.0f')} | {f(r['load_before'], '.1f')} | {r['cv']} | "
+            f"{f(r['df_kT'])} | {f(r['err_kT'])} | {f(r['reference_kT'])} +- "
+            f"{f(r['reference_err_kT'])} | {f(r['miss_kT'])} | {f(r['z'], '.1f')} | "
+            f"{r['verdict']} | {why[:120]} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -344,6 +376,7 @@ def main() -> None:
     p.add_argument("--commit", default=None)
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="print the rows as a table too")
     args = p.parse_args()
     args.short_molecules = args.short_molecules or args.molecules
     args.medium_molecules = args.medium_molecules or args.molecules
@@ -387,6 +420,8 @@ def main() -> None:
             + " --code . --short-seeds --medium-seeds --long-seeds 0 1"
         )
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if args.markdown:
+        print(markdown(rows))
     _emit({"summary": summary})
 
 
