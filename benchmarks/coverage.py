@@ -156,7 +156,10 @@ def _run_one(
     t0 = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(run_dir / "console.txt", "w") as console:
-        done = subprocess.run(cmd, stdout=console, stderr=subprocess.STDOUT, env=ctx["env"])
+        # cwd: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH
+        done = subprocess.run(
+            cmd, stdout=console, stderr=subprocess.STDOUT, env=ctx["env"], cwd=ctx["code"]
+        )
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     record = {
         "molecule": mol,
