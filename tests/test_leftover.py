@@ -144,3 +144,18 @@ def test_leftover_goes_to_the_weakest_stratum_within_the_time_left(adp_refined, 
         resumable=False,
     )
     assert rec3["status"] == "no time left" and none[0] is refined
+    # and a rerun resumes that too instead of spending its own budget on the strata
+    again, rec4 = leftover_stage(
+        [gen],
+        [drawn],
+        [refined],
+        config,
+        time.perf_counter() + 60.0,
+        eval_s,
+        tmp_path,
+        Stages(tmp_path),
+        "other",
+        clock,
+        resumable=True,
+    )
+    assert rec4["resumed"] and rec4["status"] == "no time left" and again[0] is refined

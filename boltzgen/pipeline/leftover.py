@@ -70,7 +70,9 @@ def leftover_stage(
     available = deadline - t0
     record: dict[str, Any] = {"seconds_available": max(available, 0.0), "rounds": []}
     if not config.refine or eval_seconds <= 0 or available < _min_round(config):
-        return finals, {**record, "seconds": 0.0, "flows": [], "status": "no time left"}
+        record.update(seconds=0.0, flows=[], strata=[], status="no time left")
+        stages.save("leftover", fp, record)  # a rerun resumes it: it does not spend its budget
+        return finals, {**record, "resumed": False}
     stages.start("leftover", fp)
     changed: set[int] = set()
     for r in range(_MAX_ROUNDS):
