@@ -109,3 +109,17 @@ def test_train_balance_state_without_frames_is_a_clean_error(tyr_md, tmp_path):
     assert "no frame lies in state" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, [*args, "--balance-cv", "chi9", *balance[2:]])
     assert res.exit_code != 0 and "chi9" in res.output
+
+
+def test_demo_prints_a_verdict_for_its_number(tmp_path):
+    """The demo trains independent flows and says whether its dF can be trusted, and why."""
+    args = ["demo", "--out", str(tmp_path / "d"), "--minutes", "0.1", "-n", "1000"]
+    res = runner.invoke(app, [*args, "--refine-seconds", "0", "--flows", "2"])
+    assert res.exit_code == 0, res.output
+    assert "flow 1/2: trained" in res.output and "flow 2/2: trained" in res.output
+    assert (tmp_path / "d" / "flow2" / "model.pt").exists()
+    (line,) = [x for x in res.output.splitlines() if x.startswith("dF = ")]
+    assert line.endswith((": reliable", ": not converged"))
+    assert "mean of 2 independent flows" in line
+    said_why = "\n  because " in res.output
+    assert said_why == line.endswith(": not converged")  # reasons exactly when not converged

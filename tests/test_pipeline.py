@@ -253,6 +253,19 @@ def test_tiny_pipeline_writes_readable_results(tiny_run):
     assert "metadynamics with a frozen bias" in report
     assert 0.0 <= s["clash_fraction"] <= 1.0
     assert set(s["wall_time_s"]) >= {"data", "training", "sampling", "analysis", "total"}
+    # time left before the analysis share goes to the weakest stratum; the record says what
+    # was available and spent, and every round that added particles strengthened its stratum
+    # the console says each thing once: invalid energies are counted per stage (all flows),
+    # each batch's details are in run.log
+    assert (out / "run.log").exists() and s["files"]["log"] == "run.log"
+    assert set(s["invalid_configurations"]) <= {"training", "sampling", "leftover"}
+    for v in s["invalid_configurations"].values():
+        assert 0 <= v["n_invalid"] <= v["n_evaluated"]
+    lo = s["leftover_spent"]
+    assert lo["status"] in ("done", "no time left") and lo["seconds"] >= 0.0
+    assert all(
+        r["n_effective_after"] > r["n_effective_before"] for r in lo["rounds"] if r["n_added"]
+    )
 
 
 def test_cli_run_resumes_from_stage_checkpoints(tiny_run):
@@ -279,12 +292,38 @@ def test_cli_run_resumes_from_stage_checkpoints(tiny_run):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "budget data" in res.output and "dF phi:2 =" in res.output
+    assert "configurations invalid" not in res.output  # per-batch details: run.log only
+    assert res.output.count("invalid configurations") <= 1
     again = json.loads((out / "summary.json").read_text())
     assert again["stages"]["data"]["resumed"] is True
     bad = CliRunner().invoke(app, ["run", str(ADP), "--budget", "soon", "--out", str(out)])
     assert bad.exit_code == 2 and "duration" in bad.output
     bad = CliRunner().invoke(app, ["run", str(ADP), "--cv", "phi:9", "--out", str(out)])
     assert bad.exit_code == 2 and "no dihedral 'phi:9'" in bad.output
+
+
+def test_invalid_energy_batches_go_to_the_run_log_not_the_console(tmp_path, capfd):
+    """Each batch with invalid configurations is one DEBUG line in the run's log file; the
+    console gets at most the one warning per process."""
+    import warnings
+
+    from boltzgen.energy import EnergyModel
+    from boltzgen.pipeline.run import _log_file
+
+    system = System.alanine_dipeptide()
+    energy = EnergyModel(system, platform="Reference")
+    x = torch.zeros(4, system.n_atoms, 3, dtype=torch.float64)  # every atom on one point
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _log_file(tmp_path / "run.log"):
+            for _ in range(3):
+                assert torch.isinf(energy(x)).all()
+        energy(x)  # after the run: not in its log
+    log = (tmp_path / "run.log").read_text()
+    assert log.count("configurations invalid") == 3 and "4 of 4" in log
+    seen = capfd.readouterr()
+    assert "configurations invalid" not in seen.out + seen.err
+    assert energy.invalid_summary()["n_invalid"] == 16
 
 
 def test_pipeline_job_through_the_service(tmp_path):

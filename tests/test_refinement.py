@@ -375,19 +375,22 @@ def test_stratified_refinement_minor_basin(mass):
     assert 0.3 < np.mean(err) / log_z.std(ddof=1) < 3.0, (np.mean(err), log_z.std(ddof=1))
 
 
+# Samples hold (N, atoms, 3): one "atom" at (x, y, z), z ~ N(0, 1) in target and proposal
+def u3(p):
+    p = p.reshape(len(p), 3)
+    return u_minor(p[:, :2]) + 0.5 * p[:, 2] ** 2
+
+
+def lq3(p):
+    p = p.reshape(len(p), 3)
+    return mixture_log_q(p[:, :2]) - 0.5 * p[:, 2] ** 2 - 0.5 * math.log(2 * math.pi)
+
+
+def strata3(p):
+    return sign_strata(p.reshape(len(p), 3))
+
+
 def test_stratified_refinement_keeps_samples_layout_and_checks_inputs():
-    # Samples hold (N, atoms, 3): one "atom" at (x, y, z), z ~ N(0, 1) in target and proposal
-    def u3(p):
-        p = p.reshape(len(p), 3)
-        return u_minor(p[:, :2]) + 0.5 * p[:, 2] ** 2
-
-    def lq3(p):
-        p = p.reshape(len(p), 3)
-        return mixture_log_q(p[:, :2]) - 0.5 * p[:, 2] ** 2 - 0.5 * math.log(2 * math.pi)
-
-    def strata3(p):
-        return sign_strata(p.reshape(len(p), 3))
-
     rng = np.random.default_rng(3)
     x0 = np.concatenate([mixture_draws(200, 3), rng.normal(size=(200, 1))], axis=1)
     x0 = x0.reshape(200, 1, 3)

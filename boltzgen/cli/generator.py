@@ -27,8 +27,9 @@ def _default(cls, name: str):
     return cls.model_fields[name].get_default(call_default_factory=True)
 
 
-def _refine(gen, samples, out: Path, seconds: float, seed: int) -> dict:
-    """Stratified refinement for ``seconds`` with a progress bar; writes refined.h5."""
+def _refine(gen, samples, out: Path, seconds: float, seed: int) -> tuple[Any, dict]:
+    """Stratified refinement for ``seconds`` with a progress bar; writes refined.h5. Returns
+    (the refined samples, the refinement's summary)."""
     from boltzgen.refinement.planning import refine_within
 
     with fraction_progress("refine", width=50) as progress:
@@ -44,7 +45,7 @@ def _refine(gen, samples, out: Path, seconds: float, seed: int) -> dict:
         f"refined {rs['n_samples']} samples ({rs['n_energy_evals']:,} energy evaluations, "
         f"{rs['seconds']:.0f} s): ESS {100 * rs['ess']:.1f} % -> {Path(out) / 'refined.h5'}"
     )
-    return rs
+    return refined, rs
 
 
 def train_cmd(
@@ -212,7 +213,7 @@ def sample_cmd(
     )
     if refine_seconds > 0:
         with bad_input_exits():
-            rs = _refine(gen, samples, out, refine_seconds, seed)
+            _, rs = _refine(gen, samples, out, refine_seconds, seed)
         for name, fe in rs["free_energies"].items():
             typer.echo(f"dF {name} = {fmt(fe['df_kT'])} +- {fmt(fe['err_kT'])} kT (refined)")
 
@@ -270,21 +271,27 @@ def demo_cmd(
         Path | None, typer.Option(help="MD data (default: shipped ADP vacuum REMD set).")
     ] = None,
     minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 3.0,
-    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 20_000,
+    n: Annotated[int, typer.Option("-n", help="Number of samples per flow.")] = 20_000,
     refine_seconds: Annotated[
         float, typer.Option(help="Time for stratified refinement, s (0: no refinement).")
     ] = 60.0,
     flow: Annotated[str, typer.Option(help="smooth or spline.")] = "smooth",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    flows: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="Independently trained flows, each with 1/n of the training and refinement "
+            "time; dF is their mean with an error that includes their spread, with a verdict.",
+        ),
+    ] = 2,
 ) -> None:
-    """Small end-to-end run on alanine dipeptide: train (phi > 0 frames given a 5 % share),
-    sample, refine by backbone state, free energies, plots."""
-    import warnings
-
+    """Small end-to-end run on alanine dipeptide: train independent flows (phi > 0 frames
+    given a 5 % share), sample, refine by backbone state, free energies with a verdict
+    (reliable or not converged, with reasons), plots."""
     import torch
 
-    from boltzgen.generator.config import BalanceConfig
-    from boltzgen.generator.workflow import free_energy_report, sample_to_files, train_model
     from boltzgen.md import load_md
     from boltzgen.paths import data_file
 
@@ -293,38 +300,113 @@ def demo_cmd(
     md = load_md(path)
     system = md.system()
     typer.echo(f"data: {path} ({md.trajectory.n_frames} frames, {system.n_atoms} atoms)")
-    with fraction_progress("train") as progress:
+    runs = []
+    for k in range(flows):  # flow 1 writes into out/, the others into out/flow<k>/
+        where = out if k == 0 else out / f"flow{k + 1}"
+        label = f"flow {k + 1}/{flows}" if flows > 1 else "flow"
+        opts = {"flow": flow, "seed": seed + 7919 * k, "label": label}
+        runs.append(_demo_flow(system, md, where, minutes / flows, n, refine_seconds / flows, opts))
+    _demo_verdict(system, md, runs, seed)
+    typer.echo(
+        "reference (twelve 2-D metadynamics walkers, benchmarks/RESULTS.md): 3.61 +- 0.05 kT"
+    )
+    typer.echo(f"plots and files in {out}/")
+
+
+def _demo_flow(
+    system: Any,
+    md: Any,
+    out: Path,
+    minutes: float,
+    n: int,
+    refine_seconds: float,
+    opts: dict[str, Any],
+) -> dict[str, Any]:
+    """One independently trained flow of the demo: trained, sampled, refined; its dF(phi:2)
+    (from the strata after refinement) and the samples it was computed from."""
+    import warnings
+
+    from boltzgen.generator.config import BalanceConfig
+    from boltzgen.generator.workflow import free_energy_report, sample_to_files, train_model
+
+    seed, label = opts["seed"], opts["label"]
+    with fraction_progress(f"train {label}") as progress:
         gen, ts = train_model(
             system,
             md,
             out,
-            architecture={"flow": flow, "seed": seed},
+            architecture={"flow": opts["flow"], "seed": seed},
             train={"epochs": 200, "time_limit": 60 * minutes, "seed": seed, "patience": 20},
             progress=progress,
             balance=BalanceConfig(),
         )
     typer.echo(
-        f"trained {ts['epochs_run']} epochs in {ts['wall_time_s']:.0f} s: "
+        f"{label}: trained {ts['epochs_run']} epochs in {ts['wall_time_s']:.0f} s, "
         f"best validation NLL {ts['best_val_nll']:.2f}"
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # clashing draws are counted in the summary instead
+        warnings.simplefilter("ignore")  # clashing draws are counted in the verdict instead
         samples, ss = sample_to_files(gen, n, out, seed=seed, reference=md.trajectory.xyz)
     fe = free_energy_report(samples, system, out, cv="phi", seed=seed, reference=md.trajectory)
     typer.echo(
-        f"flow: ESS {100 * ss['ess']:.2f} % of {ss['n_samples']} samples, "
-        f"dF = F(phi > 0) - F(phi < 0) = {fe['df_kT']:.2f} +- {fe['df_err_kT']:.2f} kT"
+        f"{label}: ESS {100 * ss['ess']:.2f} % of {ss['n_samples']} samples, "
+        f"dF = F(phi > 0) - F(phi < 0) = {fmt(fe['df_kT'])} +- {fmt(fe['df_err_kT'])} kT"
     )
+    run = {"samples": samples, "final": samples, "df": fe["df_kT"], "err": fe["df_err_kT"]}
     if refine_seconds > 0:
-        rs = _refine(gen, samples, out, refine_seconds, seed)
+        refined, rs = _refine(gen, samples, out, refine_seconds, seed)
         fe_r = rs["free_energies"]["phi:2"]
-        typer.echo(f"  dF = {fmt(fe_r['df_kT'])} +- {fmt(fe_r['err_kT'])} kT (refined)")
-    typer.echo(
-        "reference (twelve 2-D metadynamics walkers, benchmarks/RESULTS.md): 3.61 +- 0.05 kT"
+        typer.echo(f"{label}: dF = {fmt(fe_r['df_kT'])} +- {fmt(fe_r['err_kT'])} kT (refined)")
+        run.update(final=refined, df=fe_r["df_kT"], err=fe_r["err_kT"])
+    return run
+
+
+def _demo_verdict(system: Any, md: Any, runs: list[dict[str, Any]], seed: int) -> None:
+    """The demo's number (the flows' mean, error max(stated, spread)) and its verdict from the
+    first flow's weights per backbone state, the data's states and dF, the clash fraction and
+    the flows' agreement: what ``boltzgen run`` judges."""
+    import numpy as np
+
+    from boltzgen.analysis import free_energy_difference
+    from boltzgen.cv import backbone_dihedrals, backbone_state_labels
+    from boltzgen.diagnostics import combine_estimates, diagnose, verdict
+    from boltzgen.samples import clash_fraction
+
+    values = [float(r["df"]) for r in runs]
+    errors = [float(r["err"]) for r in runs]
+    finite = all(math.isfinite(x) for x in values + errors)
+    value, error = values[0], errors[0]
+    if len(runs) > 1 and finite:
+        c = combine_estimates(values, errors)
+        value, error = c.value, c.error
+    data = md.trajectory.xyz
+    phi = backbone_dihedrals(system)["phi:2"]
+    dd, de = free_energy_difference(
+        data, phi, (0.0, math.pi), (-math.pi, 0.0), seed=seed, block_size=max(1, len(data) // 50)
     )
-    if not math.isfinite(fe["df_kT"]):
-        typer.echo("note: no weighted flow sample reached phi > 0; train longer")
-    typer.echo(f"plots and files in {out}/")
+    final = runs[0]["final"]
+    if not np.isfinite(final.log_weights).any() or not math.isfinite(value):
+        typer.echo(f"dF = {fmt(value)} kT: not converged")
+        typer.echo("  because no finite estimate: the flow's samples carry no weight there")
+        return
+    d = diagnose(
+        final.log_weights,
+        value,
+        error,
+        labels=backbone_state_labels(system, final.positions)[0],
+        data_labels=backbone_state_labels(system, data)[0],
+        data_estimate=(dd, de) if math.isfinite(dd) and math.isfinite(de) else None,
+        independent=(values, errors) if len(runs) > 1 and finite else None,
+        clash_fraction=clash_fraction(runs[0]["samples"], system.topology)["clash_fraction"],
+    )
+    v = verdict(d)
+    each = ", ".join(f"{fmt(x)} +- {fmt(e)}" for x, e in zip(values, errors, strict=True))
+    how = f" (mean of {len(runs)} independent flows: {each})" if len(runs) > 1 else ""
+    typer.echo(f"dF = {fmt(value)} +- {fmt(error)} kT{how}: {v.status}")
+    for reason in v.reasons:
+        typer.echo(f"  because {reason}")
+    for advice in v.advice:
+        typer.echo(f"  to do: {advice}")
 
 
 _DEMO_DATA = "adp-vacuum-remd.h5"  # 300 K replica of REMD: phi > 0 in proportion

@@ -10,6 +10,7 @@ import typer
 from boltzgen.cli.options import fmt
 from boltzgen.errors import BoltzgenError
 from boltzgen.pipeline.config import STAGES, PipelineConfig, budget_split, parse_duration
+from boltzgen.pipeline.report import leftover_line
 
 
 def _default(name: str):
@@ -162,6 +163,8 @@ def _print_summary(s: dict, out: Path) -> None:
             f"{ref['n_energy_evals']:,} energy evaluations)"
         )
     typer.echo(line)
+    if (left := leftover_line(s.get("leftover_spent") or {})) is not None:
+        typer.echo(left.replace("`", ""))
     for name, row in s["free_energies"].items():
         typer.echo(
             f"dF {name} = {fmt(row['df_kT'])} +- {fmt(row['err_kT'])} kT "
@@ -173,6 +176,17 @@ def _print_summary(s: dict, out: Path) -> None:
         for advice in row.get("advice", []):
             typer.echo(f"  to do: {advice}")
     typer.echo(f"clash fraction {fmt(s['clash_fraction'], '.4f')}")
+    bad = {k: v for k, v in (s.get("invalid_configurations") or {}).items() if v["n_invalid"]}
+    if bad:
+        typer.echo(
+            "invalid configurations (clashes, non-finite energies), energy evaluations per "
+            "stage: "
+            + ", ".join(
+                f"{k} {v['n_invalid']:,} of {v['n_evaluated']:,} ({100 * v['fraction']:.1f} %)"
+                for k, v in bad.items()
+            )
+            + f"; each batch in {out / 'run.log'}"
+        )
     typer.echo(
         "wall time "
         + ", ".join(f"{k} {v:.0f} s" for k, v in s["wall_time_s"].items() if v is not None)

@@ -43,7 +43,8 @@ ReasonCode = Literal[
 
 _BUDGET = (
     "a longer budget: more training and more draws (or SMC steps) thin the weights' tail and "
-    "fill the weak strata; within a budget, spend what is left on the weakest stratum"
+    "fill the weak strata (`boltzgen run` already gives any time the stages leave to the "
+    "weakest stratum)"
 )
 _DATA = (
     "more data: run the data sampler (replica exchange or metadynamics) longer so that it "

@@ -31,6 +31,19 @@ def _refine_line(r: dict[str, Any]) -> str:
     )
 
 
+def leftover_line(lo: dict[str, Any]) -> str | None:
+    """One sentence on where the time left after the refinement went (None: none was)."""
+    rounds = [r for r in lo.get("rounds", []) if r.get("n_added")]
+    if not rounds:
+        return None
+    where = "; ".join(
+        f"flow {r['flow']} stratum `{r['stratum'] or '-'}` +{r['n_added']:,} particles, "
+        f"effective {fmt(r['n_effective_before'], '.0f')} -> {fmt(r['n_effective_after'], '.0f')}"
+        for r in rounds
+    )
+    return f"Time left after the refinement: {lo['seconds']:.0f} s to the weakest stratum: {where}."
+
+
 def _data_section(d: dict[str, Any]) -> list[str]:
     """The report's paragraph on how the training data were made."""
     if d.get("sampler") == "metad":
@@ -147,6 +160,8 @@ def _flow_and_samples(s: dict[str, Any], figs: dict[str, Any]) -> list[str]:
         "",
         f"![log-weights]({figs['log_weights']})",
     ]
+    if (left := leftover_line(s.get("leftover_spent") or {})) is not None:
+        lines[-1:-1] = [left, ""]
     if s["refine"].get("strata"):
         lines += [
             "",

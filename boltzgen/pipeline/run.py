@@ -5,6 +5,7 @@ a rerun when its inputs are unchanged; then the files, the warnings, ``summary.j
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import shutil
@@ -19,6 +20,7 @@ from boltzgen.jsonable import json_clean
 from boltzgen.pipeline.analysis import analysis_stage, resolve_cvs
 from boltzgen.pipeline.config import SYSTEM_FIELDS, PipelineConfig, budget_split, make_config
 from boltzgen.pipeline.data import data_stage, load_stage_data
+from boltzgen.pipeline.leftover import leftover_stage
 from boltzgen.pipeline.records import (
     DATA_FIELDS,
     SAMPLE_FIELDS,
@@ -75,21 +77,41 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else out / "checkpoint"
     ckpt.mkdir(parents=True, exist_ok=True)
+    with _log_file(out / "run.log"):
+        return _run(pdb_or_system, config, out, ckpt, progress, stage_progress, t_start)
+
+
+def _run(
+    pdb_or_system: Any,
+    config: PipelineConfig,
+    out: Path,
+    ckpt: Path,
+    progress: ProgressFn | None,
+    stage_progress: StageProgressFn | None,
+    t_start: float,
+) -> dict[str, Any]:
     run = _Run(config, out, ckpt, progress, stage_progress)
     system = run.system(pdb_or_system)
     fp = fingerprint(system.to_spec(), stage_fields(config, DATA_FIELDS))
     positions, forces, data_lw = run.data(system, fp)
     fp_train = fingerprint(fp, stage_fields(config, TRAIN_FIELDS))
     fp_sample = fingerprint(fp_train, stage_fields(config, SAMPLE_FIELDS))
-    finals = []
+    finals, gens, drawn = [], [], []
     for k in range(config.n_flows):  # independently trained flows, one after the other
         gen = run.training(system, fp_train, positions, forces, data_lw, k)
+        run.count_invalid("training", gen)
         flow_samples, refined = run.sampling(gen, system, fp_sample, k)
+        run.count_invalid("sampling", gen)
         finals.append(refined if refined is not None else flow_samples)
+        gens.append(gen)
+        drawn.append(flow_samples)
         if k == 0:
             first_flow_samples, first_records = flow_samples, dict(run.records)
         run.flow_records.append(_flow_record(run.records))
     run.records.update(first_records)  # the report describes the first flow in detail
+    finals = run.leftover(gens, drawn, finals, fp_sample)
+    for gen in gens:
+        run.count_invalid("leftover", gen)
     final = finals[0]
     results, figs, clash = run.analysis(
         system, final, first_flow_samples, positions, data_lw, finals[1:]
@@ -100,6 +122,26 @@ def run_pipeline(
     write_json(out / "summary.json", summary)
     run.clock("analysis", 1.0, "done")
     return json_clean(summary)
+
+
+@contextlib.contextmanager
+def _log_file(path: Path) -> Iterator[None]:
+    """The library's log at DEBUG (e.g. each energy batch with invalid configurations) goes to
+    ``path`` for the run, so the console says each thing once and the details are on file."""
+    logger = logging.getLogger("boltzgen")
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
 
 
 @contextlib.contextmanager
@@ -133,6 +175,11 @@ class _Run:
         self.balance: dict[str, Any] = {}
         self.plan: dict[str, Any] = {}
         self.flow_records: list[dict[str, Any]] = []
+        self.refine_resumed: list[bool] = []  # per flow: its refinement came from the checkpoint
+        self.leftover_record: dict[str, Any] = {}
+        self.eval_seconds: list[float] = []  # per refined flow: wall s per evaluation
+        self.invalid: dict[str, dict[str, Any]] = {}  # stage -> invalid energies, all flows
+        self._invalid_seen: dict[int, dict[str, Any]] = {}  # energy model -> counts so far
         self._flows: dict[int, tuple] = {}  # k -> flow k's (config, ckpt, stages, clock, split)
 
     def _flow(self, k: int) -> tuple[PipelineConfig, Path, Stages, Any, dict]:
@@ -212,7 +259,48 @@ class _Run:
                 gen, flow_samples, c, ckpt, stages, fp, clock, self._refine_plan(k)
             )
             clock("sampling", 1.0, f"{len(flow_samples):,} samples")
+        ref = rec["refinement"]
+        self.refine_resumed.append(bool(ref.get("resumed")))
+        if ref.get("seconds") and ref.get("n_energy_evals"):  # measured, overheads included
+            self.eval_seconds.append(ref["seconds"] / ref["n_energy_evals"])
         return flow_samples, refined
+
+    def count_invalid(self, stage: str, gen) -> None:
+        """Add the invalid configurations ``gen``'s energy met since it was last counted to
+        ``stage``'s count (all flows together): the console reports one line per run."""
+        energy = getattr(gen, "energy", None)
+        if not hasattr(energy, "invalid_summary"):
+            return
+        now = energy.invalid_summary()
+        part = energy.invalid_summary(since=self._invalid_seen.get(id(energy)))
+        self._invalid_seen[id(energy)] = now
+        acc = self.invalid.setdefault(stage, {"n_evaluated": 0, "n_invalid": 0})
+        for key, value in part.items():
+            if key != "fraction":
+                acc[key] = acc.get(key, 0) + value
+        acc["fraction"] = acc["n_invalid"] / acc["n_evaluated"] if acc["n_evaluated"] else 0.0
+
+    def leftover(self, gens: list, drawn: list, finals: list, fp: str) -> list:
+        """The flows' final samples after the time left before the analysis share went to
+        the weakest stratum (:func:`~boltzgen.pipeline.leftover.leftover_stage`)."""
+        total = 60.0 * self.config.budget_minutes
+        deadline = self.t_start + total - self.split["analysis"]["seconds"]
+        with _timed(self.wall, "leftover"):
+            finals, rec = leftover_stage(
+                gens,
+                drawn,
+                finals,
+                self.config,
+                deadline,
+                max(self.eval_seconds, default=self.plan.get("energy_force_s") or 0.0),
+                self.ckpt,
+                self.stages,
+                fp,
+                self.clock,
+                resumable=all(self.refine_resumed),
+            )
+        self.leftover_record = _without_resumed(rec)
+        return finals
 
     def _refine_plan(self, k: int = 0) -> dict[str, Any]:
         """The sampling plan with the refinement's time raised to whatever the stages before
@@ -308,11 +396,13 @@ def _summary(pdb_or_system, system: System, run: _Run, final, results, figs, cla
         "flows": run.flow_records,
         "clash_fraction": clash["clash_fraction"],
         "clash": clash,
+        "invalid_configurations": run.invalid,
         "data": _without_resumed(run.records["data"]),
         "balance": run.balance,
         "flow": _without_resumed(run.records["training"]),
         "sampling": {**_without_resumed(run.records["sampling"]), "plan": run.plan},
         "refine": _without_resumed(run.records["refinement"]),
+        "leftover_spent": run.leftover_record,
         "ess_curve": results["ess_curve"],
         "wall_time_s": run.wall,
         "stages": {
@@ -323,6 +413,7 @@ def _summary(pdb_or_system, system: System, run: _Run, final, results, figs, cla
         "warnings": run.notes,
         "checkpoint_dir": str(run.ckpt),
         "files": {
+            "log": "run.log",
             "report": "report.md",
             "summary": "summary.json",
             "model": "model.pt",
