@@ -31,7 +31,7 @@ def test_weights_from_log_is_relative_and_rejects_bad_log_weights():
         ([0.0, np.nan, 1.0], "NaN"),
         ([-np.inf, -np.inf, -np.inf], "all -inf"),
         ([0.0, np.inf, 1.0], "+inf"),
-        ([0.0, 1.0], "(3,)"),
+        ([0.0, 1.0], "(3,)"),  # FrameWeightLengthError, a ShapeError too
     ):
         with pytest.raises(FrameWeightError, match=re.escape(what)):
             weights_from_log(bad, 3)

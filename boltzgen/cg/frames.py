@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from boltzgen.errors import InputError
+from boltzgen.errors import InputError, ShapeError
 
 __all__ = [
     "FrameWeightError",
+    "FrameWeightLengthError",
     "check_weights",
     "is_samples_file",
     "load_frames",
@@ -34,13 +35,17 @@ class FrameWeightError(InputError):
     -inf), negative, or not one per frame."""
 
 
+class FrameWeightLengthError(FrameWeightError, ShapeError):
+    """Frame (log-)weights not one per frame (a :class:`ShapeError` as well)."""
+
+
 def weights_from_log(log_weights: Any, n: int, name: str = "frame_log_weights") -> np.ndarray:
     """Relative weights exp(lw - max lw) (n,) float64 of log-weights (n,); -inf -> weight 0
     (e.g. clashing samples). NaN, +inf, all -inf or a length other than ``n`` raise
     :class:`FrameWeightError` naming ``name``."""
     lw = np.asarray(log_weights, dtype=np.float64)
     if lw.shape != (int(n),):
-        raise FrameWeightError(f"{name} must be ({n},) (one per frame), got {lw.shape}")
+        raise FrameWeightLengthError(f"{name} must be ({n},) (one per frame), got {lw.shape}")
     if np.isnan(lw).any():
         raise FrameWeightError(f"{name} contain {int(np.isnan(lw).sum())} NaN value(s)")
     if np.isposinf(lw).any():
@@ -54,7 +59,7 @@ def check_weights(weights: Any, n: int, name: str = "frame_weights") -> np.ndarr
     """Relative weights (n,) >= 0 as float64; bad ones raise :class:`FrameWeightError`."""
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (int(n),):
-        raise FrameWeightError(f"{name} must be ({n},) (one per frame), got {w.shape}")
+        raise FrameWeightLengthError(f"{name} must be ({n},) (one per frame), got {w.shape}")
     if not np.isfinite(w).all() or (w < 0).any():
         raise FrameWeightError(f"{name} must be finite and >= 0")
     if w.sum() <= 0:
