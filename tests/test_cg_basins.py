@@ -192,7 +192,9 @@ def test_weighted_frames_recover_the_exact_df_and_ignoring_the_weights_does_not(
     assert abs(s["metrics"]["df_reference_kT"] - exact) < 0.2, s["metrics"]  # weighted "data"
     assert abs(dfs["teacher"] - exact) < 0.6, dfs
     assert abs(dfs["student"] - exact) < 0.3, dfs
-    assert abs(dfs["md"] - exact) < 0.3, dfs
+    # 64 walkers x 6 ps crossing between weighted starts: quarter shares 1.7-5.1 % (measured),
+    # about +-0.4 kT of MD noise around the student's exact balance
+    assert abs(dfs["md"] - exact) < 0.5, dfs
     # the weights ignored: the same frames as plain positions (short MD: the student decides)
     quick = {**FAST, "n_walkers": 8, "n_steps": 600, "discard_frames": 5}
     u = cg.train_and_simulate(x, toy_mapping(), tmp_path / "ignored", quick)
