@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from boltzgen.errors import InputError, ShapeError
+from boltzgen.generator.data import check_frame_weights
 
 __all__ = [
     "FrameWeightError",
@@ -56,15 +57,15 @@ def weights_from_log(log_weights: Any, n: int, name: str = "frame_log_weights") 
 
 
 def check_weights(weights: Any, n: int, name: str = "frame_weights") -> np.ndarray:
-    """Relative weights (n,) >= 0 as float64; bad ones raise :class:`FrameWeightError`."""
+    """Relative weights (n,) >= 0 as float64 (:func:`boltzgen.generator.data.check_frame_weights`);
+    bad ones raise :class:`FrameWeightError`."""
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (int(n),):
         raise FrameWeightLengthError(f"{name} must be ({n},) (one per frame), got {w.shape}")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise FrameWeightError(f"{name} must be finite and >= 0")
-    if w.sum() <= 0:
-        raise FrameWeightError(f"{name} are all zero")
-    return w
+    try:
+        return check_frame_weights(w, n, name)
+    except InputError as exc:
+        raise FrameWeightError(str(exc)) from exc
 
 
 def is_samples_file(path: str | Path) -> bool:
