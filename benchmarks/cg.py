@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from boltzgen import cg  # noqa: E402
-from boltzgen.md import load_md  # noqa: E402
 from boltzgen.systems import System  # noqa: E402
 
 
@@ -88,15 +87,16 @@ def make_metad_data(path: str, args) -> None:
 def _load(path: str):
     """(frames for cg.train_and_simulate, forces or None, frame weights or None). An npz with
     ``phi``, ``psi`` and ``weight`` (a reference of dihedrals only, e.g. pooled metadynamics
-    walkers) gives ((N, 2) dihedrals, None, weights)."""
+    walkers) gives ((N, 2) dihedrals, None, weights); a samples HDF5 file (positions and
+    log-weights) gives (positions, None, weights)."""
     if str(path).endswith(".npz"):
         d = np.load(path)
         if "phi" in d.files:
             return np.stack([d["phi"], d["psi"]], 1), None, d["weight"]
         lw = d["log_weight"]
         return d["positions"], d["forces"], np.exp(lw - lw.max())
-    md = load_md(path)
-    return md, None, None
+    x, f, lw = cg.load_weighted_frames(path)  # MD file, or weighted samples (refined.h5)
+    return x, f, None if lw is None else cg.frames.weights_from_log(lw, len(x))
 
 
 def _extra(items: list[str]) -> dict:

@@ -58,6 +58,30 @@ def test_cli_cg_train_then_simulate(tmp_path):
     assert res.exit_code == 2 and "not a CG force-field file" in res.output
 
 
+def test_cli_cg_train_reads_weighted_samples_files(tmp_path):
+    """A samples file (refined.h5 of `boltzgen run`): the mapping from its topology, the
+    frames weighted by its log-weights; NaN log-weights exit 2 naming the problem."""
+    import numpy as np
+
+    from boltzgen.samples import Samples
+
+    traj = mdtraj.load(str(DATA))[:1000]
+    n = traj.n_frames
+    lw = np.random.default_rng(0).normal(0.0, 0.5, n)
+    path = Samples.from_trajectory(traj, log_weights=lw).save(tmp_path / "refined.h5")
+    runner = CliRunner()
+    res = runner.invoke(app, ["cg", "train", str(path), "--out", str(tmp_path / "t"), *_SET])
+    assert res.exit_code == 0, res.output
+    assert "5 beads: atoms [4, 6, 8, 14, 16]" in res.output
+    s = json.loads((tmp_path / "t" / "summary.json").read_text())
+    w = np.exp(lw - lw.max())
+    assert s["frame_ess"] == pytest.approx(w.sum() ** 2 / (w**2).sum(), rel=1e-6)
+    lw[5] = np.nan
+    bad = Samples.from_trajectory(traj, log_weights=lw).save(tmp_path / "bad.h5")
+    res = runner.invoke(app, ["cg", "train", str(bad), "--out", str(tmp_path / "b"), *_SET])
+    assert res.exit_code == 2 and "NaN" in res.output, res.output
+
+
 def test_cg_job_params_are_validated():
     base = {"system": {}, "data": "a1"}
     with pytest.raises(JobParamsError, match="config.epochz"):

@@ -23,6 +23,7 @@ Units: nm, kJ/mol, kJ/mol/nm, K, ps, g/mol.
 from __future__ import annotations
 
 from boltzgen.cg.forcefield import CGForceField, fit_forces
+from boltzgen.cg.frames import FrameWeightError, load_weighted_frames
 from boltzgen.cg.mapping import Mapping
 from boltzgen.cg.md import CGMDError, CGTrajectory, simulate_cg
 from boltzgen.cg.metrics import (
@@ -52,6 +53,7 @@ __all__ = [
     "CGMDError",
     "CGSystem",
     "CGTrajectory",
+    "FrameWeightError",
     "Mapping",
     "TeacherForces",
     "delta_f",
@@ -64,6 +66,7 @@ __all__ = [
     "simulate_and_score",
     "kl_divergence",
     "load_frames",
+    "load_weighted_frames",
     "pmf_mse",
     "run_pipeline",
     "simulate_cg",

@@ -325,6 +325,7 @@ def fit_forces(
     progress: Callable[[float, str], None] | None = None,
     energies: Any = None,
     energy_weight: float = 0.0,
+    weights: Any = None,
 ) -> dict[str, Any]:
     """Force matching: minimise mean((-grad E(x) - F)^2) over (positions, forces) in place,
     optionally plus energy matching.
@@ -341,6 +342,9 @@ def fit_forces(
             minibatch variance of E(x) - energies. Forces fix only gradients, so the free-energy
             offset between basins rests on the few samples between them; energy differences
             pin it in every sample pair. The minimiser of an exact model is unchanged.
+        weights: (N,) relative sample weights >= 0 (e.g. importance weights of all-atom
+            frames): the force MSE becomes the weighted mean, the mean force under the
+            weighted distribution.
 
     Returns:
         history: ``train_mse``, ``val_mse`` per epoch in (kJ/mol/nm)^2 (the loss: with energy
@@ -363,6 +367,14 @@ def fit_forces(
         e_t = torch.as_tensor(np.asarray(energies, dtype=np.float64).reshape(-1))
         if e_t.shape != (len(x),) or not bool(torch.isfinite(e_t).all()):
             raise ShapeError(f"energies must be ({len(x)},) finite kJ/mol")
+    w_t = None
+    if weights is not None:
+        w_np = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if w_np.shape != (len(x),) or not np.isfinite(w_np).all() or (w_np < 0).any():
+            raise InputError(f"weights must be ({len(x)},) finite and >= 0")
+        if w_np.sum() <= 0:
+            raise InputError("weights are all zero")
+        w_t = torch.as_tensor(w_np / w_np.mean(), dtype=dtype)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     n = len(x)
@@ -383,7 +395,10 @@ def fit_forces(
 
     def mse(idx: torch.Tensor, graph: bool) -> torch.Tensor:
         e, pred = ff.forces(x[idx], create_graph=graph)
-        loss = ((pred - f[idx]) ** 2).mean()
+        err = ((pred - f[idx]) ** 2).mean((-2, -1))
+        loss = (
+            err.mean() if w_t is None else (w_t[idx] * err).sum() / w_t[idx].sum().clamp_min(1e-12)
+        )
         if e_t is not None:
             d = e.double() - e_t[idx]
             e_mse = ((d - d.mean()) ** 2).mean()

@@ -10,12 +10,15 @@
 
 then the CG force field is trained by :func:`~boltzgen.cg.forcefield.fit_forces`, simulated
 by batched Langevin MD and scored on the CG dihedrals against a reference. Files written to
-Frames sampled under a bias (e.g. :func:`boltzgen.metadynamics.metadynamics`, which reaches
-the rare basins) come with relative ``frame_weights`` exp(V/kT): the teacher flow is fitted by
-weighted likelihood (it must learn the unbiased density) and CG MD starts from frames drawn in
-proportion to them. Classical force matching uses the frames unweighted: when the bias acts
-on CG coordinates only (e.g. phi, psi of backbone beads), the conditional distribution of
-the atoms given the beads, hence the mean force the student learns, is unchanged.
+Weighted frames, biased MD with relative ``frame_weights`` (e.g. exp(V/kT) of
+:func:`boltzgen.metadynamics.metadynamics`, which reaches the rare basins) or weighted i.i.d.
+samples of a Boltzmann generator (``Samples`` / ``RefinedSamples`` or their HDF5 files, whose
+log-weights are read with the frames; :mod:`boltzgen.cg.frames`), stand for the equilibrium
+distribution in every stage: the teacher flow is fitted by weighted likelihood, the state
+shares that calibrate it are weighted, the student's priors are fitted to frames resampled by
+weight, classical force matching weighs each frame's force error, CG MD starts from frames
+drawn in proportion to the weights, and the default scoring reference (the "data") is the
+weighted frames. Frames of weight zero (clashing flow samples) are dropped.
 
 Files written to
 ``out_dir``: ``forcefield.pt``, ``teacher.pt`` (flow method), ``cg_traj.h5`` (all walkers
@@ -42,12 +45,17 @@ from annotated_types import Interval, Len
 from boltzgen.cg.basins import balanced_starts, state_labels, walker_record
 from boltzgen.cg.distill import student_record, teacher_targets
 from boltzgen.cg.forcefield import CGForceField, fit_forces
+from boltzgen.cg.frames import (
+    check_weights,
+    load_frames,
+    load_weighted_frames,
+    weights_from_log,
+)
 from boltzgen.cg.mapping import Mapping
 from boltzgen.cg.md import simulate_cg
 from boltzgen.cg.metrics import evaluate
 from boltzgen.cg.plots import fes_plot
 from boltzgen.errors import InputError, ShapeError
-from boltzgen.generator.data import check_frame_weights
 from boltzgen.jsonable import json_clean
 
 __all__ = [
@@ -181,27 +189,20 @@ def _epochs(epochs: int, steps: int | None, n: int, batch: int, val_fraction: fl
     return max(1, math.ceil(int(steps) / per_epoch))
 
 
-def load_frames(frames: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """All-atom positions (N, n_atoms, 3) nm and forces (or None) from an array, an
-    mdtraj.Trajectory, an MD record (``boltzgen.load_md``) or an MD file path."""
-    if isinstance(frames, str | Path):
-        from boltzgen.md import load_md
-
-        frames = load_md(frames)
-    if hasattr(frames, "trajectory") and hasattr(frames, "forces"):
-        return np.asarray(frames.trajectory.xyz), np.asarray(frames.forces)
-    if hasattr(frames, "xyz"):
-        return np.asarray(frames.xyz), None
-    if torch.is_tensor(frames):
-        frames = frames.detach().cpu().numpy()
-    return np.asarray(frames), None
-
-
-def _reference_dihedrals(reference: Any, mapping: Mapping, cg) -> np.ndarray:
+def _reference_dihedrals(
+    reference: Any, reference_weights: Any, mapping: Mapping, cg
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, 2) CG dihedrals of the reference and their weights (given, or the reference's own
+    log-weights for weighted samples, or None)."""
     if isinstance(reference, np.ndarray) and reference.ndim == 2 and reference.shape[1] == 2:
-        return reference  # already (N, 2) dihedral values
-    x, _ = load_frames(reference)
-    return cg.dihedrals(mapping.map_positions(x))[:, :2]
+        d = reference  # already (N, 2) dihedral values
+        lw = None
+    else:
+        x, _, lw = load_weighted_frames(reference)
+        d = cg.dihedrals(mapping.map_positions(x))[:, :2]
+    if reference_weights is not None:
+        return d, check_weights(reference_weights, len(d), "reference_weights")
+    return d, None if lw is None else weights_from_log(lw, len(d), "reference log_weights")
 
 
 def simulate_and_score(
@@ -309,13 +310,15 @@ def run_simulation(
     config: CGConfig | dict[str, Any] | None = None,
     *,
     frame_weights: Any = None,
+    frame_log_weights: Any = None,
     reference: Any = None,
     reference_weights: Any = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """CG MD with a trained force field (object or ``forcefield.pt``), walkers started at the
     mapped ``frames`` (all-atom, as in :func:`train_and_simulate`; drawn in proportion to
-    ``frame_weights`` (N,) if given), scored against ``reference`` (default: the frames).
+    their weights if they carry any), scored against ``reference`` (default: the weighted
+    frames).
     Only the MD and scoring fields of ``config`` are used. Writes ``cg_traj.h5``, ``metrics.json``, ``fes.png``, ``summary.json``; returns the summary."""
     cfg = config if isinstance(config, CGConfig) else CGConfig.from_dict(config)
     ff = forcefield if isinstance(forcefield, CGForceField) else CGForceField.load(forcefield)
@@ -324,12 +327,10 @@ def run_simulation(
             f"the force field has {ff.n_beads} beads but the mapping {mapping.n_beads}"
         )
     out = Path(out_dir)
-    x_aa, _ = load_frames(frames)
-    if x_aa.ndim != 3 or x_aa.shape[1] != mapping.n_atoms:
-        raise ShapeError(f"frames must be (N, {mapping.n_atoms}, 3) nm, got {x_aa.shape}")
+    x_aa, _, w_aa = _training_frames(frames, None, frame_weights, frame_log_weights, mapping)
     cg = mapping.cg_system()
     x_cg = np.asarray(mapping.map_positions(x_aa), dtype=np.float32)
-    ref_d = _reference_dihedrals(x_aa if reference is None else reference, mapping, cg)
+    ref_d, ref_w = _scoring_reference(reference, reference_weights, x_aa, w_aa, mapping, cg)
     t0 = time.perf_counter()
     scored = simulate_and_score(
         ff,
@@ -338,8 +339,8 @@ def run_simulation(
         cfg,
         out,
         ref_d,
-        reference_weights=reference_weights,
-        start_weights=frame_weights,
+        reference_weights=ref_w,
+        start_weights=w_aa,
         progress=progress,
     )
     summary = json_clean(
@@ -364,6 +365,7 @@ def train_and_simulate(
     *,
     forces: Any = None,
     frame_weights: Any = None,
+    frame_log_weights: Any = None,
     reference: Any = None,
     reference_weights: Any = None,
     progress: Progress | None = None,
@@ -373,15 +375,20 @@ def train_and_simulate(
 
     Args:
         frames: all-atom training frames: positions (N, n_atoms, 3) nm, mdtraj.Trajectory,
-            MD record or MD file (forces are read from records and files).
+            MD record or MD file (forces are read from records and files), or weighted
+            samples: a ``Samples`` / ``RefinedSamples`` or its HDF5 file (``refined.h5`` of
+            ``boltzgen run``), whose log-weights weigh the frames in every stage.
         mapping: the :class:`~boltzgen.cg.mapping.Mapping`.
         config: :class:`CGConfig` or a dict of its fields.
         forces: all-atom forces (N, n_atoms, 3) kJ/mol/nm (method "forces" only; overrides
             the forces read from ``frames``).
         frame_weights: (N,) relative weights >= 0 of biased frames (e.g. ``exp(log_weights)``
-            of a metadynamics run); see the module docstring.
+            of a metadynamics run); see the module docstring. ``frame_log_weights`` (N,): the
+            same as log-weights (one of the two; either overrides the frames' own). Bad
+            weights raise :class:`~boltzgen.cg.frames.FrameWeightError`.
         reference: frames (same kinds as ``frames``) or (N, 2) CG dihedral values (radians)
-            for the scores; default the training frames. ``reference_weights`` (N,) optional.
+            for the scores; default the (weighted) training frames. ``reference_weights``
+            (N,) optional (default: a weighted reference's own weights).
         progress: ``progress(fraction, message)``.
     """
     cfg = config if isinstance(config, CGConfig) else CGConfig.from_dict(config)
@@ -390,7 +397,9 @@ def train_and_simulate(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
-    x_aa, f_aa, w_aa = _training_frames(frames, forces, frame_weights, mapping, cfg)
+    x_aa, f_aa, w_aa = _training_frames(
+        frames, forces, frame_weights, frame_log_weights, mapping, cfg.max_frames
+    )
     cg = mapping.cg_system()
     x_cg = np.asarray(mapping.map_positions(x_aa), dtype=np.float32)
     summary: dict[str, Any] = {
@@ -414,13 +423,15 @@ def train_and_simulate(
         x_train, f_train = _mapped_force_targets(mapping, x_aa, f_aa, x_cg)
         e_train = None
     summary["n_force_samples"] = int(len(x_train))
-    ff = _train_student(cg, x_cg, x_train, f_train, cfg, summary, report, e_train)
+    # force matching of all-atom forces averages over the frames: weighted like them
+    fm_w = w_aa if cfg.method == "forces" else None
+    ff = _train_student(cg, x_cg, w_aa, x_train, f_train, fm_w, cfg, summary, report, e_train)
     if targets is not None and targets.probe is not None:
         summary["basins"].update(student_record(ff, cg, targets.probe) or {})
     files["forcefield"] = str(
         ff.save(out / "forcefield.pt", extra={"system": cg.to_spec(), "method": cfg.method})
     )
-    ref_d = _reference_dihedrals(x_aa if reference is None else reference, mapping, cg)
+    ref_d, ref_w = _scoring_reference(reference, reference_weights, x_aa, w_aa, mapping, cg)
     scored = simulate_and_score(
         ff,
         cg,
@@ -428,7 +439,7 @@ def train_and_simulate(
         cfg,
         out,
         ref_d,
-        reference_weights=reference_weights,
+        reference_weights=ref_w,
         start_weights=w_aa,
         state_shares=_equilibrium_shares(summary),
         progress=lambda f, m: report(0.75 + 0.25 * f, m),
@@ -464,24 +475,54 @@ def run_pipeline(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def _training_frames(
-    frames: Any, forces: Any, frame_weights: Any, mapping: Mapping, cfg: CGConfig
+    frames: Any,
+    forces: Any,
+    frame_weights: Any,
+    frame_log_weights: Any,
+    mapping: Mapping,
+    max_frames: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """All-atom positions, forces (or None) and frame weights (or None), checked and thinned
-    evenly to ``cfg.max_frames``."""
-    x_aa, f_aa = load_frames(frames)
+    """All-atom positions, forces (or None) and relative frame weights (None if uniform),
+    checked; frames of weight zero dropped (e.g. clashing flow samples); thinned evenly to
+    ``max_frames``."""
+    x_aa, f_aa, lw = load_weighted_frames(frames)
     if forces is not None:
         f_aa = np.asarray(forces)
-    w_aa = None
-    if frame_weights is not None:
-        w_aa = check_frame_weights(frame_weights, len(x_aa), "frame_weights")
     if x_aa.ndim != 3 or x_aa.shape[1] != mapping.n_atoms:
         raise ShapeError(f"frames must be (N, {mapping.n_atoms}, 3) nm, got {x_aa.shape}")
-    if cfg.max_frames is not None and len(x_aa) > cfg.max_frames:
-        sel = np.linspace(0, len(x_aa) - 1, int(cfg.max_frames)).round().astype(int)
+    if frame_weights is not None and frame_log_weights is not None:
+        raise InputError("give frame_weights or frame_log_weights, not both")
+    w_aa = None
+    if frame_weights is not None:
+        w_aa = check_weights(frame_weights, len(x_aa), "frame_weights")
+    elif frame_log_weights is not None:
+        w_aa = weights_from_log(frame_log_weights, len(x_aa), "frame_log_weights")
+    elif lw is not None:
+        w_aa = weights_from_log(lw, len(x_aa), "the frames' log_weights")
+    if w_aa is not None and (w_aa == 0).any():
+        keep = w_aa > 0
+        x_aa, w_aa = x_aa[keep], w_aa[keep]
+        f_aa = None if f_aa is None or f_aa.shape[:1] != keep.shape else f_aa[keep]
+    if w_aa is not None and np.all(w_aa == w_aa[0]):
+        w_aa = None  # uniform (e.g. MD frames as Samples): the unweighted path, bit for bit
+    if max_frames is not None and len(x_aa) > max_frames:
+        sel = np.linspace(0, len(x_aa) - 1, int(max_frames)).round().astype(int)
         x_aa = x_aa[sel]
         f_aa = None if f_aa is None else f_aa[sel]
         w_aa = None if w_aa is None else w_aa[sel]
     return x_aa, f_aa, w_aa
+
+
+def _scoring_reference(
+    reference: Any, reference_weights: Any, x_aa, w_aa, mapping: Mapping, cg
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The reference's CG dihedrals and weights; default the training frames with their
+    weights (weighted data are scored as the distribution they stand for)."""
+    if reference is None:
+        return _reference_dihedrals(
+            x_aa, w_aa if reference_weights is None else reference_weights, mapping, cg
+        )
+    return _reference_dihedrals(reference, reference_weights, mapping, cg)
 
 
 def _mapped_force_targets(
@@ -496,10 +537,23 @@ def _mapped_force_targets(
 
 
 def _train_student(
-    cg, x_cg: np.ndarray, x_train, f_train, cfg: CGConfig, summary: dict, report, e_train=None
+    cg,
+    x_cg: np.ndarray,
+    w_cg: np.ndarray | None,
+    x_train,
+    f_train,
+    f_weights: np.ndarray | None,
+    cfg: CGConfig,
+    summary: dict,
+    report,
+    e_train=None,
 ) -> CGForceField:
-    """The CG force field (priors fitted to the mapped frames) trained on the force targets."""
+    """The CG force field (priors fitted to the mapped frames, resampled in proportion to
+    their weights ``w_cg``) trained on the force targets (weighted by ``f_weights``)."""
     report(0.45, "training the CG force field")
+    if w_cg is not None:  # priors from the equilibrium distribution, not the proposal's
+        rng = np.random.default_rng(cfg.seed)
+        x_cg = x_cg[rng.choice(len(x_cg), len(x_cg), p=w_cg / w_cg.sum())]
     ff = CGForceField.from_data(
         x_cg,
         cg.kT,
@@ -523,6 +577,7 @@ def _train_student(
         progress=lambda f, m: report(0.45 + 0.3 * f, m),
         energies=e_train,
         energy_weight=cfg.energy_weight if e_train is not None else 0.0,
+        weights=f_weights,
     )
     summary["student"] = {
         "best_val_mse": sh["best_val_mse"],

@@ -35,12 +35,29 @@ def _config(options: list[str] | None, config_file: Path | None, **typed: Any) -
     return cfg
 
 
-def _mapping(system, beads: str | None):
+def _mapping(system, beads: str | None, **kwargs):
     from boltzgen.cg import Mapping
 
     if beads is not None and all(p.strip().isdigit() for p in beads.split(",")):
-        return Mapping.select(system, [int(p) for p in beads.split(",")])
-    return Mapping.select(system, beads)
+        return Mapping.select(system, [int(p) for p in beads.split(",")], **kwargs)
+    return Mapping.select(system, beads, **kwargs)
+
+
+def _training_data(data: Path, beads: str | None, temperature: float):
+    """(frames, mapping): an MD file (system and temperature from the file), or weighted
+    samples (refined.h5 / samples.h5 of ``boltzgen run``: the mapping from the file's
+    topology at ``temperature``, no constraints: CG masses are the bead atoms' own)."""
+    import mdtraj
+
+    from boltzgen.cg.frames import is_samples_file
+    from boltzgen.md import load_md
+
+    if is_samples_file(data):
+        return data, _mapping(
+            mdtraj.load_frame(str(data), 0).topology, beads, temperature=temperature
+        )
+    md = load_md(data)
+    return md, _mapping(md.system(), beads)
 
 
 def _echo_scores(summary: dict[str, Any], out: Path) -> None:
@@ -71,7 +88,13 @@ def _run(fn, *args, **kwargs):
 
 @app.command("train")
 def train_cmd(
-    data: Annotated[Path, typer.Argument(help="All-atom MD HDF5 (boltzgen simulate/remd).")],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="All-atom MD HDF5 (boltzgen simulate/remd) or weighted samples (refined.h5 "
+            "or samples.h5 of boltzgen run / sample: the log-weights weigh the frames)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("cg-out"),
     method: Annotated[str, typer.Option(help="flow (flow matching) or forces.")] = "flow",
     beads: Annotated[
@@ -84,6 +107,9 @@ def train_cmd(
     n_walkers: Annotated[int | None, typer.Option(help="CG MD walkers.")] = None,
     n_steps: Annotated[int | None, typer.Option(help="CG MD steps per walker.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    temperature: Annotated[
+        float, typer.Option(help="K, for samples files (MD files carry their own).")
+    ] = 300.0,
     config: Annotated[Path | None, typer.Option(help="CGConfig options as a JSON file.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help=_SET_HELP)] = None,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
@@ -93,7 +119,6 @@ def train_cmd(
     import torch
 
     from boltzgen.cg import train_and_simulate
-    from boltzgen.md import load_md
 
     torch.set_num_threads(threads)
     cfg = _config(
@@ -105,10 +130,9 @@ def train_cmd(
         n_steps=n_steps,
         seed=seed,
     )
-    md = _run(load_md, data)
-    mapping = _run(_mapping, md.system(), beads)
+    frames, mapping = _run(_training_data, data, beads, temperature)
     typer.echo(f"{mapping.n_beads} beads: atoms {mapping.atoms.tolist()}")
-    summary = _run(train_and_simulate, md, mapping, out, cfg, reference=reference)
+    summary = _run(train_and_simulate, frames, mapping, out, cfg, reference=reference)
     _echo_scores(summary, out)
 
 
