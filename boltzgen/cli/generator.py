@@ -290,13 +290,25 @@ def demo_cmd(
     """Small end-to-end run on alanine dipeptide: train independent flows (phi > 0 frames
     given a 5 % share), sample, refine by backbone state, free energies with a verdict
     (reliable or not converged, with reasons), plots."""
-    import torch
-
-    from boltzgen.md import load_md
+    from boltzgen.cores import torch_threads
     from boltzgen.paths import data_file
 
-    torch.set_num_threads(2)
-    path = data or data_file(_DEMO_DATA)
+    with torch_threads(1):  # as boltzgen run: a second thread slowed these small flows
+        _demo(data or data_file(_DEMO_DATA), out, flow, minutes, n, refine_seconds, flows, seed)
+
+
+def _demo(
+    path: Path,
+    out: Path,
+    flow: str,
+    minutes: float,
+    n: int,
+    refine_seconds: float,
+    flows: int,
+    seed: int,
+) -> None:
+    from boltzgen.md import load_md
+
     md = load_md(path)
     system = md.system()
     typer.echo(f"data: {path} ({md.trajectory.n_frames} frames, {system.n_atoms} atoms)")

@@ -150,6 +150,7 @@ def refine_stratum(
             n_steps=n_steps,
             n_leapfrog=n_leapfrog,
             max_levels=max(2 * levels, 10),
+            time_limit=max(0.0, seconds - (time.perf_counter() - t0)),
             seed=seed,
             strata=strata,
             strata_mass={label: float(row["mass"])},
