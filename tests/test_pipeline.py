@@ -346,3 +346,26 @@ def test_pipeline_job_through_the_service(tmp_path):
         assert job.result.get("model_id") or client.list_models().items
         t = client.load_trajectory(job.id, "samples.h5")
         assert t.n_atoms == 22
+
+
+def test_refinement_plan_floor_is_per_state(monkeypatch):
+    """With no time to pay for particles the plan still refines what a verdict needs: the
+    per-state floor times the states with two draws or more (here 2 of 3), not 100 in all;
+    the refinement's time limit then keeps it within the budget."""
+    from types import SimpleNamespace
+
+    from boltzgen.refinement import planning
+
+    labels = np.array(["-"] * 900 + ["+"] * 300 + ["x"] * 1)
+    monkeypatch.setattr(
+        planning, "backbone_state_labels", lambda system, pos: (labels[: len(pos)], ["phi:2"])
+    )
+    samples = SimpleNamespace(
+        positions=np.zeros((len(labels), 1, 3)), log_weights=np.zeros(len(labels))
+    )
+    plan = planning.plan_refinement(samples, None, 0.0, 1.0)
+    assert plan["n_particles"] == 100
+    plan = planning.plan_refinement(samples, None, 0.0, 1.0, min_per_stratum=100)
+    assert plan["n_particles"] == 200
+    plan = planning.plan_refinement(samples, None, 1e9, 1.0, min_per_stratum=100)
+    assert plan["n_particles"] == len(labels)  # time for all

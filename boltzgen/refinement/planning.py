@@ -72,6 +72,7 @@ def plan_refinement(
     n_steps: int = 3,
     n_leapfrog: int = LEAPFROG,
     min_particles: int = 100,
+    min_per_stratum: int = 0,
 ) -> dict[str, Any]:
     """How many draws a refinement by backbone state can afford in ``seconds``.
 
@@ -79,7 +80,9 @@ def plan_refinement(
     (:func:`~boltzgen.refinement.schedule.predicted_levels`); a particle costs levels x
     ``n_steps`` x ``n_leapfrog`` evaluations of ``eval_seconds`` (energy + forces + log q
     gradient, as measured by :func:`measure_rates`). Returns ``n_particles`` (at least
-    ``min_particles`` or all draws), ``levels`` per state, ``max_levels`` (twice the largest
+    ``min_particles`` and ``min_per_stratum`` times the number of states with two draws or
+    more, or all draws; the refinement's ``time_limit`` keeps a floor the budget cannot pay
+    for from overrunning it), ``levels`` per state, ``max_levels`` (twice the largest
     prediction, at least 10: the cap that keeps a badly covered state from eating the budget)
     and the ``predicted_seconds``."""
     labels = backbone_state_labels(system, samples.positions)[0].astype(str)
@@ -96,7 +99,10 @@ def plan_refinement(
             * eval_seconds
         )
 
-    lo, hi = min(min_particles, len(labels)), len(labels)
+    _, counts = np.unique(labels, return_counts=True)
+    # the floor: what a verdict needs per refinable stratum (draws allowing), not only in total
+    floor = max(int(min_particles), int(min_per_stratum) * int(np.sum(counts >= 2)))
+    lo, hi = min(floor, len(labels)), len(labels)
     if cost(hi) <= seconds:
         lo = hi
     while hi - lo > max(1, lo // 50):  # bisection on the particle count
@@ -196,6 +202,7 @@ def refine_within(
     n_steps: int = 3,
     n_leapfrog: int = LEAPFROG,
     seed: int = 0,
+    min_per_stratum: int = 0,
     progress: Callable[[float, str], None] | None = None,
 ):
     """Stratified refinement by backbone state (:func:`refine_by_backbone_state`) of as many
@@ -211,7 +218,13 @@ def refine_within(
         frames = samples.positions[ok] if ok.any() else samples.positions
         eval_seconds = measure_rates(gen, frames)["energy_force_s"]
     rp = plan_refinement(
-        samples, system, seconds, eval_seconds, n_steps=n_steps, n_leapfrog=n_leapfrog
+        samples,
+        system,
+        seconds,
+        eval_seconds,
+        n_steps=n_steps,
+        n_leapfrog=n_leapfrog,
+        min_per_stratum=min_per_stratum,
     )
     refined, dropped = refine_by_backbone_state(
         gen,
