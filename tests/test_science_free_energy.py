@@ -200,9 +200,7 @@ def metad(chain):
         n_metadynamics_steps=100_000,
         n_steps=400_000,
         report_interval=50,
-        friction=10.0,
-        seed=0,
-        platform="Reference",
+        langevin=bg.LangevinConfig(friction=10.0, seed=0, platform="Reference"),
     )
 
 
