@@ -369,3 +369,28 @@ def test_refinement_plan_floor_is_per_state(monkeypatch):
     assert plan["n_particles"] == 200
     plan = planning.plan_refinement(samples, None, 1e9, 1.0, min_per_stratum=100)
     assert plan["n_particles"] == len(labels)  # time for all
+
+
+def test_run_log_keeps_each_threads_records(tmp_path):
+    """Two pipelines in one process (threads) each write only their own records to run.log."""
+    import logging
+    import threading
+
+    from boltzgen.pipeline.run import _log_file
+
+    both = threading.Barrier(2)
+
+    def one(name: str) -> None:
+        with _log_file(tmp_path / f"{name}.log"):
+            both.wait()
+            logging.getLogger("boltzgen.test").debug("record of %s", name)
+            both.wait()
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, other in (("a", "b"), ("b", "a")):
+        text = (tmp_path / f"{name}.log").read_text()
+        assert f"record of {name}" in text and f"record of {other}" not in text

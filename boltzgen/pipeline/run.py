@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,9 @@ def _log_file(path: Path) -> Iterator[None]:
     handler = logging.FileHandler(path, mode="a")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     handler.setLevel(logging.DEBUG)
+    # only this run's thread: pipelines running side by side in one process (a service's
+    # worker threads) keep their own logs
+    handler.addFilter(lambda record, me=threading.get_ident(): record.thread == me)
     level = logger.level
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.DEBUG:
