@@ -39,6 +39,7 @@ ReasonCode = Literal[
     "flows_disagree",
     "data_disagree",
     "clashes",
+    "refinement_cut",
 ]
 
 _BUDGET = (
@@ -62,6 +63,7 @@ _ADVICE: dict[str, tuple[str, ...]] = {
     "flows_disagree": (_BUDGET,),
     "data_disagree": (_DATA, _BUDGET),
     "clashes": (_BUDGET,),
+    "refinement_cut": (_BUDGET,),
 }
 
 
@@ -72,7 +74,8 @@ class EstimateDiagnostics(_ToDict):
     value, error: the number and its stated error; n_samples: draws; ess_count /
     ess_fraction: Kish ESS of all draws; k_hat / k_hat_threshold: of all draws' log-weights;
     strata, states, agreement, consistency, clash_fraction: optional parts (None / empty when
-    not measured, and then not judged).
+    not measured, and then not judged); refinement_cut: the refinement behind the draws ran
+    out of time and jumped to the target (``stopped_at_time_limit``).
     """
 
     value: float
@@ -87,6 +90,7 @@ class EstimateDiagnostics(_ToDict):
     agreement: Agreement | None = None
     consistency: Consistency | None = None
     clash_fraction: float | None = None
+    refinement_cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ def diagnose(
     data_estimate: tuple[float, float] | None = None,
     independent: tuple[Sequence[float], Sequence[float]] | None = None,
     clash_fraction: float | None = None,
+    refinement_cut: bool = False,
 ) -> EstimateDiagnostics:
     """Diagnostics of one reweighted number (kT) from its draws' (n,) log-weights.
 
@@ -129,6 +134,9 @@ def diagnose(
         independent: (values (K,), errors (K,)) of the same number from K >= 2 independently
             trained flows (this run's included).
         clash_fraction: fraction in [0, 1] of the flow's draws that clashed (infinite energy).
+        refinement_cut: the draws come from a refinement stopped at its time limit (its last
+            level reweighted straight to the target and resampled, so the final weights'
+            ESS and k-hat no longer show the estimate's variance).
     """
     a = as_log_weights(log_w)
     n = len(a)
@@ -156,6 +164,7 @@ def diagnose(
         agreement=None if data_estimate is None else agreement(*data_estimate, value, error),
         consistency=None if independent is None else consistency(*independent),
         clash_fraction=None if clash_fraction is None else float(clash_fraction),
+        refinement_cut=bool(refinement_cut),
     )
 
 
@@ -214,6 +223,12 @@ def _reasons(d: EstimateDiagnostics) -> list[tuple[str, str]]:
             "data_disagree",
             f"data and samples disagree: {g.data:.2f} +- {g.data_error:.2f} "
             f"vs {g.samples:.2f} +- {g.samples_error:.2f} ({g.z:.1f} combined sigma)",
+        )
+    if d.refinement_cut:
+        add(
+            "refinement_cut",
+            "the refinement ran out of time and jumped to the target in one reweighting: its "
+            "final weights were resampled, so their ESS and k-hat understate the error",
         )
     if d.clash_fraction is not None and d.clash_fraction > CLASH_FRACTION_MAX:
         add(

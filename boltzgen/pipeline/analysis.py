@@ -68,6 +68,16 @@ def _finite_pair(value: Any, error: Any) -> tuple[float, float] | None:
     return (float(value), float(error)) if ok else None
 
 
+def _stopped_at_time_limit(samples) -> bool:
+    """Whether a refinement (or a stratum of it, top-ups included) behind ``samples`` stopped
+    at its time limit; plain flow draws: False."""
+    h = getattr(samples, "history", None) or {}
+    rows = h.get("strata") or []
+    return bool(h.get("stopped_at_time_limit")) or any(
+        bool(r.get("stopped_at_time_limit")) for r in rows if isinstance(r, dict)
+    )
+
+
 class _Analysis:
     """The samples, the training data and the settings the per-dihedral steps share."""
 
@@ -88,6 +98,7 @@ class _Analysis:
         self.plot_dir.mkdir(parents=True, exist_ok=True)
         self.dihedrals = backbone_dihedrals(system)
         self.usable = bool(np.isfinite(samples.log_weights).any())
+        self.refinement_cut = any(_stopped_at_time_limit(s) for s in [samples, *self.others])
         self.block = max(1, len(data_positions) // 50)
         self.state_names = backbone_state_labels(system, data_positions[:1])[1]
         self.data_label = "REMD data" if data_lw is None else "metadynamics data (reweighted)"
@@ -223,6 +234,7 @@ class _Analysis:
             data_estimate=_finite_pair(row.get("df_data_kT"), row.get("err_data_kT")),
             clash_fraction=None if self.clash is None else self.clash["clash_fraction"],
             independent=self.independent.get(name),
+            refinement_cut=self.refinement_cut,
         )
         v = verdict(d, implicit_solvent=self.implicit_solvent)
         return {
