@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from boltzgen.errors import InputError, ShapeError, TrainingError
+from boltzgen.generator.data import check_frame_weights
 
 __all__ = ["CGForceField", "fit_forces"]
 
@@ -307,6 +308,31 @@ def _as_array(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _fit_inputs(
+    ff: CGForceField, positions: Any, forces: Any, energies: Any, weights: Any, dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`fit_forces`' checked inputs: positions and forces in ``dtype``, the energies
+    (float64) and the weights (mean 1) or None."""
+    x = torch.as_tensor(_as_array(positions), dtype=dtype)
+    f = torch.as_tensor(_as_array(forces), dtype=dtype)
+    ff._check(x)
+    if f.shape != x.shape:
+        raise ShapeError(f"forces must have the shape of positions {tuple(x.shape)}")
+    ok = torch.isfinite(x).all(-1).all(-1) & torch.isfinite(f).all(-1).all(-1)
+    if not bool(ok.all()):
+        raise InputError(f"{int((~ok).sum())} frame(s) have non-finite positions or forces")
+    e_t = None
+    if energies is not None:
+        e_t = torch.as_tensor(np.asarray(energies, dtype=np.float64).reshape(-1))
+        if e_t.shape != (len(x),) or not bool(torch.isfinite(e_t).all()):
+            raise ShapeError(f"energies must be ({len(x)},) finite kJ/mol")
+    w_t = None
+    if weights is not None:
+        w = check_frame_weights(np.asarray(weights).reshape(-1), len(x))
+        w_t = torch.as_tensor(w / w.mean(), dtype=dtype)
+    return x, f, e_t, w_t
+
+
 def fit_forces(
     ff: CGForceField,
     positions: Any,
@@ -352,29 +378,11 @@ def fit_forces(
         ((kJ/mol)^2, with energies), ``best_val_mse``, ``epochs_run``, ``time`` (s),
         ``stop_reason``.
     """
-    x = torch.as_tensor(_as_array(positions), dtype=dtype)
-    f = torch.as_tensor(_as_array(forces), dtype=dtype)
-    ff._check(x)
-    if f.shape != x.shape:
-        raise ShapeError(f"forces must have the shape of positions {tuple(x.shape)}")
-    ok = torch.isfinite(x).all(-1).all(-1) & torch.isfinite(f).all(-1).all(-1)
-    if not bool(ok.all()):
-        raise InputError(f"{int((~ok).sum())} frame(s) have non-finite positions or forces")
     if epochs < 1 or batch_size < 1:
         raise InputError("epochs and batch_size must be >= 1")
-    e_t = None
-    if energies is not None and energy_weight > 0:
-        e_t = torch.as_tensor(np.asarray(energies, dtype=np.float64).reshape(-1))
-        if e_t.shape != (len(x),) or not bool(torch.isfinite(e_t).all()):
-            raise ShapeError(f"energies must be ({len(x)},) finite kJ/mol")
-    w_t = None
-    if weights is not None:
-        w_np = np.asarray(weights, dtype=np.float64).reshape(-1)
-        if w_np.shape != (len(x),) or not np.isfinite(w_np).all() or (w_np < 0).any():
-            raise InputError(f"weights must be ({len(x)},) finite and >= 0")
-        if w_np.sum() <= 0:
-            raise InputError("weights are all zero")
-        w_t = torch.as_tensor(w_np / w_np.mean(), dtype=dtype)
+    x, f, e_t, w_t = _fit_inputs(
+        ff, positions, forces, energies if energy_weight > 0 else None, weights, dtype
+    )
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     n = len(x)
