@@ -250,3 +250,29 @@ def test_flow_md_reports_where_it_leaves_the_support(adp, md_data):
     with pytest.raises(bg.FlowMDError) as info:
         flow_md(gen, x0, n_steps=1000, timestep=0.02, temperature=3000.0)
     assert 1 <= info.value.step < 1000 and f"step {info.value.step}" in str(info.value)
+
+
+def test_cosine_schedule_follows_steps_or_time_whichever_ends_first():
+    from boltzgen.generator.config import TrainConfig
+    from boltzgen.generator.training import cosine_lr
+
+    by_steps = TrainConfig(lr=1e-3, epochs=10, lr_schedule="cosine")
+    assert cosine_lr(by_steps, 0, 100, 0.0) == pytest.approx(1e-3)
+    assert cosine_lr(by_steps, 500, 100, 1e6) == pytest.approx(5e-4)  # no time limit
+    assert cosine_lr(by_steps, 1000, 100, 0.0) == pytest.approx(0.0, abs=1e-12)
+    by_time = TrainConfig(lr=1e-3, epochs=100_000, lr_schedule="cosine", time_limit=60.0)
+    assert cosine_lr(by_time, 10, 100, 30.0) == pytest.approx(5e-4, rel=1e-6)
+    assert cosine_lr(by_time, 10, 100, 90.0) == 0.0  # past the limit: stays at zero
+    capped = TrainConfig(lr=1e-3, epochs=100_000, max_steps=200, lr_schedule="cosine")
+    assert cosine_lr(capped, 100, 100, 0.0) == pytest.approx(5e-4)
+
+
+def test_time_limited_cosine_run_ends_annealed(adp, md_data):
+    gen = bg.BoltzmannGenerator.build(adp, data=md_data, n_layers=2, hidden=(16,))
+    h = gen.fit(
+        md_data, epochs=100_000, batch_size=64, lr=1e-3, lr_schedule="cosine", time_limit=3.0
+    )
+    assert h["stop_reason"] == ["time_limit"]
+    assert h["lr"][0] < 1e-3  # it decays within the first epoch already
+    assert h["lr"][-1] < 0.1 * 1e-3  # the last step ran near the end of the time
+    assert all(a >= b for a, b in zip(h["lr"], h["lr"][1:], strict=False))

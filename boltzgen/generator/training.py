@@ -75,14 +75,27 @@ def epoch_order(rng: np.random.Generator, n: int, p: np.ndarray | None = None) -
     return rng.choice(n, size=n, p=p)
 
 
-def _make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
+def _make_scheduler(opt, cfg: TrainConfig):
     if cfg.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, factor=cfg.lr_factor, patience=max(1, cfg.patience // 3)
         )
-    if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
-    return None
+    return None  # "cosine" is set per step by cosine_lr; "none" keeps lr
+
+
+def cosine_lr(cfg: TrainConfig, step: int, steps_per_epoch: int, elapsed: float) -> float:
+    """The learning rate of ``lr_schedule="cosine"`` after ``step`` steps and ``elapsed``
+    seconds: ``lr`` * (1 + cos(pi t)) / 2, where t in [0, 1] is the fraction of the run done,
+    the larger of the steps' fraction (``epochs``, ``max_steps``) and the time's
+    (``time_limit``). With a time limit the rate reaches zero when the time is spent: a
+    time-limited run ends annealed instead of at a rate a plateau rule never lowered."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    t = step / max(1, total)
+    if cfg.time_limit is not None:
+        t = max(t, elapsed / cfg.time_limit)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
 @dataclass
@@ -155,7 +168,8 @@ class _Run:
         self.opt = torch.optim.Adam(
             gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
         )
-        self.sched = _make_scheduler(self.opt, cfg, steps_per_epoch)
+        self.sched = _make_scheduler(self.opt, cfg)
+        self.steps_per_epoch = steps_per_epoch
         self.history: dict[str, list] = {"train_loss": [], "val_nll": [], "lr": [], "time": []}
         self.epoch, self.best, self.best_state, self.bad_epochs, self.step = 0, math.inf, None, 0, 0
 
@@ -213,9 +227,11 @@ def _train_epoch(gen, run: _Run, objective, d: _Data, cfg: TrainConfig, steps: i
         total.backward()
         if cfg.clip_grad:
             torch.nn.utils.clip_grad_norm_(gen.parameters(), cfg.clip_grad)
+        if cfg.lr_schedule == "cosine":
+            lr = cosine_lr(cfg, run.step, run.steps_per_epoch, time.perf_counter() - t0)
+            for group in run.opt.param_groups:
+                group["lr"] = lr
         run.opt.step()
-        if isinstance(run.sched, torch.optim.lr_scheduler.CosineAnnealingLR):
-            run.sched.step()
         run.step += 1
         n_batches += 1
         for k, v in {"loss": float(total.detach()), **parts}.items():
