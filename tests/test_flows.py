@@ -74,9 +74,11 @@ def _coupling(kind: str, cheap: str = "density") -> Callable[[], CouplingLayer]:
     return make
 
 
-def _flow(kind: str) -> Callable[[], Flow]:
+def _flow(kind: str, masks: str = "alternate") -> Callable[[], Flow]:
     def make():
-        f = build_flow(D, CIRC, kind=kind, n_layers=3, hidden=(6,), n_components=3, n_bins=4)
+        f = build_flow(
+            D, CIRC, kind=kind, n_layers=3, hidden=(6,), n_components=3, n_bins=4, masks=masks
+        )
         return _randomise(f, 0.2)
 
     return make
@@ -144,6 +146,8 @@ CASES = [
     Case("permutation", _perm, CIRC, True, out_circular=CIRC[[2, 0, 3, 1]]),
     Case("flow-smooth", _flow("smooth"), CIRC, True),
     Case("flow-spline", _flow("spline"), CIRC, False),
+    Case("flow-smooth-grouped", _flow("smooth", "grouped"), CIRC, True),
+    Case("flow-spline-grouped", _flow("spline", "grouped"), CIRC, False),
 ]
 IDS = [c.name for c in CASES]
 
@@ -507,3 +511,29 @@ def test_direction_convention(monkeypatch: pytest.MonkeyPatch) -> None:
     y2, ld2 = f.inverse(u)
     assert calls
     assert torch.allclose(y2, y, atol=1e-4) and torch.allclose(ld2, -ld, atol=1e-4)
+
+
+@pytest.mark.parametrize("schedule", ["alternate", "grouped"])
+@pytest.mark.parametrize(
+    "circular",
+    [[True, False, True, False, False], [False] * 5, [True] * 5, [False, False, False, False, True]],
+)
+def test_coupling_masks_transform_every_dim_and_condition_on_the_rest(schedule, circular):
+    from boltzgen.flows import coupling_masks
+
+    masks = coupling_masks(5, 8, circular, schedule)
+    assert len(masks) == 8
+    assert all(bool(m.any()) and not bool(m.all()) for m in masks)  # each layer conditions
+    cycle = masks[:4]
+    assert bool(torch.stack(cycle).any(0).all())  # every dim transformed within four layers
+    if schedule == "grouped":
+        circ = torch.tensor(circular)
+        for m in masks:  # a layer transforms circular dims or interval dims, never both
+            assert not (bool((m & circ).any()) and bool((m & ~circ).any()))
+
+
+def test_unknown_mask_schedule_is_an_input_error():
+    from boltzgen.flows import coupling_masks
+
+    with pytest.raises(InputError, match="mask schedule"):
+        coupling_masks(4, 2, None, "random")

@@ -14,18 +14,54 @@ from boltzgen.flows.smooth import SmoothMixture
 from boltzgen.flows.splines import RQSpline
 
 KINDS = ("smooth", "spline")
+MASKS = ("alternate", "grouped")
 
 
-def coupling_masks(dim: int, n_layers: int) -> list[torch.Tensor]:
-    """Transformed-dims masks cycling through even/odd and first-half/second-half splits, so
-    every pair of dims is coupled within four layers. ``dim == 1``: every layer transforms it."""
+def _grouped_patterns(circ: torch.Tensor) -> list[torch.Tensor]:
+    """Halves of the circular dims, then halves of the interval dims (by rank within each
+    kind); empty patterns dropped."""
+    patterns = []
+    for group in (circ, ~circ):
+        rank = torch.cumsum(group.long(), 0) - 1
+        for parity in (0, 1):
+            m = group & (rank % 2 == parity)
+            if bool(m.any()):
+                patterns.append(m)
+    return patterns
+
+
+def coupling_masks(
+    dim: int,
+    n_layers: int,
+    circular: Sequence[bool] | torch.Tensor | None = None,
+    schedule: str = "alternate",
+) -> list[torch.Tensor]:
+    """Transformed-dims masks (each ``(dim,)`` bool), one per layer.
+
+    ``schedule="alternate"``: cycle through even/odd and first-half/second-half splits of the
+    index, so every pair of dims is coupled within four layers (each dim transformed in two of
+    every four layers). ``"grouped"``: cycle through half of the circular dims, the other half,
+    half of the interval dims, the other half, each conditioned on all the rest: the periodic
+    dims (in internal coordinates the torsions, the multimodal part) get layers of their own
+    conditioned on the interval dims, and each interval dim (bonds, angles) is transformed
+    conditioned on every torsion. Each dim is transformed once per cycle, so a layer costs
+    about half of an alternating one. ``dim == 1``: every layer transforms it.
+    """
+    if schedule not in MASKS:
+        raise InputError(f"mask schedule must be one of {MASKS}, got {schedule!r}")
+    if dim == 1:
+        return [torch.ones(1, dtype=torch.bool) for _ in range(n_layers)]
     idx = torch.arange(dim)
-    patterns = [idx % 2 == 0, idx % 2 == 1, idx < (dim + 1) // 2, idx >= (dim + 1) // 2]
-    masks = []
-    for layer in range(n_layers):
-        m = patterns[layer % 4] if dim > 1 else torch.ones(1, dtype=torch.bool)
-        masks.append(m)
-    return masks
+    if schedule == "alternate":
+        patterns = [idx % 2 == 0, idx % 2 == 1, idx < (dim + 1) // 2, idx >= (dim + 1) // 2]
+    else:
+        circ = (
+            torch.zeros(dim, dtype=torch.bool)
+            if circular is None
+            else torch.as_tensor(circular, dtype=torch.bool).flatten()
+        )
+        patterns = _grouped_patterns(circ)
+    return [patterns[layer % len(patterns)] for layer in range(n_layers)]
 
 
 def make_bijections(
@@ -67,6 +103,7 @@ def build_flow(
     cheap: str = "density",
     base: str = "uniform",
     activation: str = "silu",
+    masks: str = "alternate",
 ) -> Flow:
     """Coupling flow on ``[0, 1]^dim`` with periodic dims flagged by ``circular``.
 
@@ -84,6 +121,7 @@ def build_flow(
         base: ``"uniform"`` or ``"truncnormal"`` (uniform on circular dims, truncated normal on
             box dims).
         activation: conditioner activation (``"silu"`` keeps the flow smooth).
+        masks: coupling schedule, ``"alternate"`` or ``"grouped"`` (see :func:`coupling_masks`).
 
     Returns:
         :class:`~boltzgen.flows.base.Flow`.
@@ -101,7 +139,7 @@ def build_flow(
     if int(n_layers) < 1:
         raise InputError(f"n_layers must be >= 1, got {n_layers}")
     layers = []
-    for mask in coupling_masks(dim, int(n_layers)):
+    for mask in coupling_masks(dim, int(n_layers), circ, masks):
         interval_b, circular_b = make_bijections(kind, n_components, n_bins, cheap)
         layers.append(CouplingLayer(mask, circ, interval_b, circular_b, hidden, activation))
     if base == "uniform":

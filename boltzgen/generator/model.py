@@ -97,6 +97,7 @@ class BoltzmannGenerator(nn.Module):
             n_components=cfg.n_components,
             n_bins=cfg.n_bins,
             base=cfg.base,
+            masks=cfg.masks,
         )
 
     @property
