@@ -116,7 +116,16 @@ def remd_data(system, seconds: float, seed: int, out: Path) -> dict:
     }
 
 
-def point(key: str, minutes: float, seed: int, data_share: float, draws: int, work: Path):
+def point(
+    key: str,
+    minutes: float,
+    seed: int,
+    data_share: float,
+    draws: int,
+    work: Path,
+    masks: str = "alternate",
+    n_layers: int | None = None,
+):
     name, pdb = MOLECULES[key]
     wall0, cpu0 = time.perf_counter(), core_seconds()
     torch.manual_seed(seed)
@@ -128,7 +137,13 @@ def point(key: str, minutes: float, seed: int, data_share: float, draws: int, wo
     weights, _ = pattern_weights(labels, 0.05, 5)
     td = TrainingData(data["positions"], data["forces"], weights)
     rule = flow_size(3 * system.n_atoms - 6)
-    arch = FlowConfig(flow="smooth", n_layers=rule["n_layers"], hidden=rule["hidden"], seed=seed)
+    arch = FlowConfig(
+        flow="smooth",
+        n_layers=n_layers or rule["n_layers"],
+        hidden=rule["hidden"],
+        seed=seed,
+        masks=masks,
+    )
     limit = max(5.0, budget - (time.perf_counter() - wall0))
     train = TrainConfig(
         epochs=100_000,
@@ -166,6 +181,7 @@ def point(key: str, minutes: float, seed: int, data_share: float, draws: int, wo
         "flow": {
             "n_layers": arch.n_layers,
             "hidden": list(arch.hidden),
+            "masks": arch.masks,
             "n_parameters": summary["n_parameters"],
         },
         "training": {k: summary[k] for k in ("epochs_run", "stop_reason", "best_val_nll")},
@@ -188,6 +204,8 @@ def main() -> None:
         help="data's share of data + training (the pipeline's 0.3 : 0.5)",
     )
     ap.add_argument("--work", default=None, help="directory for REMD files and models")
+    ap.add_argument("--masks", default="alternate", help="coupling schedule (FlowConfig.masks)")
+    ap.add_argument("--layers", type=int, default=None, help="coupling layers (default: rule)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(json.dumps({"cmt_table": CMT_TABLE}), flush=True)
@@ -196,7 +214,18 @@ def main() -> None:
         for minutes in (float(m) for m in args.minutes.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):
                 print(
-                    json.dumps(point(key, minutes, seed, args.data_share, args.draws, work)),
+                    json.dumps(
+                        point(
+                            key,
+                            minutes,
+                            seed,
+                            args.data_share,
+                            args.draws,
+                            work,
+                            args.masks,
+                            args.layers,
+                        )
+                    ),
                     flush=True,
                 )
 

@@ -516,7 +516,12 @@ def test_direction_convention(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("schedule", ["alternate", "grouped"])
 @pytest.mark.parametrize(
     "circular",
-    [[True, False, True, False, False], [False] * 5, [True] * 5, [False, False, False, False, True]],
+    [
+        [True, False, True, False, False],
+        [False] * 5,
+        [True] * 5,
+        [False, False, False, False, True],
+    ],
 )
 def test_coupling_masks_transform_every_dim_and_condition_on_the_rest(schedule, circular):
     from boltzgen.flows import coupling_masks
