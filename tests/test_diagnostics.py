@@ -11,7 +11,7 @@ import pytest
 from scipy import integrate, stats
 
 from boltzgen import diagnostics as dg
-from boltzgen.analysis import free_energy_difference
+from boltzgen.analysis import free_energy_difference, n_effective
 from boltzgen.diagnostics.judge import _BUDGET, _DATA, _IMPLICIT
 from boltzgen.errors import InputError, ShapeError
 
@@ -263,3 +263,41 @@ def test_a_refinement_cut_at_its_time_limit_is_not_converged():
     assert "ran out of time" in v.reasons[0] and v.advice
     d = dg.diagnose(np.zeros(50), 1.0, 0.1, refinement_cut=True)
     assert d.refinement_cut and not dg.verdict(d).reliable
+
+
+def test_a_cut_is_judged_by_its_jump_weights_before_resampling():
+    """One-hour coverage runs (ADP, ACE-PRO-NME) were cut at the time limit in one stratum,
+    yet hit their references within 0.3 sigma: the jump's own weights were healthy. The cut is
+    a reason only when those weights are degenerate (k-hat, or under CUT_MIN_ESS effective)."""
+    rng = np.random.default_rng(0)
+    healthy = rng.normal(scale=0.3, size=4000)  # light-tailed log-weights
+    heavy = rng.standard_cauchy(size=4000) * 3.0  # a few draws carry everything
+    rec = {"beta_from": 0.7, "n_particles": 4000}
+    ok = {**rec, "ess_count": n_effective(healthy), "k_hat": dg.k_hat(healthy)}
+    bad = {**rec, "ess_count": n_effective(heavy), "k_hat": dg.k_hat(heavy)}
+    assert not dg.cut_is_degenerate(ok)
+    assert dg.cut_is_degenerate(bad)
+    assert dg.cut_is_degenerate({**ok, "ess_count": dg.CUT_MIN_ESS - 1})
+    assert dg.cut_is_degenerate(None)  # stopped without a record (older checkpoint)
+    assert dg.cut_is_degenerate({**ok, "k_hat": float("nan")})
+
+
+def test_the_pipeline_flags_only_degenerate_cuts():
+    from types import SimpleNamespace
+
+    from boltzgen.pipeline.analysis import _degenerate_cut
+
+    ok = {"ess_count": 3000.0, "k_hat": 0.1, "n_particles": 4000}
+    bad = {"ess_count": 12.0, "k_hat": 1.4, "n_particles": 4000}
+
+    def samples(*rows, **top):
+        return SimpleNamespace(history={"strata": list(rows), **top})
+
+    assert not _degenerate_cut(SimpleNamespace(history=None))  # plain flow draws
+    assert not _degenerate_cut(samples({"stopped_at_time_limit": False, "cuts": []}))
+    assert not _degenerate_cut(samples({"stopped_at_time_limit": True, "cuts": [ok]}))
+    assert _degenerate_cut(samples({"stopped_at_time_limit": True, "cuts": [ok, bad]}))
+    assert _degenerate_cut(samples({"stopped_at_time_limit": True}))  # no record
+    top = SimpleNamespace(history={"stopped_at_time_limit": True, "cut": ok})
+    assert not _degenerate_cut(top)
+    assert _degenerate_cut(SimpleNamespace(history={"stopped_at_time_limit": True, "cut": bad}))

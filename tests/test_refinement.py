@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from boltzgen.analysis import kish_ess, log_mean_exp
+from boltzgen.diagnostics import k_hat
 from boltzgen.errors import InputError
 from boltzgen.refinement import RefinedSamples, SMCResult, refine, systematic_resample
 from boltzgen.samples import Samples
@@ -424,6 +425,15 @@ def test_time_limit_jumps_to_the_target_and_stays_unbiased(strata):
             r = refine(x0, u_minor, log_q=mixture_log_q, seed=seed, time_limit=0.0, **kw)
         assert r.history["stopped_at_time_limit"] is True
         assert r.history["n_levels"] == 1
+        # the jump's weights, before resampling: from b = 0 they are the flow's own
+        # importance weights -u - log q, and the record says so
+        cuts = [r.history["cut"]] if strata is None else r.history["strata"][0]["cuts"]
+        cut = cuts[0]
+        assert cut["beta_from"] == 0.0
+        if strata is None:
+            lw = -u_minor(torch.as_tensor(x0)).numpy() - mixture_log_q(torch.as_tensor(x0)).numpy()
+            assert cut["ess_count"] == pytest.approx(kish_ess(lw) * len(lw), rel=1e-9)
+            assert cut["k_hat"] == pytest.approx(k_hat(lw), abs=1e-9)
         if strata is None:
             assert r.history["betas"] == [0.0, 1.0]
             assert np.isnan(r.history["acceptance"][0])  # no moves after the jump

@@ -17,6 +17,7 @@ from boltzgen.diagnostics.thresholds import (
     AGREEMENT_Z_MAX,
     CLASH_FRACTION_MAX,
     CONSISTENCY_P_MIN,
+    CUT_MIN_ESS,
     MIN_ESS_PER_STRATUM,
     MIN_PARTICLES_PER_STRATUM,
     MIN_STATE_MASS,
@@ -75,7 +76,8 @@ class EstimateDiagnostics(_ToDict):
     ess_fraction: Kish ESS of all draws; k_hat / k_hat_threshold: of all draws' log-weights;
     strata, states, agreement, consistency, clash_fraction: optional parts (None / empty when
     not measured, and then not judged); refinement_cut: the refinement behind the draws ran
-    out of time and jumped to the target (``stopped_at_time_limit``).
+    out of time and its jump to the target left degenerate weights
+    (:func:`~boltzgen.diagnostics.cut_is_degenerate` of its ``cut`` record).
     """
 
     value: float
@@ -134,9 +136,10 @@ def diagnose(
         independent: (values (K,), errors (K,)) of the same number from K >= 2 independently
             trained flows (this run's included).
         clash_fraction: fraction in [0, 1] of the flow's draws that clashed (infinite energy).
-        refinement_cut: the draws come from a refinement stopped at its time limit (its last
-            level reweighted straight to the target and resampled, so the final weights'
-            ESS and k-hat no longer show the estimate's variance).
+        refinement_cut: the draws come from a refinement stopped at its time limit whose jump
+            to the target left degenerate weights (its last level reweighted straight to the
+            target and resampled, so the final weights' ESS and k-hat no longer show the
+            estimate's variance; the jump's own weights, recorded before resampling, do).
     """
     a = as_log_weights(log_w)
     n = len(a)
@@ -227,8 +230,10 @@ def _reasons(d: EstimateDiagnostics) -> list[tuple[str, str]]:
     if d.refinement_cut:
         add(
             "refinement_cut",
-            "the refinement ran out of time and jumped to the target in one reweighting: its "
-            "final weights were resampled, so their ESS and k-hat understate the error",
+            "the refinement ran out of time and jumped to the target in one reweighting whose "
+            "weights are degenerate (k-hat above its threshold or fewer than "
+            f"{CUT_MIN_ESS:.0f} effective particles before resampling); the final weights "
+            "were resampled, so their ESS and k-hat understate the error",
         )
     if d.clash_fraction is not None and d.clash_fraction > CLASH_FRACTION_MAX:
         add(

@@ -30,3 +30,8 @@ CONSISTENCY_P_MIN = 0.0027
 # Clashing draws get weight 0 and do not bias the estimate; only when almost all draws clash
 # is the flow so far from the target that its few valid draws cannot be trusted to cover it.
 CLASH_FRACTION_MAX = 0.9
+# A refinement cut at its time limit reweights its particles to the target in one jump. The
+# jump is an importance-sampling step like any other: judged by the k-hat of its weights
+# (before they are resampled) and by their Kish ESS, which must reach the per-stratum particle
+# floor: at 100 effective particles a stratum's log Z from the jump is good to about 0.1 kT.
+CUT_MIN_ESS = 100.0

@@ -14,7 +14,12 @@ import numpy as np
 
 from boltzgen.analysis import as_log_weights, n_effective
 from boltzgen.diagnostics._base import _ToDict
-from boltzgen.diagnostics.thresholds import K_HAT_MAX, MIN_STATE_MASS, MISSING_STATE_MASS_RATIO
+from boltzgen.diagnostics.thresholds import (
+    CUT_MIN_ESS,
+    K_HAT_MAX,
+    MIN_STATE_MASS,
+    MISSING_STATE_MASS_RATIO,
+)
 from boltzgen.errors import InputError, ShapeError
 
 _MIN_DRAWS_FOR_K_HAT = 25  # PSIS fits the generalised Pareto to >= 5 tail draws (S / 5)
@@ -96,6 +101,21 @@ def k_hat(log_w: Any) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):  # ties in the tail: still a fit
         _, khat = array_stats.psislw(-a, r_eff=1.0)
     return float(khat)
+
+
+def cut_is_degenerate(cut: dict[str, Any] | None) -> bool:
+    """Whether the jump of a refinement stopped at its time limit (its ``history["cut"]``,
+    from :func:`boltzgen.refinement.run.cut_record`) left weights that cannot be trusted: a
+    k-hat above its threshold for the particles, or a Kish ESS below CUT_MIN_ESS. ``None``
+    (a refinement stopped at its limit without the record, e.g. from an older checkpoint)
+    counts as degenerate."""
+    if not cut:
+        return True
+    n = int(cut.get("n_particles", 0))
+    kh = float(cut.get("k_hat", math.nan))
+    ess = float(cut.get("ess_count", 0.0))
+    too_heavy = math.isnan(kh) or kh > k_hat_threshold(n)
+    return too_heavy or not ess >= CUT_MIN_ESS
 
 
 def _labels(labels: Any, n: int, what: str) -> np.ndarray:

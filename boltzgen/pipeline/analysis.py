@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from boltzgen import plots
 from boltzgen.analysis import ess_curve, free_energy_difference, free_energy_surface
 from boltzgen.cv import backbone_dihedrals, backbone_state_labels, parse_cv_name, state_dihedrals
-from boltzgen.diagnostics import combine_estimates, diagnose, verdict
+from boltzgen.diagnostics import combine_estimates, cut_is_degenerate, diagnose, verdict
 from boltzgen.errors import InputError
 from boltzgen.pipeline.config import PipelineConfig
 from boltzgen.pipeline.records import Clock
@@ -68,13 +68,18 @@ def _finite_pair(value: Any, error: Any) -> tuple[float, float] | None:
     return (float(value), float(error)) if ok else None
 
 
-def _stopped_at_time_limit(samples) -> bool:
+def _degenerate_cut(samples) -> bool:
     """Whether a refinement (or a stratum of it, top-ups included) behind ``samples`` stopped
-    at its time limit; plain flow draws: False."""
+    at its time limit with a jump whose weights cannot be trusted
+    (:func:`~boltzgen.diagnostics.cut_is_degenerate`); plain flow draws: False."""
     h = getattr(samples, "history", None) or {}
-    rows = h.get("strata") or []
-    return bool(h.get("stopped_at_time_limit")) or any(
-        bool(r.get("stopped_at_time_limit")) for r in rows if isinstance(r, dict)
+    rows = [r for r in h.get("strata") or [] if isinstance(r, dict)]
+    if not rows:
+        return bool(h.get("stopped_at_time_limit")) and cut_is_degenerate(h.get("cut"))
+    return any(
+        r.get("stopped_at_time_limit")
+        and (not r.get("cuts") or any(cut_is_degenerate(c) for c in r["cuts"]))
+        for r in rows
     )
 
 
@@ -98,7 +103,7 @@ class _Analysis:
         self.plot_dir.mkdir(parents=True, exist_ok=True)
         self.dihedrals = backbone_dihedrals(system)
         self.usable = bool(np.isfinite(samples.log_weights).any())
-        self.refinement_cut = any(_stopped_at_time_limit(s) for s in [samples, *self.others])
+        self.refinement_cut = any(_degenerate_cut(s) for s in [samples, *self.others])
         self.block = max(1, len(data_positions) // 50)
         self.state_names = backbone_state_labels(system, data_positions[:1])[1]
         self.data_label = "REMD data" if data_lw is None else "metadynamics data (reweighted)"

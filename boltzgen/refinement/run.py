@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from boltzgen.analysis import kish_ess, log_mean_exp
+from boltzgen.diagnostics.weights import k_hat
 from boltzgen.errors import InputError
 from boltzgen.refinement.kernels import (
     JITTER,
@@ -35,6 +36,21 @@ __all__ = ["SMCRun", "Settings", "smc_settings", "systematic_resample"]
 log = logging.getLogger("boltzgen.refinement")
 
 _ADAPT_GAIN = 1.5  # log step size += gain * (acceptance - target) after each sweep
+
+
+def cut_record(log_w: np.ndarray, beta_from: float) -> dict[str, Any]:
+    """What the jump to b = 1 of a refinement stopped at its time limit did to the weights,
+    measured before they are resampled (afterwards they read uniform and hide it): the
+    inverse temperature it jumped from, the particles with non-zero weight, the jump weights'
+    Kish ESS (a count) and their Pareto k-hat (:func:`boltzgen.diagnostics.k_hat`). The
+    verdict judges these (:func:`boltzgen.diagnostics.cut_is_degenerate`)."""
+    finite = np.isfinite(log_w)
+    return {
+        "beta_from": float(beta_from),
+        "n_particles": int(finite.sum()),
+        "ess_count": float(kish_ess(log_w) * len(log_w)),
+        "k_hat": k_hat(log_w),
+    }
 
 
 @dataclass(frozen=True)
@@ -249,12 +265,16 @@ class SMCRun:
     def level_step(self) -> None:
         """One level: reweight to the next beta, resample, move, record."""
         self.level += 1
+        cut_before = self.hist["stopped_at_time_limit"]
         b_new = self._next_beta()
+        b_old = self.b
         self.lw = self.lw + (b_new - self.b) * self.r
         self.b = b_new
         if not np.isfinite(self.lw).any():  # cannot happen for finite r; guard anyway
             raise InputError("all particles lost their weight")
         ess = kish_ess(self.lw)
+        if self.hist["stopped_at_time_limit"] and not cut_before:
+            self.hist["cut"] = cut_record(self.lw, b_old)
         n_res = self._resample()
         if self.hist["stopped_at_time_limit"]:  # out of time: no moves after the last weights
             eps_level, accs = self.eps if self.eps is not None else float("nan"), []

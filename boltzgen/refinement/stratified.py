@@ -54,6 +54,7 @@ def _stratum_row(key: Any, n: int, mass: float, log_z: float, rel: float, res) -
         "n_unique_ancestors": h["n_unique_ancestors"],
         "n_energy_evals": int(res.n_energy_evals),
         "stopped_at_time_limit": bool(h["stopped_at_time_limit"]),
+        "cuts": [h["cut"]] if h.get("cut") else [],
     }
 
 

@@ -214,6 +214,9 @@ def merge_stratum(
         "n_unique_ancestors": old["n_unique_ancestors"] + add["n_unique_ancestors"],
         "n_energy_evals": old["n_energy_evals"] + add["n_energy_evals"],
         "n_added": n2 + int(old.get("n_added", 0)),
+        "stopped_at_time_limit": bool(old.get("stopped_at_time_limit"))
+        or bool(add.get("stopped_at_time_limit")),
+        "cuts": list(old.get("cuts") or []) + list(add.get("cuts") or []),
     }
     mass = np.array([r["mass"] for r in rows])
     var = [
