@@ -48,6 +48,7 @@ from boltzgen.generator.balance import pattern_weights
 from boltzgen.generator.config import FlowConfig, TrainConfig, flow_size
 from boltzgen.generator.data import TrainingData
 from boltzgen.generator.workflow import train_model
+from boltzgen.pipeline.data import frame_cap
 from boltzgen.remd_ladder import calibrate_remd, temperature_ladder
 from boltzgen.simulation import LangevinConfig
 
@@ -89,7 +90,7 @@ def remd_data(system, seconds: float, seed: int, out: Path) -> dict:
     total = int(0.97 * max(left, 0.0) * cal["steps_per_second"])
     n_equil = min(20_000, total // 10) // EXCHANGE * EXCHANGE
     n_prod = total - n_equil
-    report = max(EXCHANGE, math.ceil(n_prod / 20_000 / EXCHANGE) * EXCHANGE)
+    report = max(EXCHANGE, math.ceil(n_prod / frame_cap(system.n_atoms) / EXCHANGE) * EXCHANGE)
     n_prod = max(20 * report, n_prod // report * report)
     r = replica_exchange(
         system,

@@ -83,7 +83,7 @@ def _metad_steps(cal: dict, left: float, budget: float, n_atoms: int) -> tuple[i
     # frame reads slow metadynamics down, so the run is held to the time left instead
     total = int(max(left - cal["setup_seconds"], 0.0) * cal["steps_per_second"])
     n_learn = int(0.3 * total) // 500 * 500
-    report = max(50, math.ceil((total - n_learn) / 20_000 / 50) * 50)
+    report = max(50, math.ceil((total - n_learn) / frame_cap(n_atoms) / 50) * 50)
     n_prod = (total - n_learn) // report * report
     if n_prod < 20 * report or n_learn < 500:
         need = (40 * report + 1000) / cal["steps_per_second"] + cal["setup_seconds"]
@@ -169,6 +169,18 @@ def load_stage_data(ckpt: Path, data_rec: dict) -> tuple[np.ndarray, Any, np.nda
 
 
 _EXCHANGE = 100  # REMD steps between exchange attempts
+MAX_FRAMES = 100_000
+_FRAME_BYTES = 2.5e8  # positions + forces kept in memory, float32
+
+
+def frame_cap(n_atoms: int) -> int:
+    """Most training frames a data stage keeps: 100,000, or fewer when their positions and
+    forces (float32) would pass 250 MB. Why so many: frames 0.4 ps apart are not redundant
+    for the flow. On ADP (benchmarks/RESULTS.md, 2026-12-05), the same 8 ns of REMD kept
+    every 0.4 ps (20,000 frames) against every 1.6 ps (5,000) gave flow ESS 13-14 % against
+    2-5 % and a test NLL 1.06 nats lower at equal training time; the 5,000-frame flow
+    overfitted (early stopping after 2 minutes)."""
+    return int(max(20, min(MAX_FRAMES, _FRAME_BYTES // (24 * max(1, int(n_atoms))))))
 
 
 def _remd_steps(
@@ -179,9 +191,9 @@ def _remd_steps(
     total_steps = int(0.97 * max(left, 0.0) * cal["steps_per_second"])
     n_equil = min(20_000, total_steps // 10) // _EXCHANGE * _EXCHANGE
     n_prod = total_steps - n_equil
-    # one frame per exchange interval or sparser: at most 20,000 frames (consecutive frames
-    # are correlated; more of them only lengthen the epochs)
-    report = max(_EXCHANGE, math.ceil(n_prod / 20_000 / _EXCHANGE) * _EXCHANGE)
+    # one frame per exchange interval or sparser, at most frame_cap frames
+    cap = frame_cap(n_atoms)
+    report = max(_EXCHANGE, math.ceil(n_prod / cap / _EXCHANGE) * _EXCHANGE)
     n_prod = n_prod // report * report
     if n_prod < 20 * report:
         need = (20 * report + n_equil) / cal["steps_per_second"] + cal["setup_seconds"]
