@@ -370,6 +370,15 @@ def test_refinement_plan_floor_is_per_state(monkeypatch):
     plan = planning.plan_refinement(samples, None, 1e9, 1.0, min_per_stratum=100)
     assert plan["n_particles"] == len(labels)  # time for all
 
+    # every refine_within caller (pipeline, demo, `boltzgen sample --refine-seconds`, the
+    # sample job) gets the verdict's floor unless it asks otherwise
+    import inspect
+
+    from boltzgen.diagnostics import MIN_PARTICLES_PER_STRATUM
+
+    default = inspect.signature(planning.refine_within).parameters["min_per_stratum"].default
+    assert default == MIN_PARTICLES_PER_STRATUM
+
 
 def test_run_log_keeps_each_threads_records(tmp_path):
     """Two pipelines in one process (threads) each write only their own records to run.log."""

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from boltzgen.diagnostics import MIN_PARTICLES_PER_STRATUM
 from boltzgen.pipeline.config import PipelineConfig
 from boltzgen.pipeline.records import Clock, Stages
 from boltzgen.pipeline.report import fmt
@@ -107,8 +106,6 @@ def refine_stage(
         n_steps=config.refine_steps,
         n_leapfrog=LEAPFROG,
         seed=config.seed,
-        # as many particles per state as the verdict needs to judge it (within the time)
-        min_per_stratum=MIN_PARTICLES_PER_STRATUM,
         progress=lambda f, m: clock("sampling", 0.9 + 0.1 * f, f"refining: {m}"),
     )
     refined.save(ckpt / "refined.h5")

@@ -22,6 +22,7 @@ import torch
 from scipy.special import logsumexp
 
 from boltzgen.cv import backbone_state_labels
+from boltzgen.diagnostics.thresholds import MIN_PARTICLES_PER_STRATUM
 from boltzgen.jsonable import json_clean
 from boltzgen.refinement.results import mean_acceptance
 from boltzgen.refinement.schedule import predicted_levels
@@ -202,12 +203,14 @@ def refine_within(
     n_steps: int = 3,
     n_leapfrog: int = LEAPFROG,
     seed: int = 0,
-    min_per_stratum: int = 0,
+    min_per_stratum: int = MIN_PARTICLES_PER_STRATUM,
     progress: Callable[[float, str], None] | None = None,
 ):
     """Stratified refinement by backbone state (:func:`refine_by_backbone_state`) of as many
     of ``samples`` (i.i.d. draws of ``gen``) as ``seconds`` pay for (:func:`plan_refinement`
-    with ``eval_seconds`` per evaluation, measured on the draws if not given). Returns
+    with ``eval_seconds`` per evaluation, measured on the draws if not given), at least
+    ``min_per_stratum`` particles per populated state (default: as many as the verdict needs
+    to judge a state; the time limit still holds). Returns
     (RefinedSamples, summary): particles, levels (predicted and run), energy evaluations,
     acceptance, ESS before and after, surviving draws, the strata, seconds, and
     dF(CV >= 0 vs < 0) per residue's state dihedral from the strata's log Z."""
