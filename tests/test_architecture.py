@@ -60,8 +60,9 @@ ALLOWED: dict[str, set[str]] = {
     "enhanced": {"openmm_context", "remd", "umbrella"},  # re-exports only
     "metadynamics": {"analysis", "cv", "errors", "simulation", "systems"},
     "remd_ladder": {"enhanced", "errors", "simulation"},
-    # refinement.planning stratifies by backbone state (cv.backbone_state_labels)
-    "refinement": {"analysis", "cv", "errors", "samples", "energy"},
+    # refinement.planning stratifies by backbone state (cv.backbone_state_labels); it takes the
+    # verdict's per-state particle floor, and a cut's jump weights get diagnostics.k_hat
+    "refinement": {"analysis", "cv", "diagnostics", "errors", "samples", "energy"},
     "generator": {
         "analysis",
         "coordinates",
