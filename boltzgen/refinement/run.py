@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from boltzgen.analysis import kish_ess, log_mean_exp
+from boltzgen.analysis import kish_ess, log_mean_exp, n_effective
 from boltzgen.diagnostics.weights import k_hat
 from boltzgen.errors import InputError
 from boltzgen.refinement.kernels import (
@@ -48,7 +48,7 @@ def cut_record(log_w: np.ndarray, beta_from: float) -> dict[str, Any]:
     return {
         "beta_from": float(beta_from),
         "n_particles": int(finite.sum()),
-        "ess_count": float(kish_ess(log_w) * len(log_w)),
+        "ess_count": float(n_effective(log_w)),
         "k_hat": k_hat(log_w),
     }
 
