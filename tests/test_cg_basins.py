@@ -20,6 +20,7 @@ import torch
 
 from boltzgen import cg
 from boltzgen.cg import basins
+from boltzgen.errors import InputError
 
 torch.set_num_threads(1)
 
@@ -201,3 +202,48 @@ def test_weighted_frames_recover_the_exact_df_and_ignoring_the_weights_does_not(
     dfs_u = _stage_dfs(u)
     assert abs(dfs_u["data"] - wrong) < 0.2, dfs_u
     assert abs(dfs_u["student"] - exact) > 1.0, dfs_u
+
+
+def test_state_share_weights_set_the_shares_and_keep_each_state_inside():
+    labels = np.array(["-"] * 90 + ["+"] * 10 + ["x"] * 5)
+    inner = np.linspace(1.0, 2.0, len(labels))  # a distribution inside each state
+    w, rec = basins.state_share_weights(labels, {"+": 0.3, "-": 0.7}, inner)
+    got = basins.state_shares(labels, w)
+    assert got["+"] == pytest.approx(0.3) and got["-"] == pytest.approx(0.7)
+    assert got["x"] == 0.0 and (w[labels == "x"] == 0).all()  # no target share: dropped
+    for s in "+-":  # proportional to the given weights inside a state
+        ratio = w[labels == s] / inner[labels == s]
+        np.testing.assert_allclose(ratio, ratio[0])
+    assert rec["data"]["+"] == pytest.approx(inner[90:100].sum() / inner.sum())
+    with pytest.raises(InputError, match="no state"):  # 20 % of the mass has no frames
+        basins.state_share_weights(labels, {"+": 0.3, "-": 0.5, "y": 0.2})
+    with pytest.raises(InputError, match="finite"):
+        basins.state_share_weights(labels, {"+": float("nan"), "-": 1.0})
+
+
+def test_state_column_is_psi_for_proline_and_phi_otherwise():
+    import boltzgen as bg
+    from tests.conftest import DATA
+
+    assert basins.state_column(toy_mapping().cg_system()) == 0
+    pro = bg.System.from_pdb(DATA / "peptides" / "ace-pro-nme.pdb")
+    assert basins.state_column(cg.Mapping.backbone(pro).cg_system()) == 1
+
+
+def test_state_shares_set_the_basin_balance_of_frames_with_the_wrong_one(tmp_path):
+    """Unweighted frames of the wrong toy (26 % instead of 5 % in the minor basin) with the
+    right state shares given (as a refined Boltzmann generator's estimate would give them):
+    the data, teacher and student stages land on the exact dF, as do the scores' default
+    reference (the reweighted frames). Without the shares the same frames give the wrong dF
+    (the test above)."""
+    x, _ = toy_frames(6000, 3, h=H_PROPOSAL)
+    exact = exact_df()
+    p = 1.0 / (1.0 + math.exp(exact))
+    s = cg.train_and_simulate(x, toy_mapping(), tmp_path, FAST, state_shares={"+": p, "-": 1.0 - p})
+    dfs = _stage_dfs(s)
+    assert s["state_shares"]["data"]["+"] > 0.2, s["state_shares"]
+    assert abs(dfs["data"] - exact) < 1e-6, dfs  # set exactly, by construction
+    assert abs(s["metrics"]["df_reference_kT"] - exact) < 1e-6, s["metrics"]
+    assert abs(dfs["teacher"] - exact) < 0.6, dfs
+    assert abs(dfs["student"] - exact) < 0.3, dfs
+    assert abs(dfs["md"] - exact) < 0.5, dfs

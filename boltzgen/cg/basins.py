@@ -27,12 +27,17 @@ from boltzgen.errors import InputError, ShapeError
 
 __all__ = [
     "PHI_CORES",
+    "PSI_CORES",
     "balanced_indices",
     "balanced_starts",
     "basin_share",
     "count_transitions",
     "df_of_share",
     "reweighted_share",
+    "state_column",
+    "state_share_weights",
+    "state_shares",
+    "target_state_shares",
     "state_log_calibration",
     "state_labels",
     "walker_record",
@@ -41,6 +46,8 @@ __all__ = [
 #: core intervals (radians) of the phi < 0 and phi > 0 basins of a backbone phi: a walker
 #: crossed when it went from one core to the other (excursions into the barrier do not count)
 PHI_CORES = ((-2.9, -0.6), (0.5, 1.9))
+#: the same for a proline's psi (its state dihedral): alpha (psi < 0) and C7eq / PPII (psi > 0)
+PSI_CORES = ((-1.3, -0.2), (0.6, 2.9))
 
 
 def df_of_share(share: float) -> float:
@@ -216,14 +223,15 @@ def walker_record(
     topology: Any,
     positions: Any,
     starts: Any,
-    cores: Sequence[Sequence[float]] = PHI_CORES,
+    cores: Sequence[Sequence[float]] | None = None,
     walker_weights: Any = None,
 ) -> dict[str, Any] | None:
     """Basin record of CG MD on the first state dihedral of the bead topology (phi for a
-    peptide): share of frames at angle >= 0 (and its dF in kT), the start frames' share, the
-    shares of the four quarters of the run (a drift says the basins are not equilibrated),
-    committed transitions between the ``cores`` in all and per walker, and how many walkers
-    crossed at least once. None if the beads carry no backbone dihedral.
+    peptide, psi for proline): share of frames at angle >= 0 (and its dF in kT), the start
+    frames' share, the shares of the four quarters of the run (a drift says the basins are not
+    equilibrated), committed transitions between the ``cores`` (default :data:`PHI_CORES` or
+    :data:`PSI_CORES` by the dihedral) in all and per walker, and how many walkers crossed at
+    least once. None if the beads carry no backbone dihedral.
 
     positions (n_walkers, n_frames, n_beads, 3) nm; starts (n_walkers, n_beads, 3) nm;
     walker_weights (n_walkers,) (:func:`balanced_starts`) weigh the shares."""
@@ -241,6 +249,8 @@ def walker_record(
         return basin_share(a, np.broadcast_to(ww[:, None], a.shape))
 
     share = share_of(angle)
+    if cores is None:
+        cores = PSI_CORES if dih[0].name.startswith("psi") else PHI_CORES
     counts = count_transitions(angle, cores)
     quarter = max(1, t // 4)
     return {
@@ -256,3 +266,73 @@ def walker_record(
         "transitions_per_walker": float(counts.mean()),
         "walkers_crossing": int((counts > 0).sum()),
     }
+
+
+def state_column(cg: Any) -> int:
+    """Which of the CG system's first two dihedrals (phi, psi) is the first state dihedral
+    (:func:`boltzgen.cv.state_dihedrals`: psi for proline): the column whose sign the basin
+    free energy is scored on. 0 when the beads carry no backbone dihedral."""
+    from boltzgen.cv import state_dihedrals
+
+    dih = list(state_dihedrals(cg.topology).values())
+    quads = [list(map(int, q)) for q in np.asarray(cg.dihedral_quads)[:2]]
+    if dih and list(map(int, dih[0].atoms)) in quads:
+        return quads.index(list(map(int, dih[0].atoms)))
+    return 0
+
+
+def state_shares(labels: Any, weights: Any = None) -> dict[str, float]:
+    """(Weighted) share of each state label, summing to 1."""
+    lab = np.asarray(labels, dtype=str)
+    w = np.ones(len(lab)) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != lab.shape:
+        raise ShapeError(f"weights {w.shape} do not match the labels {lab.shape}")
+    total = float(w.sum())
+    if not total > 0:
+        raise InputError("the weights sum to zero")
+    return {str(s): float(w[lab == s].sum() / total) for s in np.unique(lab)}
+
+
+def state_share_weights(
+    labels: Any, target: dict[str, float], weights: Any = None, max_unrepresented: float = 0.01
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Frame weights that give each state its ``target`` share (e.g. a refined Boltzmann
+    generator's estimate) and keep the frames' distribution inside each state: weight_i times
+    target[s_i] / share[s_i]. The frames keep the shape of each basin, the target sets the
+    balance between basins, which a finite MD run estimates worst for a rare basin.
+
+    Frames of states without a target share get weight 0. A target state without frames
+    cannot be represented: its share (summed) over ``max_unrepresented`` raises
+    :class:`~boltzgen.errors.InputError`; below it the other states are renormalised.
+    Returns (weights (N,) with mean 1, a JSON-able record: the data's and the target's
+    shares and the unrepresented states)."""
+    lab = np.asarray(labels, dtype=str)
+    w = np.ones(len(lab)) if weights is None else np.asarray(weights, np.float64)
+    have = state_shares(lab, w)
+    t = {str(k): float(v) for k, v in target.items()}
+    if not t or any(not (math.isfinite(v) and v >= 0) for v in t.values()) or sum(t.values()) <= 0:
+        raise InputError(f"state shares must be finite, >= 0 and not all 0, got {target}")
+    missing = {s: v / sum(t.values()) for s, v in t.items() if v > 0 and have.get(s, 0.0) <= 0}
+    if sum(missing.values()) > max_unrepresented:
+        raise InputError(
+            f"the frames hold no state {sorted(missing)}, which the target state shares give "
+            f"{sum(missing.values()):.1%}: the frames cannot represent that mass"
+        )
+    factor = {s: t.get(s, 0.0) / have[s] if have[s] > 0 else 0.0 for s in have}
+    out = w * np.array([factor[s] for s in lab])
+    record = {"data": have, "target": state_shares(lab, out), "unrepresented": missing}
+    return out / out.sum() * len(out), record
+
+
+def target_state_shares(source: Any, mapping: Any, cg: Any) -> dict[str, float]:
+    """State shares from a dict {label: share}, or estimated from weighted all-atom samples
+    (a ``Samples`` / ``RefinedSamples`` or its HDF5 file, e.g. ``samples.h5`` of ``boltzgen
+    run``; unweighted frames count equally), labelled on the CG beads as the pipeline labels
+    its frames."""
+    if isinstance(source, dict):
+        return {str(k): float(v) for k, v in source.items()}
+    from boltzgen.cg.frames import load_weighted_frames, weights_from_log
+
+    x, _, lw = load_weighted_frames(source)
+    labels = state_labels(cg.topology, mapping.map_positions(x))
+    return state_shares(labels, None if lw is None else weights_from_log(lw, len(x)))

@@ -27,6 +27,7 @@ __all__ = [
     "is_samples_file",
     "load_frames",
     "load_weighted_frames",
+    "training_frames",
     "weights_from_log",
 ]
 
@@ -111,3 +112,42 @@ def load_frames(frames: Any) -> tuple[np.ndarray, np.ndarray | None]:
     without the weights."""
     x, f, _ = load_weighted_frames(frames)
     return x, f
+
+
+def training_frames(
+    frames: Any,
+    forces: Any,
+    frame_weights: Any,
+    frame_log_weights: Any,
+    mapping: Any,
+    max_frames: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """All-atom positions, forces (or None) and relative frame weights (None if uniform),
+    checked; frames of weight zero dropped (e.g. clashing flow samples); thinned evenly to
+    ``max_frames``."""
+    x_aa, f_aa, lw = load_weighted_frames(frames)
+    if forces is not None:
+        f_aa = np.asarray(forces)
+    if x_aa.ndim != 3 or x_aa.shape[1] != mapping.n_atoms:
+        raise ShapeError(f"frames must be (N, {mapping.n_atoms}, 3) nm, got {x_aa.shape}")
+    if frame_weights is not None and frame_log_weights is not None:
+        raise InputError("give frame_weights or frame_log_weights, not both")
+    w_aa = None
+    if frame_weights is not None:
+        w_aa = check_weights(frame_weights, len(x_aa), "frame_weights")
+    elif frame_log_weights is not None:
+        w_aa = weights_from_log(frame_log_weights, len(x_aa), "frame_log_weights")
+    elif lw is not None:
+        w_aa = weights_from_log(lw, len(x_aa), "the frames' log_weights")
+    if w_aa is not None and (w_aa == 0).any():
+        keep = w_aa > 0
+        x_aa, w_aa = x_aa[keep], w_aa[keep]
+        f_aa = None if f_aa is None or f_aa.shape[:1] != keep.shape else f_aa[keep]
+    if w_aa is not None and np.all(w_aa == w_aa[0]):
+        w_aa = None  # uniform (e.g. MD frames as Samples): the unweighted path, bit for bit
+    if max_frames is not None and len(x_aa) > max_frames:
+        sel = np.linspace(0, len(x_aa) - 1, int(max_frames)).round().astype(int)
+        x_aa = x_aa[sel]
+        f_aa = None if f_aa is None else f_aa[sel]
+        w_aa = None if w_aa is None else w_aa[sel]
+    return x_aa, f_aa, w_aa

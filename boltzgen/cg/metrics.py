@@ -122,13 +122,15 @@ def evaluate(
     model_weights: Any = None,
     populated_kcal: float = 4.0,
     seed: int = 0,
+    df_column: int = 0,
 ) -> dict[str, float]:
     """Scores of ``model`` against ``reference`` dihedral values, both (N, 2) radians
     (columns phi, psi), each optionally weighted. Returns a JSON-able dict: ``kl``,
     ``pmf_mse_kcal2``, ``pmf_mse_populated_kcal2`` (bins below ``populated_kcal``),
     ``pmf_mse_populated_floor_kcal2`` (an exact sample of the model's size scores this),
     ``populated_mass``, ``unreached_mass``, ``df_model_kT``, ``df_reference_kT``,
-    ``n_reference``, ``n_model``, ``bins``."""
+    ``n_reference``, ``n_model``, ``bins``. The dF values are of the sign of column
+    ``df_column`` (0: phi; 1: psi, the state dihedral of proline)."""
     ref, mod = _angles(reference), _angles(model)
     p = dihedral_histogram(ref, bins, reference_weights)
     q = dihedral_histogram(mod, bins, model_weights)
@@ -143,8 +145,8 @@ def evaluate(
         ),
         "populated_mass": float(p[p >= p.max() * math.exp(-populated_kcal / kt)].sum()),
         "unreached_mass": unreached_mass(p, q),
-        "df_model_kT": delta_f(mod[:, 0], model_weights),
-        "df_reference_kT": delta_f(ref[:, 0], reference_weights),
+        "df_model_kT": delta_f(mod[:, df_column], model_weights),
+        "df_reference_kT": delta_f(ref[:, df_column], reference_weights),
         "n_reference": int(len(ref)),
         "n_model": int(len(mod)),
         "bins": int(bins),

@@ -42,13 +42,21 @@ import numpy as np
 import torch
 from annotated_types import Interval, Len
 
-from boltzgen.cg.basins import balanced_starts, state_labels, walker_record
+from boltzgen.cg.basins import (
+    balanced_starts,
+    state_column,
+    state_labels,
+    state_share_weights,
+    target_state_shares,
+    walker_record,
+)
 from boltzgen.cg.distill import student_record, teacher_targets
 from boltzgen.cg.forcefield import CGForceField, fit_forces
 from boltzgen.cg.frames import (
     check_weights,
     load_frames,
     load_weighted_frames,
+    training_frames,
     weights_from_log,
 )
 from boltzgen.cg.mapping import Mapping
@@ -284,6 +292,7 @@ def simulate_and_score(
             bins=cfg.bins,
             reference_weights=reference_weights,
             model_weights=frame_w,
+            df_column=state_column(cg),
         )
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -327,7 +336,7 @@ def run_simulation(
             f"the force field has {ff.n_beads} beads but the mapping {mapping.n_beads}"
         )
     out = Path(out_dir)
-    x_aa, _, w_aa = _training_frames(frames, None, frame_weights, frame_log_weights, mapping)
+    x_aa, _, w_aa = training_frames(frames, None, frame_weights, frame_log_weights, mapping)
     cg = mapping.cg_system()
     x_cg = np.asarray(mapping.map_positions(x_aa), dtype=np.float32)
     ref_d, ref_w = _scoring_reference(reference, reference_weights, x_aa, w_aa, mapping, cg)
@@ -368,6 +377,7 @@ def train_and_simulate(
     frame_log_weights: Any = None,
     reference: Any = None,
     reference_weights: Any = None,
+    state_shares: Any = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train a CG force field and simulate and score it (see the module docstring); return a
@@ -397,11 +407,18 @@ def train_and_simulate(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
-    x_aa, f_aa, w_aa = _training_frames(
+    x_aa, f_aa, w_aa = training_frames(
         frames, forces, frame_weights, frame_log_weights, mapping, cfg.max_frames
     )
     cg = mapping.cg_system()
     x_cg = np.asarray(mapping.map_positions(x_aa), dtype=np.float32)
+    shares_record = None
+    if state_shares is not None:
+        target = target_state_shares(state_shares, mapping, cg)
+        w_aa, shares_record = state_share_weights(state_labels(cg.topology, x_cg), target, w_aa)
+        keep = w_aa > 0
+        x_aa, x_cg, w_aa = x_aa[keep], x_cg[keep], w_aa[keep]
+        f_aa = None if f_aa is None else f_aa[keep]
     summary: dict[str, Any] = {
         "method": cfg.method,
         "config": asdict(cfg),
@@ -410,6 +427,7 @@ def train_and_simulate(
         "n_beads": cg.n_beads,
         "bead_atoms": mapping.atoms.tolist(),
         "temperature_K": cg.temperature,
+        "state_shares": shares_record,
     }
     files: dict[str, str] = {}
     targets = None
@@ -472,45 +490,6 @@ def run_pipeline(*args: Any, **kwargs: Any) -> dict[str, Any]:
         stacklevel=2,
     )
     return train_and_simulate(*args, **kwargs)
-
-
-def _training_frames(
-    frames: Any,
-    forces: Any,
-    frame_weights: Any,
-    frame_log_weights: Any,
-    mapping: Mapping,
-    max_frames: int | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """All-atom positions, forces (or None) and relative frame weights (None if uniform),
-    checked; frames of weight zero dropped (e.g. clashing flow samples); thinned evenly to
-    ``max_frames``."""
-    x_aa, f_aa, lw = load_weighted_frames(frames)
-    if forces is not None:
-        f_aa = np.asarray(forces)
-    if x_aa.ndim != 3 or x_aa.shape[1] != mapping.n_atoms:
-        raise ShapeError(f"frames must be (N, {mapping.n_atoms}, 3) nm, got {x_aa.shape}")
-    if frame_weights is not None and frame_log_weights is not None:
-        raise InputError("give frame_weights or frame_log_weights, not both")
-    w_aa = None
-    if frame_weights is not None:
-        w_aa = check_weights(frame_weights, len(x_aa), "frame_weights")
-    elif frame_log_weights is not None:
-        w_aa = weights_from_log(frame_log_weights, len(x_aa), "frame_log_weights")
-    elif lw is not None:
-        w_aa = weights_from_log(lw, len(x_aa), "the frames' log_weights")
-    if w_aa is not None and (w_aa == 0).any():
-        keep = w_aa > 0
-        x_aa, w_aa = x_aa[keep], w_aa[keep]
-        f_aa = None if f_aa is None or f_aa.shape[:1] != keep.shape else f_aa[keep]
-    if w_aa is not None and np.all(w_aa == w_aa[0]):
-        w_aa = None  # uniform (e.g. MD frames as Samples): the unweighted path, bit for bit
-    if max_frames is not None and len(x_aa) > max_frames:
-        sel = np.linspace(0, len(x_aa) - 1, int(max_frames)).round().astype(int)
-        x_aa = x_aa[sel]
-        f_aa = None if f_aa is None else f_aa[sel]
-        w_aa = None if w_aa is None else w_aa[sel]
-    return x_aa, f_aa, w_aa
 
 
 def _scoring_reference(

@@ -65,7 +65,7 @@ def _echo_scores(summary: dict[str, Any], out: Path) -> None:
     typer.echo(
         f"KL {fmt(m.get('kl'), '.3f')}, PMF MSE {fmt(m.get('pmf_mse_kcal2'), '.3f')} "
         f"(kcal/mol)^2, unreached reference mass {fmt(m.get('unreached_mass'), '.4f')}, "
-        f"dF(phi>0 - phi<0) model {fmt(m.get('df_model_kT'))} vs reference "
+        f"dF(basin >= 0 - basin < 0) model {fmt(m.get('df_model_kT'))} vs reference "
         f"{fmt(m.get('df_reference_kT'))} kT"
     )
     md = summary["md"]
@@ -103,6 +103,14 @@ def train_cmd(
     reference: Annotated[
         Path | None, typer.Option(help="All-atom frames to score against (default: data).")
     ] = None,
+    state_shares_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Weighted all-atom samples (samples.h5 of a refined boltzgen run) whose "
+            "backbone-state shares the frames are reweighted to: basin shapes from the frames, "
+            "the balance between basins from the samples."
+        ),
+    ] = None,
     max_frames: Annotated[int | None, typer.Option(help="Use this many frames.")] = None,
     n_walkers: Annotated[int | None, typer.Option(help="CG MD walkers.")] = None,
     n_steps: Annotated[int | None, typer.Option(help="CG MD steps per walker.")] = None,
@@ -132,7 +140,18 @@ def train_cmd(
     )
     frames, mapping = _run(_training_data, data, beads, temperature)
     typer.echo(f"{mapping.n_beads} beads: atoms {mapping.atoms.tolist()}")
-    summary = _run(train_and_simulate, frames, mapping, out, cfg, reference=reference)
+    summary = _run(
+        train_and_simulate,
+        frames,
+        mapping,
+        out,
+        cfg,
+        reference=reference,
+        state_shares=state_shares_from,
+    )
+    if summary.get("state_shares"):
+        sh = summary["state_shares"]
+        typer.echo(f"state shares: frames {sh['data']} -> reweighted {sh['target']}")
     _echo_scores(summary, out)
 
 

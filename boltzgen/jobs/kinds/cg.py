@@ -93,6 +93,14 @@ class CGTrainParams(_CGParams):
     """Train a CG force field by flow matching (or classical force matching) on MD frames,
     then run and score CG MD with it."""
 
+    state_shares: ArtifactPath | None = Field(
+        None,
+        description="artifact id of weighted all-atom samples (e.g. a pipeline job's "
+        "samples.h5): the frames are reweighted state by state to the backbone states' shares "
+        "these estimate (basin shapes from the frames, the balance between basins from the "
+        "samples)",
+    )
+
 
 class CGSimulateParams(_CGParams):
     """CG Langevin MD with a trained force field, started at and scored against MD frames."""
@@ -100,7 +108,9 @@ class CGSimulateParams(_CGParams):
     forcefield: ArtifactPath = Field(description="artifact id of a cg_train job's forcefield.pt")
 
 
-def _run(fn, lead: tuple, params: _CGParams, workdir: Path, progress: ProgressFn) -> dict:
+def _run(
+    fn, lead: tuple, params: _CGParams, workdir: Path, progress: ProgressFn, **extra: Any
+) -> dict:
     summary = fn(
         *lead,
         params.data,
@@ -109,6 +119,7 @@ def _run(fn, lead: tuple, params: _CGParams, workdir: Path, progress: ProgressFn
         params.config,
         reference=params.reference,
         progress=progress,
+        **extra,
     )
     summary.pop("files", None)  # worker paths; the files are the job's artifacts
     return summary
@@ -122,7 +133,8 @@ def cg_train(
     summary.json; the summary holds KL, PMF MSE, dF and the unreached reference mass."""
     from boltzgen.cg.pipeline import train_and_simulate
 
-    return _run(train_and_simulate, (), params, workdir, progress)
+    shares = {"state_shares": params.state_shares} if params.state_shares else {}
+    return _run(train_and_simulate, (), params, workdir, progress, **shares)
 
 
 @job_kind("cg_simulate", CGSimulateParams)
