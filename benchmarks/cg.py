@@ -126,6 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timestep", type=float, default=0.002)
     p.add_argument("--discard", type=int, default=20, help="frames per walker not scored")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pdb", default=None, help="the all-atom system (default: alanine dipeptide)")
+    p.add_argument(
+        "--state-shares",
+        default=None,
+        help="weighted samples (samples.h5 of a refined boltzgen run) whose backbone-state "
+        "shares the frames are reweighted to (cg.train_and_simulate(state_shares=))",
+    )
     p.add_argument("--out", default=None, help="directory for run outputs (default: temp)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--make-metad-data", default=None, help="write metadynamics frames (npz)")
@@ -150,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
 
     data, forces, weights = _load(args.data)
     ref, _, ref_w = _load(args.reference or args.data)
-    mapping = cg.Mapping.backbone(System.alanine_dipeptide())
+    system = System.from_pdb(args.pdb) if args.pdb else System.alanine_dipeptide()
+    mapping = cg.Mapping.backbone(system)
     if isinstance(ref, np.ndarray) and ref.ndim == 2:
         ref_d = ref
     else:
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
                 frame_weights=weights,
                 reference=ref_d,
                 reference_weights=ref_w,
+                state_shares=args.state_shares,
             )
         except cg.CGMDError as exc:
             row.update(error=str(exc), step=exc.step, time_s=time.perf_counter() - t0)
@@ -218,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             metrics=s["metrics"],
             teacher=s.get("teacher"),
             basins=s.get("basins"),
+            state_shares=s.get("state_shares"),
             student=s["student"],
             md=s["md"],
             time_s=s["time_s"],

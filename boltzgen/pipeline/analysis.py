@@ -74,8 +74,9 @@ def _degenerate_cut(samples) -> bool:
     (:func:`~boltzgen.diagnostics.cut_is_degenerate`); plain flow draws: False."""
     h = getattr(samples, "history", None) or {}
     rows = [r for r in h.get("strata") or [] if isinstance(r, dict)]
-    if not rows:
-        return bool(h.get("stopped_at_time_limit")) and cut_is_degenerate(h.get("cut"))
+    if not rows:  # one refinement: one row, in the strata's shape
+        cuts = [h["cut"]] if h.get("cut") else []
+        rows = [{"stopped_at_time_limit": h.get("stopped_at_time_limit"), "cuts": cuts}]
     return any(
         r.get("stopped_at_time_limit")
         and (not r.get("cuts") or any(cut_is_degenerate(c) for c in r["cuts"]))
