@@ -418,3 +418,31 @@ def test_data_stage_keeps_up_to_the_frame_cap():
     assert prod // report > 50_000  # was 18,000 at the old 20,000-frame cap
     _, prod, report = _remd_steps(cal, 60.0, 60.0, 22, 5)
     assert report == 100  # short: every exchange interval, as before
+
+
+def test_independent_flows_train_side_by_side_on_enough_cores(tmp_path, monkeypatch):
+    """With as many cores as flows, flow 2 trains in a worker process while flow 1 trains
+    here: each gets the whole training share (not half of it), and both trained at once
+    (their training windows overlap). Flow 2's model is the worker's, not a retrained one."""
+    import json
+
+    from boltzgen import cores
+
+    monkeypatch.setattr(cores, "available_cores", lambda: 2)
+    s = run_pipeline(System.alanine_dipeptide(), tmp_path, {**TINY, "cores": 2, "n_flows": 2})
+    share = s["budget"]["split"]["training"]["seconds"]
+    recs = [
+        json.loads(p.read_text())["training"]["result"]
+        for p in (
+            tmp_path / "checkpoint" / "pipeline_stages.json",
+            tmp_path / "checkpoint" / "flow2" / "pipeline_stages.json",
+        )
+    ]
+    for rec in recs:
+        assert rec["time_limit_s"] >= share, (rec["time_limit_s"], share)
+    assert s["flow"]["parallel"] is True and s["stages"]["training"]["resumed"] is False
+    assert len(s["flows"]) == 2 and all(f["epochs_run"] >= 1 for f in s["flows"])
+    # the two trainings overlapped: one after the other, each would run to its time limit
+    assert all(r["stop_reason"] == "time_limit" for r in recs), recs
+    limits = sum(r["time_limit_s"] for r in recs)
+    assert s["wall_time_s"]["training"] < limits, (s["wall_time_s"], limits)

@@ -73,8 +73,10 @@ class PipelineConfig(BaseModel):
         ge=1,
         le=8,
         description=(
-            "independently trained flows (own seeds, a 1/n share of the training and sampling "
-            "time each); every dF is their mean with an error that includes their spread"
+            "independently trained flows (own seeds, a 1/n share of the sampling time each; "
+            "with at least n cores they train side by side, each for the whole training share, "
+            "else one after the other for 1/n of it); every dF is their mean with an error "
+            "that includes their spread"
         ),
     )
     min_state_share: float = Field(

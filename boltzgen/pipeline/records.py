@@ -82,6 +82,10 @@ class Stages:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.path = directory / _STATE_FILE
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the records from the file again (another process may have written them)."""
         self.records: dict[str, Any] = {}
         if self.path.exists():
             try:

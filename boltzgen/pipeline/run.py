@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from boltzgen.cores import resolve_cores
 from boltzgen.jsonable import json_clean
 from boltzgen.pipeline.analysis import analysis_stage, resolve_cvs
 from boltzgen.pipeline.config import SYSTEM_FIELDS, PipelineConfig, budget_split, make_config
 from boltzgen.pipeline.data import data_stage, load_stage_data
 from boltzgen.pipeline.leftover import leftover_stage
+from boltzgen.pipeline.parallel_training import ParallelTraining
 from boltzgen.pipeline.records import (
     DATA_FIELDS,
     SAMPLE_FIELDS,
@@ -97,18 +99,14 @@ def _run(
     positions, forces, data_lw = run.data(system, fp)
     fp_train = fingerprint(fp, stage_fields(config, TRAIN_FIELDS))
     fp_sample = fingerprint(fp_train, stage_fields(config, SAMPLE_FIELDS))
-    finals, gens, drawn = [], [], []
-    for k in range(config.n_flows):  # independently trained flows, one after the other
-        gen = run.training(system, fp_train, positions, forces, data_lw, k)
-        run.count_invalid("training", gen)
-        flow_samples, refined = run.sampling(gen, system, fp_sample, k)
-        run.count_invalid("sampling", gen)
-        finals.append(refined if refined is not None else flow_samples)
-        gens.append(gen)
-        drawn.append(flow_samples)
-        if k == 0:
-            first_flow_samples, first_records = flow_samples, dict(run.records)
-        run.flow_records.append(_flow_record(run.records))
+    run.start_parallel_training(system, fp_train, positions, forces, data_lw)
+    try:
+        finals, gens, drawn, first_flow_samples, first_records = _flows(
+            run, system, fp_train, fp_sample, positions, forces, data_lw
+        )
+    finally:
+        if run.parallel is not None:
+            run.parallel.close()
     run.records.update(first_records)  # the report describes the first flow in detail
     finals = run.leftover(gens, drawn, finals, fp_sample)
     for gen in gens:
@@ -123,6 +121,24 @@ def _run(
     write_json(out / "summary.json", summary)
     run.clock("analysis", 1.0, "done")
     return json_clean(summary)
+
+
+def _flows(run: _Run, system: System, fp_train: str, fp_sample: str, positions, forces, data_lw):
+    """Each independent flow trained (or its worker's model taken), sampled and refined:
+    (final samples, generators, flow draws, flow 0's draws, flow 0's stage records)."""
+    finals, gens, drawn = [], [], []
+    for k in range(run.config.n_flows):
+        gen = run.training(system, fp_train, positions, forces, data_lw, k)
+        run.count_invalid("training", gen)
+        flow_samples, refined = run.sampling(gen, system, fp_sample, k)
+        run.count_invalid("sampling", gen)
+        finals.append(refined if refined is not None else flow_samples)
+        gens.append(gen)
+        drawn.append(flow_samples)
+        if k == 0:
+            first_flow_samples, first_records = flow_samples, dict(run.records)
+        run.flow_records.append(_flow_record(run.records))
+    return finals, gens, drawn, first_flow_samples, first_records
 
 
 @contextlib.contextmanager
@@ -185,6 +201,9 @@ class _Run:
         self.invalid: dict[str, dict[str, Any]] = {}  # stage -> invalid energies, all flows
         self._invalid_seen: dict[int, dict[str, Any]] = {}  # energy model -> counts so far
         self._flows: dict[int, tuple] = {}  # k -> flow k's (config, ckpt, stages, clock, split)
+        # flows trained side by side: 1..n-1 in worker processes while this one trains flow 0
+        self.side_by_side = False
+        self.parallel: ParallelTraining | None = None
 
     def _flow(self, k: int) -> tuple[PipelineConfig, Path, Stages, Any, dict]:
         """Flow k's settings (its own seed), checkpoint directory (flow 0: the run's, so a
@@ -197,8 +216,9 @@ class _Run:
             ckpt = self.ckpt if k == 0 else self.ckpt / f"flow{k + 1}"
             ckpt.mkdir(parents=True, exist_ok=True)
             stages = self.stages if k == 0 else Stages(ckpt)
+            shared = ("sampling",) if self.side_by_side else ("training", "sampling")
             split = {
-                s: ({**v, "seconds": v["seconds"] / n} if s in ("training", "sampling") else v)
+                s: ({**v, "seconds": v["seconds"] / n} if s in shared else v)
                 for s, v in self.split.items()
             }
             self._flows[k] = (config, ckpt, stages, self.clock.part(k, n), split)
@@ -228,11 +248,39 @@ class _Run:
             )
         return load_stage_data(self.ckpt, rec)
 
+    def _wall_before_training(self) -> float:
+        return self.records["data"].get("wall_time_s", self.wall["data"]) + self.wall["system"]
+
+    def start_parallel_training(self, system: System, fp: str, positions, forces, data_lw):
+        """With n_flows > 1 and at least as many cores, flows 1..n-1 start training in worker
+        processes now (:mod:`~boltzgen.pipeline.parallel_training`), each for the whole
+        training share, and flow 0 trains here; otherwise the flows train one after the
+        other, each for 1/n of it. Flows already trained (a resume) get no worker."""
+        n = self.config.n_flows
+        if n < 2 or resolve_cores(self.config.cores) < n:
+            return
+        self.side_by_side = True  # before any _flow(k): each flow gets the whole training share
+        jobs = {}
+        for k in range(1, n):
+            config, ckpt, stages, _, split = self._flow(k)
+            if stages.done("training", fp, ["training/model.pt"]) is None:
+                args = (system.to_spec(), config, split, ckpt, fp, positions, forces, data_lw)
+                jobs[k] = (*args, self._wall_before_training())
+        self.parallel = ParallelTraining(jobs)
+
     def training(self, system: System, fp: str, positions, forces, data_lw, k: int = 0):
         """Flow k's trained generator (its energy set)."""
         config, ckpt, stages, clock, split = self._flow(k)
-        before = self.records["data"].get("wall_time_s", self.wall["data"]) + self.wall["system"]
-        if k > 0:  # what the data stage left went to the first flow
+        before = self._wall_before_training()
+        by_worker = False
+        if self.parallel is not None and k > 0:  # its worker trained it (or failed)
+            error = self.parallel.wait(k)
+            stages.reload()
+            by_worker = error is None
+            if error is not None:
+                self.notes.append(f"flow {k + 1} trained after the others: its worker failed")
+                logging.getLogger("boltzgen").warning("flow %d training worker: %s", k + 1, error)
+        elif k > 0:  # what the data stage left went to the first flow
             before = max(before, split["data"]["seconds"])
         with _timed(self.wall, "training", add=k > 0):
             gen, self.records["training"], self.balance, self.plan = train_stage(
@@ -249,6 +297,10 @@ class _Run:
                 data_lw,
                 before,
             )
+        if self.side_by_side:
+            self.records["training"].update(parallel=True)
+            if by_worker:
+                self.records["training"]["resumed"] = False
         return gen
 
     def sampling(self, gen, system: System, fp: str, k: int = 0):
@@ -316,6 +368,9 @@ class _Run:
         n = self.config.n_flows  # flow k must end by its 1/n of training and sampling
         flows = sum(self.split[s]["seconds"] for s in ("training", "sampling"))
         end = self.t_start + self.split["data"]["seconds"] + (k + 1) * flows / n
+        if self.side_by_side:  # trained side by side, then sampled one after the other
+            train, samp = self.split["training"]["seconds"], self.split["sampling"]["seconds"]
+            end = self.t_start + self.split["data"]["seconds"] + train + (k + 1) * samp / n
         left = end - time.perf_counter()
         if left > plan["refine_seconds"]:
             plan["unspent_seconds"] = left - plan["refine_seconds"]
