@@ -446,3 +446,16 @@ def test_independent_flows_train_side_by_side_on_enough_cores(tmp_path, monkeypa
     assert all(r["stop_reason"] == "time_limit" for r in recs), recs
     limits = sum(r["time_limit_s"] for r in recs)
     assert s["wall_time_s"]["training"] < limits, (s["wall_time_s"], limits)
+
+
+def test_a_failed_training_worker_is_reported_not_raised():
+    """A worker that fails says why; the pipeline then trains that flow itself."""
+    from boltzgen.pipeline.parallel_training import ParallelTraining
+
+    pt = ParallelTraining({1: ({"format": "nonsense"}, None, {}, None, "", None, None, None, 0.0)})
+    try:
+        error = pt.wait(1)
+        assert error is not None and "Error" in error, error
+        assert pt.wait(2) == "flow 3 had no worker"
+    finally:
+        pt.close()

@@ -10,7 +10,6 @@ afterwards (with less time)."""
 from __future__ import annotations
 
 import multiprocessing as mp
-from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,31 +65,49 @@ def train_flow_worker(
     return record
 
 
+def _worker_main(conn: Any, args: tuple) -> None:
+    """Entry point of a worker process: train, send ("ok", record) or ("error", text)."""
+    try:
+        conn.send(("ok", train_flow_worker(*args)))
+    except BaseException as exc:  # reported to the pipeline, which trains the flow itself
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
 class ParallelTraining:
     """The worker processes training flows 1..n-1 (one each) while this process trains flow 0.
 
     ``jobs``: per flow k >= 1, the arguments of :func:`train_flow_worker`. :meth:`wait` blocks
-    until flow k's worker is done and says whether it succeeded (its error otherwise)."""
+    until flow k's worker is done and says whether it succeeded (its error otherwise);
+    :meth:`close` kills workers still running (a cancelled or failed run does not wait for
+    them)."""
 
     def __init__(self, jobs: dict[int, tuple]) -> None:
         ctx = mp.get_context("spawn")  # fork would copy OpenMM's and torch's threads
-        self._pool = ProcessPoolExecutor(max_workers=max(1, len(jobs)), mp_context=ctx)
-        self._futures: dict[int, Future] = {
-            k: self._pool.submit(train_flow_worker, *args) for k, args in jobs.items()
-        }
+        self._workers: dict[int, tuple[Any, Any]] = {}
+        for k, args in jobs.items():
+            mine, theirs = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker_main, args=(theirs, args), daemon=True)
+            proc.start()
+            theirs.close()
+            self._workers[k] = (proc, mine)
 
     def wait(self, k: int) -> str | None:
         """None when flow k was trained by its worker, else the worker's error as text."""
-        future = self._futures.get(k)
-        if future is None:
+        if k not in self._workers:
             return f"flow {k + 1} had no worker"
+        proc, conn = self._workers[k]
         try:
-            future.result()
-        except Exception as exc:  # any failure: the flow is trained in this process instead
-            return f"{type(exc).__name__}: {exc}"
-        return None
+            status, value = conn.recv()
+        except (EOFError, OSError):  # died without a word (killed, out of memory)
+            status, value = "error", f"the worker exited with code {proc.exitcode}"
+        proc.join(timeout=10.0)
+        return None if status == "ok" else str(value)
 
     def close(self) -> None:
-        for future in self._futures.values():
-            future.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for proc, conn in self._workers.values():
+            if proc.is_alive():
+                proc.kill()
+            proc.join(timeout=5.0)
+            conn.close()
