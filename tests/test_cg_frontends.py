@@ -76,6 +76,16 @@ def test_cli_cg_train_reads_weighted_samples_files(tmp_path):
     s = json.loads((tmp_path / "t" / "summary.json").read_text())
     w = np.exp(lw - lw.max())
     assert s["frame_ess"] == pytest.approx(w.sum() ** 2 / (w**2).sum(), rel=1e-6)
+    # the same samples as the state shares of MD frames: their weighted shares are the target
+    from boltzgen.cg import Mapping, basins
+
+    args = ["cg", "train", str(DATA), "--state-shares-from", str(path), *_SET]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "shares")])
+    assert res.exit_code == 0 and "state shares: frames" in res.output, res.output
+    got = json.loads((tmp_path / "shares" / "summary.json").read_text())["state_shares"]
+    m = Mapping.backbone(mdtraj.load_frame(str(path), 0).topology, temperature=300.0)
+    want = basins.target_state_shares(path, m, m.cg_system())
+    assert got["target"] == pytest.approx({s: v for s, v in want.items() if s in got["target"]})
     lw[5] = np.nan
     bad = Samples.from_trajectory(traj, log_weights=lw).save(tmp_path / "bad.h5")
     res = runner.invoke(app, ["cg", "train", str(bad), "--out", str(tmp_path / "b"), *_SET])
@@ -90,6 +100,7 @@ def test_cg_job_params_are_validated():
         validate_params("cg_train", {**base, "config": {"n_steps": 10**9}})
     with pytest.raises(JobParamsError, match="forcefield"):
         validate_params("cg_simulate", base)
+    assert validate_params("cg_train", {**base, "state_shares": "a2"}).state_shares == "a2"
 
 
 def test_cg_jobs_through_the_service(tmp_path):
