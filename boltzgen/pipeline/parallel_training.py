@@ -93,6 +93,10 @@ class ParallelTraining:
             theirs.close()
             self._workers[k] = (proc, mine)
 
+    def has(self, k: int) -> bool:
+        """Whether flow k has a worker (a flow trained before, e.g. on a resume, has none)."""
+        return k in self._workers
+
     def wait(self, k: int) -> str | None:
         """None when flow k was trained by its worker, else the worker's error as text."""
         if k not in self._workers:

@@ -273,14 +273,16 @@ class _Run:
         config, ckpt, stages, clock, split = self._flow(k)
         before = self._wall_before_training()
         by_worker = False
-        if self.parallel is not None and k > 0:  # its worker trained it (or failed)
+        if self.parallel is not None and self.parallel.has(k):  # its worker trained it
             error = self.parallel.wait(k)
             stages.reload()
             by_worker = error is None
-            if error is not None:
+            if error is not None:  # trained here after all, in 1/n of the training share
                 self.notes.append(f"flow {k + 1} trained after the others: its worker failed")
                 logging.getLogger("boltzgen").warning("flow %d training worker: %s", k + 1, error)
-        elif k > 0:  # what the data stage left went to the first flow
+                t = split["training"]
+                split = {**split, "training": {**t, "seconds": t["seconds"] / self.config.n_flows}}
+        if k > 0 and not by_worker:  # what the data stage left went to the first flow
             before = max(before, split["data"]["seconds"])
         with _timed(self.wall, "training", add=k > 0):
             gen, self.records["training"], self.balance, self.plan = train_stage(
