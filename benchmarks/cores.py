@@ -32,6 +32,11 @@ states the load average (``/proc/loadavg``) before it.
   Reference) with 1 and 2 evaluators at batches of 64, 512 and 4096.
 
     PYTHONPATH=. .venv/bin/python benchmarks/cores.py torch --rounds 3
+
+* ``flows``: seconds per training step of that flow alone, and of each of two such flows
+  training at the same time in two processes (the pipeline's independent flows side by side).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/cores.py flows --rounds 3 --seconds 20
     PYTHONPATH=. .venv/bin/python benchmarks/cores.py energy --rounds 3
 """
 
@@ -207,8 +212,8 @@ def bench_run(pdb: str, budget: str, rounds: int, extra: list[str]) -> None:
     emit({"part": "run-summary", "budget": budget, "medians": med, "loadavg_now": loadavg()})
 
 
-def bench_torch(rounds: int, seconds: float) -> None:
-    """Training steps (NLL + Adam, batch 256) of the pipeline's ADP flow at 1 and 2 threads."""
+def _adp_flow_step():
+    """One training step (NLL + Adam, batch 256) of the pipeline's ADP flow, as a callable."""
     import numpy as np
     import torch
 
@@ -231,20 +236,73 @@ def bench_torch(rounds: int, seconds: float) -> None:
         (-gen.log_prob(xb).mean()).backward()
         opt.step()
 
+    return step
+
+
+def _seconds_per_step(step, seconds: float) -> float:
+    step()
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
+def bench_torch(rounds: int, seconds: float) -> None:
+    """Training steps (NLL + Adam, batch 256) of the pipeline's ADP flow at 1 and 2 threads."""
+    import torch
+
+    step = _adp_flow_step()
     per_step: dict[int, list[float]] = {1: [], 2: []}
     for rnd in range(rounds):
         for k in (1, 2):
             torch.set_num_threads(k)
-            step()
-            t0, n = time.perf_counter(), 0
-            while time.perf_counter() - t0 < seconds:
-                step()
-                n += 1
-            per_step[k].append((time.perf_counter() - t0) / n)
+            per_step[k].append(_seconds_per_step(step, seconds))
             emit({"part": "torch", "threads": k, "round": rnd, "s_per_step": per_step[k][-1],
                   "loadavg": loadavg()})  # fmt: skip
     emit({"part": "torch-summary", "median_s_per_step": {
         k: statistics.median(v) for k, v in per_step.items()}})  # fmt: skip
+
+
+def _flow_worker(seconds: float, conn) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    step = _adp_flow_step()
+    conn.recv()  # start together
+    conn.send(_seconds_per_step(step, seconds))
+
+
+def bench_flows(rounds: int, seconds: float) -> None:
+    """Independent flows side by side (what ``boltzgen run`` does with >= 2 cores): seconds per
+    training step of one flow alone (one process, one thread) against each of two flows
+    training at the same time in two processes. Throughput per flow kept = alone / side."""
+    import multiprocessing as mp
+
+    import torch
+
+    torch.set_num_threads(1)
+    step = _adp_flow_step()
+    ctx = mp.get_context("spawn")
+    alone, side = [], []
+    for rnd in range(rounds):
+        alone.append(_seconds_per_step(step, seconds))
+        pipes = [ctx.Pipe() for _ in range(2)]
+        procs = [ctx.Process(target=_flow_worker, args=(seconds, b)) for _, b in pipes]
+        for p in procs:
+            p.start()
+        for a, _ in pipes:
+            a.send("go")
+        pair = [a.recv() for a, _ in pipes]
+        for p in procs:
+            p.join()
+        side.append(max(pair))
+        emit({"part": "flows", "round": rnd, "alone_s_per_step": alone[-1],
+              "side_by_side_s_per_step": pair, "loadavg": loadavg()})  # fmt: skip
+    a, b = statistics.median(alone), statistics.median(side)
+    emit({"part": "flows-summary", "median_alone_s_per_step": a,
+          "median_side_by_side_s_per_step": b, "per_flow_throughput_kept": a / b,
+          "two_flow_throughput_vs_one_after_the_other": 2 * a / b})  # fmt: skip
 
 
 def bench_energy(rounds: int, seconds: float) -> None:
@@ -290,10 +348,10 @@ def main() -> None:
     u.add_argument("--budget", default="60s")
     u.add_argument("--rounds", type=int, default=2)
     u.add_argument("extra", nargs="*", help="further `boltzgen run` options (after --)")
-    for name in ("torch", "energy"):
+    for name in ("torch", "energy", "flows"):
         p = sub.add_parser(name)
         p.add_argument("--rounds", type=int, default=3)
-        p.add_argument("--seconds", type=float, default=4.0 if name == "torch" else 1.5)
+        p.add_argument("--seconds", type=float, default=1.5 if name == "energy" else 4.0)
     args = ap.parse_args()
     emit({"part": "machine", "cores": len(os.sched_getaffinity(0)), "loadavg": loadavg()})
     if args.part == "remd":
@@ -302,6 +360,8 @@ def main() -> None:
         bench_run(args.pdb, args.budget, args.rounds, args.extra)
     elif args.part == "torch":
         bench_torch(args.rounds, args.seconds)
+    elif args.part == "flows":
+        bench_flows(args.rounds, args.seconds)
     else:
         bench_energy(args.rounds, args.seconds)
 
