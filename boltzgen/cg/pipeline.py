@@ -143,8 +143,10 @@ class CGConfig:
     val_fraction: float = 0.1
     # CG MD
     n_walkers: int = 100
-    n_steps: int = 20_000
-    timestep: float = 0.002
+    # 1 fs: at 2 fs a student's basin balance was off by 0.7 kT against its own 1 fs run and
+    # its importance-sampled share (benchmarks/RESULTS.md, 2026-12-05); 40 ps per walker
+    n_steps: int = 40_000
+    timestep: float = 0.001
     friction: float = 1.0
     report_interval: int = 100
     discard_frames: int = 0  # per walker, before scoring
