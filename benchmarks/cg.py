@@ -45,17 +45,19 @@ from boltzgen.systems import System  # noqa: E402
 
 
 def make_metad_data(path: str, args) -> None:
-    """Metadynamics over (phi, psi) of ADP in vacuum, bias frozen; frames with forces and
-    log-weights exp(V/kT) to an npz."""
+    """Metadynamics over (phi, psi) of the state residue (``--pdb``, default ADP; vacuum), bias
+    frozen; frames with forces and log-weights exp(V/kT) to an npz."""
     import boltzgen as bg
     from boltzgen.metadynamics import metadynamics
     from boltzgen.simulation import LangevinConfig
 
-    system = System.alanine_dipeptide()
+    system = System.from_pdb(args.pdb) if args.pdb else System.alanine_dipeptide()
+    kind, res = next(iter(bg.cv.state_dihedrals(system).values())).name.split(":")
+    col = 1 if kind == "psi" else 0  # proline: psi is the state dihedral
     t0 = time.perf_counter()
     r = metadynamics(
         system,
-        [bg.cv.dihedral(system, "phi"), bg.cv.dihedral(system, "psi")],
+        [bg.cv.dihedral(system, f"phi:{res}"), bg.cv.dihedral(system, f"psi:{res}")],
         n_metadynamics_steps=args.metad_steps,
         n_steps=args.metad_production_steps,
         report_interval=args.metad_interval,
@@ -69,13 +71,14 @@ def make_metad_data(path: str, args) -> None:
         ]
     ).astype(np.float32)
     np.savez_compressed(path, positions=r.positions, forces=forces, log_weight=r.log_weights)
-    phi = r.cv[:, 0]
-    df, err = r.free_energy_difference(0, (0.0, np.pi + 1e-4), (-np.pi - 1e-4, 0.0))
+    state = r.cv[:, col]
+    df, err = r.free_energy_difference(col, (0.0, np.pi + 1e-4), (-np.pi - 1e-4, 0.0))
     row = {
         "made": path,
-        "n_frames": len(phi),
+        "n_frames": len(state),
         "ess": r.ess,
-        "frac_phi_positive_biased": float((phi >= 0).mean()),
+        "state_dihedral": f"{kind}:{res}",
+        "frac_state_positive_biased": float((state >= 0).mean()),
         "df_kT": df,
         "err_kT": err,
         "time_s": time.perf_counter() - t0,

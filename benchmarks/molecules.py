@@ -230,6 +230,7 @@ def reference_part(args) -> None:
 
             cvs = cvs[:1] + [dihedral(system, name) for name in args.side_chain]
         per_seed: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cvs}
+        frames: list[dict[str, np.ndarray]] = []
         for seed in args.seeds:
             r = metadynamics(
                 system,
@@ -244,6 +245,8 @@ def reference_part(args) -> None:
                 halves = r.sign_free_energy_by_part(i, 2)
                 free[c.name] = {"df_kT": df, "err_kT": err, "halves_kT": halves}
                 per_seed[c.name].append((df, err))
+            if args.frames_out:
+                frames.append(_reference_frames(system, cvs[0], r))
             _emit(
                 {
                     "part": "reference",
@@ -268,6 +271,29 @@ def reference_part(args) -> None:
                 "spread_kT": spread,
             }
         _emit({"part": "reference", "molecule": Path(pdb).name, "combined": combined})
+        if args.frames_out:
+            out = Path(args.frames_out) / f"{Path(pdb).stem}-{args.solvent}-reference.npz"
+            np.savez_compressed(
+                out, **{k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
+            )
+            _emit({"part": "reference", "molecule": Path(pdb).name, "frames": str(out)})
+
+
+def _reference_frames(system, state_cv, r) -> dict[str, np.ndarray]:
+    """(phi, psi) of the state dihedral's residue and each frame's weight, the walker's weights
+    normalised to 1, so walkers pool with equal say (the format ``benchmarks/cg.py
+    --reference`` reads)."""
+    from boltzgen.cv import backbone_dihedrals
+
+    res = state_cv.name.split(":")[1]
+    bb = backbone_dihedrals(system)
+    lw = r.log_weights - r.log_weights.max()
+    w = np.exp(lw)
+    return {
+        "phi": np.asarray(bb[f"phi:{res}"](r.positions), dtype=np.float32),
+        "psi": np.asarray(bb[f"psi:{res}"](r.positions), dtype=np.float32),
+        "weight": w / w.sum(),
+    }
 
 
 def baseline_part(args) -> None:
@@ -355,6 +381,12 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--metad-steps", type=int, default=1_500_000)
     f.add_argument("--production-steps", type=int, default=3_000_000)
     f.add_argument("--platform", default="auto")
+    f.add_argument(
+        "--frames-out",
+        default=None,
+        help="directory for MOLECULE-SOLVENT-reference.npz: every walker's (phi, psi) of the "
+        "state residue with weights (walkers pooled with equal say; cg.py --reference reads it)",
+    )
     f.add_argument(
         "--side-chain",
         nargs="+",
