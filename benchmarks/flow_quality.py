@@ -25,6 +25,9 @@ Prints one JSON object per point (and the CMT table, once). Usage::
 
     nice -n 10 python benchmarks/flow_quality.py --molecules adp --minutes 5,15 --seeds 0,1
     python benchmarks/flow_quality.py --molecules adp,ala5,trp --minutes 60 --seeds 0,1  # targets
+    # a lever on the same frames at the same data cost (e.g. another flow size):
+    python benchmarks/flow_quality.py --molecules ala5 --minutes 60 --seeds 0 --work W \
+        --data-from points.jsonl --layers 8 --hidden 128,128
 """
 
 from __future__ import annotations
@@ -117,6 +120,17 @@ def remd_data(system, seconds: float, seed: int, out: Path) -> dict:
     }
 
 
+def reused_data(row: dict, path: Path) -> tuple[dict, float]:
+    """(data record, core-seconds) of the earlier point ``row`` whose REMD frames are ``path``,
+    the frames read back: a lever is judged on the same data at the same data cost."""
+    md = bg.load_md(path)
+    if md.forces is None or md.trajectory.n_frames != row["data"]["n_frames"]:
+        raise SystemExit(f"{path} does not hold the {row['data']['n_frames']} frames of the row")
+    data = {**row["data"], "positions": np.asarray(md.trajectory.xyz), "forces": md.forces}
+    data["reused_from"] = str(path)
+    return data, float(row["core_seconds_data"])
+
+
 def point(
     key: str,
     minutes: float,
@@ -126,14 +140,21 @@ def point(
     work: Path,
     masks: str = "alternate",
     n_layers: int | None = None,
+    hidden: tuple[int, ...] | None = None,
+    data_from: dict | None = None,
 ):
     name, pdb = MOLECULES[key]
     wall0, cpu0 = time.perf_counter(), core_seconds()
     torch.manual_seed(seed)
     system = bg.System.alanine_dipeptide() if pdb is None else bg.System.from_pdb(pdb)
     budget = 60.0 * minutes
-    data = remd_data(system, data_share * budget, seed, work / f"{key}-{minutes}-{seed}.h5")
-    cpu_data = core_seconds() - cpu0
+    if data_from is None:
+        data = remd_data(system, data_share * budget, seed, work / f"{key}-{minutes}-{seed}.h5")
+        cpu_data = core_seconds() - cpu0
+    else:  # an earlier point's frames, its data costs carried over, the same training budget
+        data, cpu_data = reused_data(data_from, work / f"{key}-{minutes}-{seed}.h5")
+        wall0 -= data["wall_s"]
+        cpu0 -= cpu_data
     labels, _ = backbone_state_labels(system, data["positions"])
     weights, _ = pattern_weights(labels, 0.05, 5)
     td = TrainingData(data["positions"], data["forces"], weights)
@@ -141,7 +162,7 @@ def point(
     arch = FlowConfig(
         flow="smooth",
         n_layers=n_layers or rule["n_layers"],
-        hidden=rule["hidden"],
+        hidden=hidden or rule["hidden"],
         seed=seed,
         masks=masks,
     )
@@ -207,7 +228,22 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="directory for REMD files and models")
     ap.add_argument("--masks", default="alternate", help="coupling schedule (FlowConfig.masks)")
     ap.add_argument("--layers", type=int, default=None, help="coupling layers (default: rule)")
+    ap.add_argument("--hidden", default=None, help="conditioner widths, e.g. 128,128 (rule)")
+    ap.add_argument(
+        "--data-from",
+        default=None,
+        help="JSON lines of earlier points run with this --work: each point reuses the REMD "
+        "frames of the row with its molecule, budget and seed, and carries that row's data "
+        "cost (core-seconds, energy evaluations, wall time) so the training budget is the same",
+    )
     args = ap.parse_args()
+    earlier = {}
+    if args.data_from:
+        for line in Path(args.data_from).read_text().splitlines():
+            row = json.loads(line)
+            if "key" in row:
+                earlier[(row["key"], float(row["budget_wall_minutes"]), row["seed"])] = row
+    hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else None
     torch.set_num_threads(1)
     print(json.dumps({"cmt_table": CMT_TABLE}), flush=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="flow_quality_"))
@@ -225,6 +261,8 @@ def main() -> None:
                             work,
                             args.masks,
                             args.layers,
+                            hidden,
+                            earlier[(key, minutes, seed)] if args.data_from else None,
                         )
                     ),
                     flush=True,
