@@ -52,7 +52,7 @@ def make_metad_data(path: str, args) -> None:
     from boltzgen.simulation import LangevinConfig
 
     system = System.from_pdb(args.pdb) if args.pdb else System.alanine_dipeptide()
-    kind, res = next(iter(bg.cv.state_dihedrals(system).values())).name.split(":")
+    kind, res = bg.cv.parse_cv_name(next(iter(bg.cv.state_dihedrals(system).values())).name)
     col = 1 if kind == "psi" else 0  # proline: psi is the state dihedral
     t0 = time.perf_counter()
     r = metadynamics(

@@ -25,24 +25,15 @@ import argparse
 import copy
 import json
 import os
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from flow_quality import balanced_data, core_seconds  # the sibling benchmark's frames and clock
 
 import boltzgen as bg
-from boltzgen.cv import backbone_state_labels
 from boltzgen.energy import EnergyModel, fastest_platform
-from boltzgen.generator.balance import pattern_weights
-from boltzgen.generator.data import TrainingData
-
-
-def core_seconds() -> float:
-    s = resource.getrusage(resource.RUSAGE_SELF)
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
 def flow_ess(gen, n: int, seed: int) -> tuple[float, int]:
@@ -80,10 +71,7 @@ def main() -> None:
     base = bg.BoltzmannGenerator.load(work / args.point / "model.pt")
     system = base.system
     md = bg.load_md(work / f"{args.point}.h5")
-    x = np.asarray(md.trajectory.xyz)
-    labels, _ = backbone_state_labels(system, x)
-    weights, _ = pattern_weights(labels, 0.05, 5)
-    data = TrainingData(x, md.forces, weights)
+    data = balanced_data(system, np.asarray(md.trajectory.xyz), md.forces)
     platform = fastest_platform(system)
     base.energy = EnergyModel(system, platform=platform)
     ess0, bad0 = flow_ess(base, args.draws, 10_000 + args.seed)

@@ -120,6 +120,14 @@ def remd_data(system, seconds: float, seed: int, out: Path) -> dict:
     }
 
 
+def balanced_data(system, positions: np.ndarray, forces: np.ndarray | None) -> TrainingData:
+    """Frames (n, n_atoms, 3) nm weighted so every backbone sign pattern with at least 5 frames
+    holds at least 5 % of the training weight (the pipeline's defaults)."""
+    labels, _ = backbone_state_labels(system, positions)
+    weights, _ = pattern_weights(labels, 0.05, 5)
+    return TrainingData(positions, forces, weights)
+
+
 def reused_data(row: dict, path: Path) -> tuple[dict, float]:
     """(data record, core-seconds) of the earlier point ``row`` whose REMD frames are ``path``,
     the frames read back: a lever is judged on the same data at the same data cost."""
@@ -155,9 +163,7 @@ def point(
         data, cpu_data = reused_data(data_from, work / f"{key}-{minutes}-{seed}.h5")
         wall0 -= data["wall_s"]
         cpu0 -= cpu_data
-    labels, _ = backbone_state_labels(system, data["positions"])
-    weights, _ = pattern_weights(labels, 0.05, 5)
-    td = TrainingData(data["positions"], data["forces"], weights)
+    td = balanced_data(system, data["positions"], data["forces"])
     rule = flow_size(3 * system.n_atoms - 6)
     arch = FlowConfig(
         flow="smooth",

@@ -283,12 +283,12 @@ def _reference_frames(system, state_cv, r) -> dict[str, np.ndarray]:
     """(phi, psi) of the state dihedral's residue and each frame's weight, the walker's weights
     normalised to 1, so walkers pool with equal say (the format ``benchmarks/cg.py
     --reference`` reads)."""
-    from boltzgen.cv import backbone_dihedrals
+    from boltzgen.cg.frames import weights_from_log
+    from boltzgen.cv import backbone_dihedrals, parse_cv_name
 
-    res = state_cv.name.split(":")[1]
+    _, res = parse_cv_name(state_cv.name)
     bb = backbone_dihedrals(system)
-    lw = r.log_weights - r.log_weights.max()
-    w = np.exp(lw)
+    w = weights_from_log(r.log_weights, len(r.log_weights), "metadynamics log-weights")
     return {
         "phi": np.asarray(bb[f"phi:{res}"](r.positions), dtype=np.float32),
         "psi": np.asarray(bb[f"psi:{res}"](r.positions), dtype=np.float32),
