@@ -11,8 +11,10 @@ data and training stages, with the library's current defaults:
 2. training: frames balanced over the backbone sign patterns
    (:func:`~boltzgen.generator.balance.pattern_weights`, share 0.05), the flow from the size rule
    (:func:`~boltzgen.generator.config.flow_size`, smooth), maximum likelihood with the
-   pipeline's settings (batch 256, lr 5e-4, plateau schedule, patience 50) until the rest of
-   the budget is spent (:func:`~boltzgen.generator.workflow.train_model`);
+   pipeline's settings (:func:`~boltzgen.pipeline.training.likelihood_config`: batch 256,
+   lr 5e-4, plateau schedule, patience 50, then the finish: the last quarter from the best
+   weights on every frame, the rate from lr / 5 to 0) until the rest of the budget is spent
+   (:func:`~boltzgen.generator.workflow.train_model`); ``--finish 0`` for the plateau alone;
 3. evaluation (not counted in the budget): ``--draws`` fresh flow draws, Kish ESS of their
    importance weights exp(-u - log q), no refinement, no clipping.
 
@@ -48,10 +50,11 @@ import boltzgen as bg
 from boltzgen.cv import backbone_state_labels
 from boltzgen.enhanced import replica_exchange
 from boltzgen.generator.balance import pattern_weights
-from boltzgen.generator.config import FlowConfig, TrainConfig, flow_size
+from boltzgen.generator.config import FlowConfig, flow_size
 from boltzgen.generator.data import TrainingData
 from boltzgen.generator.workflow import train_model
 from boltzgen.pipeline.data import frame_cap
+from boltzgen.pipeline.training import likelihood_config
 from boltzgen.remd_ladder import calibrate_remd, temperature_ladder
 from boltzgen.simulation import LangevinConfig
 
@@ -150,6 +153,7 @@ def point(
     n_layers: int | None = None,
     hidden: tuple[int, ...] | None = None,
     data_from: dict | None = None,
+    finish: float | None = None,
 ):
     name, pdb = MOLECULES[key]
     wall0, cpu0 = time.perf_counter(), core_seconds()
@@ -173,15 +177,9 @@ def point(
         masks=masks,
     )
     limit = max(5.0, budget - (time.perf_counter() - wall0))
-    train = TrainConfig(
-        epochs=100_000,
-        batch_size=256,
-        lr=rule["lr"],
-        patience=50,
-        lr_schedule="plateau",
-        time_limit=limit,
-        seed=seed,
-    )
+    train = likelihood_config(rule["lr"], limit, seed)
+    if finish is not None:
+        train = train.model_copy(update={"finish_fraction": finish})
     gen, summary = train_model(
         system, td, work / f"{key}-{minutes}-{seed}", architecture=arch, train=train
     )
@@ -212,7 +210,11 @@ def point(
             "masks": arch.masks,
             "n_parameters": summary["n_parameters"],
         },
-        "training": {k: summary[k] for k in ("epochs_run", "stop_reason", "best_val_nll")},
+        "training": {
+            **{k: summary[k] for k in ("epochs_run", "stop_reason", "best_val_nll")},
+            "finish_fraction": train.finish_fraction,
+            "finish": gen.history.get("finish"),
+        },
         "eval_wall_s": time.perf_counter() - t_eval,
         "eval_core_s": core_seconds() - cpu_eval,
         "load_avg_1m": os.getloadavg()[0],
@@ -235,6 +237,9 @@ def main() -> None:
     ap.add_argument("--masks", default="alternate", help="coupling schedule (FlowConfig.masks)")
     ap.add_argument("--layers", type=int, default=None, help="coupling layers (default: rule)")
     ap.add_argument("--hidden", default=None, help="conditioner widths, e.g. 128,128 (rule)")
+    ap.add_argument(
+        "--finish", type=float, default=None, help="finish_fraction (default: the pipeline's)"
+    )
     ap.add_argument(
         "--data-from",
         default=None,
@@ -269,6 +274,7 @@ def main() -> None:
                             args.layers,
                             hidden,
                             earlier[(key, minutes, seed)] if args.data_from else None,
+                            args.finish,
                         )
                     ),
                     flush=True,

@@ -113,6 +113,17 @@ class TrainConfig(_Config):
     patience: int = Field(8, ge=1, le=100_000, description="epochs without improvement")
     lr_schedule: Literal["plateau", "cosine", "none"] = "plateau"
     lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="plateau schedule factor")
+    finish_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="the run's last share (of its time or steps): restart from the best "
+        "weights with a fresh Adam, the validation frames train too, and the rate decays from "
+        "finish_lr to 0 by a cosine; early stopping starts it sooner (0: off)",
+    )
+    finish_lr: float | None = Field(
+        None, gt=0.0, le=1.0, description="the finish's first learning rate (default lr / 5)"
+    )
     clip_grad: float = Field(100.0, ge=0.0, description="gradient-norm clip (0: off)")
     kl_batch_size: int = Field(128, ge=1, le=65_536)
     kl_steps_per_epoch: int = Field(50, ge=1, le=100_000, description="data-free epochs")

@@ -83,19 +83,38 @@ def _make_scheduler(opt, cfg: TrainConfig):
     return None  # "cosine" is set per step by cosine_lr; "none" keeps lr
 
 
-def cosine_lr(cfg: TrainConfig, step: int, steps_per_epoch: int, elapsed: float) -> float:
-    """The learning rate of ``lr_schedule="cosine"`` after ``step`` steps and ``elapsed``
-    seconds: ``lr`` * (1 + cos(pi t)) / 2, where t in [0, 1] is the fraction of the run done,
-    the larger of the steps' fraction (``epochs``, ``max_steps``) and the time's
-    (``time_limit``). With a time limit the rate reaches zero when the time is spent: a
-    time-limited run ends annealed instead of at a rate a plateau rule never lowered."""
+def run_fraction(cfg: TrainConfig, step: int, steps_per_epoch: int, elapsed: float) -> float:
+    """The fraction of the run done after ``step`` steps and ``elapsed`` seconds: the larger
+    of the steps' fraction (``epochs`` x ``steps_per_epoch``, ``max_steps``) and the time's
+    (``time_limit``); 1 or more when either is spent."""
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     t = step / max(1, total)
     if cfg.time_limit is not None:
         t = max(t, elapsed / cfg.time_limit)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    return t
+
+
+def _half_cosine(lr: float, u: float) -> float:
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, u))))
+
+
+def cosine_lr(cfg: TrainConfig, step: int, steps_per_epoch: int, elapsed: float) -> float:
+    """The learning rate of ``lr_schedule="cosine"`` after ``step`` steps and ``elapsed``
+    seconds: ``lr`` * (1 + cos(pi t)) / 2, t the :func:`run_fraction`. With a time limit the
+    rate reaches zero when the time is spent: a time-limited run ends annealed instead of at a
+    rate a plateau rule never lowered."""
+    return _half_cosine(cfg.lr, run_fraction(cfg, step, steps_per_epoch, elapsed))
+
+
+def finish_lr(cfg: TrainConfig, finish: dict[str, Any], t: float) -> float:
+    """The learning rate in the finish (``finish_fraction``) at run fraction ``t``: from
+    ``finish_lr`` (default ``lr`` / 5) to 0 by a half cosine between the finish's ``start``
+    and ``end`` fractions."""
+    lr0 = cfg.finish_lr if cfg.finish_lr is not None else cfg.lr / 5.0
+    span = max(finish["end"] - finish["start"], 1e-12)
+    return _half_cosine(lr0, (t - finish["start"]) / span)
 
 
 @dataclass
@@ -109,6 +128,18 @@ class _Data:
     w_val: np.ndarray | None = None
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     label_weights: np.ndarray | None = None
+    all: Any = None  # every frame (TrainingData), for the finish
+
+    def train_on_all(self, dtype) -> None:
+        """The validation frames train too (the finish); their NLL is still recorded."""
+        if self.x_val is not None:
+            self.x, self.f = self.all.tensors(dtype)
+            self.p = self.all.probabilities()
+
+    def epoch_steps(self, cfg: TrainConfig) -> int:
+        if self.x is None:
+            return cfg.kl_steps_per_epoch
+        return max(1, math.ceil(len(self.x) / cfg.batch_size))
 
 
 def _prepare_data(gen, data: Any, cfg: TrainConfig, objective, state_fn) -> _Data:
@@ -121,7 +152,7 @@ def _prepare_data(gen, data: Any, cfg: TrainConfig, objective, state_fn) -> _Dat
         raise InputError("force matching needs training data with forces")
     train, val = td.split(cfg.val_fraction, cfg.seed)
     x, f = train.tensors(gen.dtype)
-    out = _Data(x, f, train.probabilities())
+    out = _Data(x, f, train.probabilities(), all=td)
     if val is not None:
         out.x_val, out.w_val = val.tensors(gen.dtype)[0], val.weights
     if state_fn is not None:
@@ -172,6 +203,14 @@ class _Run:
         self.steps_per_epoch = steps_per_epoch
         self.history: dict[str, list] = {"train_loss": [], "val_nll": [], "lr": [], "time": []}
         self.epoch, self.best, self.best_state, self.bad_epochs, self.step = 0, math.inf, None, 0, 0
+        self.finish: dict[str, Any] | None = None  # start/end fractions, epoch, trigger
+
+    def begin_finish(self, gen, cfg: TrainConfig) -> None:
+        """A fresh Adam and no plateau schedule: the finish sets its rate each step."""
+        self.opt = torch.optim.Adam(
+            gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
+        )
+        self.sched = None
 
     def load(self, gen, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -188,6 +227,9 @@ class _Run:
             state["step"],
         )
         self.best_state = state.get("best_state")
+        self.finish = state.get("finish")
+        if self.finish is not None:
+            self.sched = None
 
     def save(self, gen, path: Path, cfg: TrainConfig) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -202,6 +244,7 @@ class _Run:
             "bad_epochs": self.bad_epochs,
             "step": self.step,
             "best_state": self.best_state,
+            "finish": self.finish,
             "config": cfg.model_dump(mode="json"),
         }
         torch.save(state, tmp)
@@ -209,7 +252,8 @@ class _Run:
 
 
 def _train_epoch(gen, run: _Run, objective, d: _Data, cfg: TrainConfig, steps: int, t0: float):
-    """One epoch of steps; returns (mean of each loss part, stop reason or None)."""
+    """One epoch of steps; returns (mean of each loss part, stop reason or None). The epoch
+    ends early when the finish is due (:func:`fit` starts it)."""
     gen.train()
     sums: dict[str, float] = {}
     n_batches, stop = 0, None
@@ -227,8 +271,13 @@ def _train_epoch(gen, run: _Run, objective, d: _Data, cfg: TrainConfig, steps: i
         total.backward()
         if cfg.clip_grad:
             torch.nn.utils.clip_grad_norm_(gen.parameters(), cfg.clip_grad)
-        if cfg.lr_schedule == "cosine":
-            lr = cosine_lr(cfg, run.step, run.steps_per_epoch, time.perf_counter() - t0)
+        t = run_fraction(cfg, run.step, run.steps_per_epoch, time.perf_counter() - t0)
+        lr = None
+        if run.finish is not None:
+            lr = finish_lr(cfg, run.finish, t)
+        elif cfg.lr_schedule == "cosine":
+            lr = _half_cosine(cfg.lr, t)
+        if lr is not None:
             for group in run.opt.param_groups:
                 group["lr"] = lr
         run.opt.step()
@@ -241,6 +290,13 @@ def _train_epoch(gen, run: _Run, objective, d: _Data, cfg: TrainConfig, steps: i
             break
         if cfg.time_limit is not None and time.perf_counter() - t0 > cfg.time_limit:
             stop = "time_limit"
+            break
+        t = run_fraction(cfg, run.step, run.steps_per_epoch, time.perf_counter() - t0)
+        if run.finish is None and cfg.finish_fraction and t >= 1.0 - cfg.finish_fraction:
+            break
+        if run.finish is not None and t >= run.finish["end"]:
+            # a finish started by early stopping has run its share, else the run is done
+            stop = "early_stopping" if run.finish["end"] < 1.0 else "epochs"
             break
     gen.eval()
     return {k: v / n_batches for k, v in sums.items()}, stop
@@ -257,7 +313,8 @@ def _end_epoch(gen, run: _Run, objective, d: _Data, cfg: TrainConfig, means, t0:
     h["val_nll"].append(metric if has_val else math.nan)
     h["lr"].append(run.opt.param_groups[0]["lr"])
     h["time"].append(time.perf_counter() - t0)
-    if objective.selectable(run.epoch):  # annealing: only once the target is the final one
+    # annealing: only once the target is the final one; the finish returns its last weights
+    if objective.selectable(run.epoch) and run.finish is None:
         if isinstance(run.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             run.sched.step(metric)
         if metric < run.best:
@@ -329,31 +386,56 @@ def fit(
     torch.manual_seed(cfg.seed)
     guard_fn = _resolve_state_fn(gen, state_fn, cfg)
     d = _prepare_data(gen, data, cfg, objective, guard_fn)
-    steps = max(1, math.ceil(len(d.x) / cfg.batch_size)) if d.x is not None else None
-    run = _Run(gen, cfg, steps or cfg.kl_steps_per_epoch)
+    run = _Run(gen, cfg, d.epoch_steps(cfg))
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and resume and ckpt.exists():
         run.load(gen, ckpt)
+        if run.finish is not None:
+            d.train_on_all(gen.dtype)
     t0 = time.perf_counter() - (run.history["time"][-1] if run.history["time"] else 0.0)
     stop_reason = "epochs"
     while run.epoch < cfg.epochs:
         for k, v in objective.start_epoch(gen, run.epoch).items():
             run.history.setdefault(k, []).append(v)
-        means, stop = _train_epoch(gen, run, objective, d, cfg, steps or cfg.kl_steps_per_epoch, t0)
+        means, stop = _train_epoch(gen, run, objective, d, cfg, d.epoch_steps(cfg), t0)
         event = _end_epoch(gen, run, objective, d, cfg, means, t0)
         if guard_fn is not None and cfg.guard_every and run.epoch % cfg.guard_every == 0:
             event["guard_dropped"] = _record_guard(gen, run, guard_fn, d, cfg)["dropped"]
+        if stop is None and run.finish is None and cfg.finish_fraction > 0:
+            _maybe_start_finish(gen, run, d, cfg, time.perf_counter() - t0)
         if ckpt is not None:
             run.save(gen, ckpt, cfg)
         for cb in callbacks:
             cb(event)
-        stop_reason = stop or ("early_stopping" if run.bad_epochs >= cfg.patience else None)
+        patience_out = run.bad_epochs >= cfg.patience and run.finish is None
+        stop_reason = stop or ("early_stopping" if patience_out else None)
         if stop_reason is not None:
             break
     stop_reason = stop_reason or "epochs"
-    if run.best_state is not None:
+    if run.best_state is not None and run.finish is None:
         gen.load_state_dict(run.best_state)
     return _finish(gen, run, guard_fn, d, cfg, stop_reason, callbacks)
+
+
+def _maybe_start_finish(gen, run: _Run, d: _Data, cfg: TrainConfig, elapsed: float) -> None:
+    """Start the finish when its share of the run is due or early stopping would end the run:
+    back to the best weights (the plateau phase may have overfitted past them), a fresh
+    Adam, every frame training, the rate by :func:`finish_lr` over ``finish_fraction``."""
+    t = run_fraction(cfg, run.step, run.steps_per_epoch, elapsed)
+    due = t >= 1.0 - cfg.finish_fraction - 1e-9
+    if not due and run.bad_epochs < cfg.patience:
+        return
+    if run.best_state is not None:
+        gen.load_state_dict(run.best_state)
+    run.finish = {
+        "start": t,
+        "end": min(1.0, t + cfg.finish_fraction),
+        "epoch": run.epoch,
+        "trigger": "schedule" if due else "early_stopping",
+    }
+    run.history["finish"] = [dict(run.finish)]
+    run.begin_finish(gen, cfg)
+    d.train_on_all(gen.dtype)
 
 
 def _finish(gen, run: _Run, guard_fn, d: _Data, cfg, stop_reason: str, callbacks) -> dict:

@@ -80,6 +80,27 @@ def plan_samples(config: PipelineConfig, split, system, rates) -> dict[str, Any]
     }
 
 
+#: the last quarter of the training share: back to the best weights, every frame, the rate
+#: from lr / 5 to 0 (on the one-hour ADP flows, 8 minutes of it gave +7 and +10 points of
+#: flow ESS over the plateau schedule's best weights; benchmarks/RESULTS.md, 2026-12-05)
+FINISH_FRACTION = 0.25
+
+
+def likelihood_config(lr: float, time_limit: float, seed: int) -> TrainConfig:
+    """The pipeline's maximum-likelihood training: batch 256, plateau schedule (patience 50)
+    until the finish (:data:`FINISH_FRACTION` of ``time_limit`` seconds), then the finish."""
+    return TrainConfig(
+        epochs=100_000,
+        batch_size=256,
+        lr=lr,
+        patience=50,
+        lr_schedule="plateau",
+        finish_fraction=FINISH_FRACTION,
+        time_limit=time_limit,
+        seed=seed,
+    )
+
+
 def _balanced_data(system, config: PipelineConfig, positions, forces, log_w):
     """(TrainingData with frame weights balanced over the backbone states, the balance
     record for the summary)."""
@@ -151,15 +172,7 @@ def train_stage(
     limit = split["training"]["seconds"] + max(0.0, split["data"]["seconds"] - wall_before)
     limit += plan["surplus_seconds"]
     limit = max(5.0, limit)
-    train_cfg = TrainConfig(
-        epochs=100_000,
-        batch_size=256,
-        lr=config.lr,
-        patience=50,
-        lr_schedule="plateau",
-        time_limit=limit,
-        seed=config.seed,
-    )
+    train_cfg = likelihood_config(config.lr, limit, config.seed)
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     clock("training", 0.0, f"{arch.n_layers} layers x {list(arch.hidden)}, {limit:.0f} s")
