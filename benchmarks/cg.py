@@ -102,6 +102,49 @@ def _load(path: str):
     return x, f, None if lw is None else cg.frames.weights_from_log(lw, len(x))
 
 
+def decompose(run_dir: Path, ref_d, ref_w, system, data, n: int, seed: int) -> dict:
+    """A trained run's surface error split without MD: ``n`` fresh draws of its teacher, scored
+    as the calibrated teacher (the student's target) and, importance-weighted by
+    exp(-E/kT - log q), as the student's own equilibrium; both against the reference. The
+    run's MD score (``metrics.json``) beside them shows what the CG MD adds, and the training
+    frames' own surface (``data``: positions or an MD file, unweighted) what the data allow."""
+    mapping = cg.Mapping.backbone(system)
+    cgs = mapping.cg_system()
+    teacher = cg.CGFlow.load(run_dir / "teacher.pt")
+    ff = cg.CGForceField.load(run_dir / "forcefield.pt")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    calibration = summary.get("basins", {}).get("calibration", {}) or {}
+    torch.manual_seed(seed)
+    xs, lqs, es = [], [], []
+    with torch.no_grad():
+        for start in range(0, n, 4096):
+            x, lq = teacher.sample_positions(min(4096, n - start))
+            xs.append(x.double().numpy())
+            lqs.append(lq.double().numpy())
+            es.append(ff.energy(x.double()).double().numpy())
+    x, lq, e = np.concatenate(xs), np.concatenate(lqs), np.concatenate(es)
+    labels = cg.basins.state_labels(cgs.topology, x)
+    shift = np.array([calibration.get(str(s), 0.0) for s in labels])
+    d = cgs.dihedrals(x)[:, :2]
+    col = cg.basins.state_column(cgs)
+    out: dict = {"decompose": str(run_dir), "n_draws": n}
+    for name, lw in (("teacher_calibrated", shift), ("student_by_is", -e / cgs.kT - lq)):
+        ok = np.isfinite(lw)
+        w = np.where(ok, np.exp(lw - lw[ok].max()), 0.0)
+        scores = cg.metrics.evaluate(
+            ref_d, d, cgs.temperature, reference_weights=ref_w, model_weights=w, df_column=col
+        )
+        out[name] = {**scores, "ess": float(w.sum() ** 2 / (w**2).sum() / len(w))}
+    x_data = data if isinstance(data, np.ndarray) else data.trajectory.xyz
+    d_data = cgs.dihedrals(mapping.map_positions(x_data))[:, :2]
+    out["data"] = cg.metrics.evaluate(
+        ref_d, d_data, cgs.temperature, reference_weights=ref_w, df_column=col
+    )
+    md = run_dir / "metrics.json"
+    out["cg_md"] = json.loads(md.read_text()) if md.exists() else None
+    return out
+
+
 def _extra(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -149,6 +192,13 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="extra CGConfig option key=value (JSON value), repeatable",
     )
+    p.add_argument(
+        "--decompose",
+        nargs="+",
+        default=None,
+        help="run directories (teacher.pt, forcefield.pt, summary.json): score the calibrated "
+        "teacher and the student by importance sampling, no MD (--teacher-samples draws)",
+    )
     p.add_argument("--metad-steps", type=int, default=2_000_000)
     p.add_argument("--metad-production-steps", type=int, default=6_000_000)
     p.add_argument("--metad-interval", type=int, default=40)
@@ -167,6 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         ref_x = ref if isinstance(ref, np.ndarray) else ref.trajectory.xyz
         ref_d = mapping.cg_system().dihedrals(mapping.map_positions(ref_x))[:, :2]
+    if args.decompose:
+        for run_dir in args.decompose:
+            row = decompose(
+                Path(run_dir), ref_d, ref_w, system, data, args.teacher_samples, args.seed
+            )
+            print(json.dumps(row), flush=True)
+        return
     out_root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cg-bench-"))
     if args.simulate:
         md_cfg = {

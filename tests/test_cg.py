@@ -344,6 +344,7 @@ def test_pipeline_end_to_end(adp_md, adp_mapping, tmp_path):
     cfg = {
         "max_frames": 2000,
         "teacher_epochs": 3,
+        "teacher_finish": 0.34,  # the third epoch
         "n_teacher_samples": 4000,
         "epochs": 4,
         "hidden": [64, 64],
@@ -357,6 +358,7 @@ def test_pipeline_end_to_end(adp_md, adp_mapping, tmp_path):
     assert json.loads((tmp_path / "flow" / "summary.json").read_text())["method"] == "flow"
     assert summary["n_frames"] == 2000
     assert summary["teacher"]["forces"]["n_drawn"] == 4000
+    assert summary["teacher"]["finish"]["epoch"] == 2  # it reached the teacher's training
     assert 0.0 <= summary["teacher"]["forces"]["fraction_dropped"] < 0.05
     m = summary["metrics"]
     assert m["kl"] >= 0 and m["pmf_mse_kcal2"] >= 0 and 0 <= m["unreached_mass"] <= 1
@@ -391,3 +393,9 @@ def test_config_rejects_a_report_interval_below_one(interval):
     """report_interval = 0 used to reach a division by zero (a 500 over REST)."""
     with pytest.raises(InputError, match="report_interval"):
         cg.CGConfig(report_interval=interval)
+
+
+@pytest.mark.parametrize("finish", [-0.1, 1.0, float("nan"), "half"])
+def test_config_rejects_a_teacher_finish_outside_zero_one(finish):
+    with pytest.raises(InputError, match="teacher_finish"):
+        cg.CGConfig(teacher_finish=finish)

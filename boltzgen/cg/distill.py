@@ -94,6 +94,7 @@ def _fit_teacher(cg, x_cg, w_aa, cfg, out: Path, files: dict, report, epochs: in
         epochs=epochs,
         batch_size=cfg.teacher_batch_size,
         lr=cfg.teacher_lr,
+        finish_fraction=cfg.teacher_finish,
         seed=cfg.seed,
         callbacks=[on_epoch],
     )
@@ -169,6 +170,7 @@ def teacher_targets(
     summary["teacher"] = {
         "best_val_nll": min(finite_val) if finite_val else math.nan,
         "epochs_run": len(hist["train_loss"]),
+        "finish": (hist.get("finish") or [None])[0],
         "time_s": time.perf_counter() - t0,
         "forces": tf.summary(),
     }

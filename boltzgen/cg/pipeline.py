@@ -120,6 +120,9 @@ class CGConfig:
     teacher_hidden: Widths = field(default_factory=lambda: [64, 64])
     teacher_components: int = 8
     teacher_tails: str = "none"
+    # the teacher's last share (or from its early stop): best weights, every frame, the rate
+    # annealed to 0 (boltzgen.generator.training.fit's finish_fraction)
+    teacher_finish: float = 0.0
     n_teacher_samples: int = 100_000
     force_filter_factor: float | None = 50.0
     max_msf: float | None = None
@@ -177,6 +180,8 @@ class CGConfig:
                 raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
         if not (0 < self.timestep <= 0.05 and 0 <= self.val_fraction < 1):
             raise InputError("need 0 < timestep <= 0.05 ps and 0 <= val_fraction < 1")
+        if not (isinstance(self.teacher_finish, int | float) and 0 <= self.teacher_finish < 1):
+            raise InputError(f"teacher_finish must be in [0, 1), got {self.teacher_finish!r}")
         for name in ("teacher_hidden", "hidden"):
             widths = getattr(self, name)
             if not (1 <= len(widths) <= 8 and all(1 <= int(w) <= 4096 for w in widths)):

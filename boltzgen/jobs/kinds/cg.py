@@ -38,6 +38,7 @@ _NUMBERS: dict[str, dict[str, float]] = {
     **{name: {"minimum": 0} for name in ("teacher_lr", "lr", "lr_final", "friction")},
     "timestep": {"exclusiveMinimum": 0, "maximum": 0.05},
     "val_fraction": {"minimum": 0, "exclusiveMaximum": 1},
+    "teacher_finish": {"minimum": 0, "exclusiveMaximum": 1},
 }
 
 
