@@ -2,8 +2,10 @@
 
 The losses (nll, kl, force, mixed, anneal) are objects in :mod:`boltzgen.generator.losses`;
 this module runs them: minibatches, Adam, gradient clipping, the learning-rate schedule,
-validation NLL on a held-out split (early stopping, best weights restored at the end),
-checkpoints and the state-mass guard (:mod:`boltzgen.generator.state_guard`).
+validation NLL on a held-out split (early stopping, best weights restored at the end), the
+finish (``finish_fraction``: from the best weights, every frame, the rate annealed to zero; the
+run then returns its last weights), checkpoints and the state-mass guard
+(:mod:`boltzgen.generator.state_guard`).
 
 Checkpoints hold model, optimizer, scheduler, torch RNG state and history, and each epoch's
 frame order is seeded by (seed, epoch), so a resumed run repeats the uninterrupted one.
