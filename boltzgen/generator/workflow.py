@@ -80,7 +80,9 @@ def train_model(
     (outdir / "history.json").write_text(json.dumps(history))
     curves = {k: v for k, v in history.items() if k in ("train_loss", "val_nll")}
     plots.training_curves(curves, outdir / "training.png")
-    val = [v for v in history["val_nll"] if math.isfinite(v)]
+    finish = (history.get("finish") or [None])[0]
+    held_out = history["val_nll"] if finish is None else history["val_nll"][: finish["epoch"]]
+    val = [v for v in held_out if math.isfinite(v)]  # in the finish these frames train too
     summary = {
         "model_file": "model.pt",
         "flow": arch.flow,
@@ -90,6 +92,7 @@ def train_model(
         "epochs_run": len(history["train_loss"]),
         "stop_reason": history["stop_reason"][0],
         "best_val_nll": min(val) if val else None,
+        "finish": finish,
         "final_train_loss": history["train_loss"][-1],
         "wall_time_s": time.perf_counter() - t0,
     }

@@ -198,6 +198,7 @@ def train_stage(
         "epochs_run": summary["epochs_run"],
         "stop_reason": summary["stop_reason"],
         "best_val_nll": summary["best_val_nll"],
+        "finish": summary["finish"],
         "n_frames": summary["n_frames"],
         "wall_time_s": time.perf_counter() - t0,
     }
