@@ -440,6 +440,7 @@ def test_independent_flows_train_side_by_side_on_enough_cores(tmp_path, monkeypa
     ]
     for rec in recs:
         assert rec["time_limit_s"] >= share, (rec["time_limit_s"], share)
+        assert rec["finish"]["trigger"] in ("schedule", "early_stopping"), rec  # it finished
     assert s["flow"]["parallel"] is True and s["stages"]["training"]["resumed"] is False
     assert len(s["flows"]) == 2 and all(f["epochs_run"] >= 1 for f in s["flows"])
     # the two trainings overlapped: one after the other, each would run to its time limit
