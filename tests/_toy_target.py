@@ -71,3 +71,32 @@ def flow_ess(gen: ToyGenerator, n: int = 20_000) -> float:
     lw = -gen.energy(x) - lq
     w = torch.softmax(lw, 0)
     return float(1.0 / (w**2).sum() / n)
+
+
+class Crash(Exception):
+    """Raised by a callback to interrupt a training run."""
+
+
+def interrupted_and_resumed(data, opts: dict, crash_epoch: int, tmp_path) -> tuple:
+    """Train a :class:`ToyGenerator` uninterrupted, and again crashed after ``crash_epoch`` and
+    resumed from its checkpoint (from other initial weights and RNG state, which must not
+    matter). Returns (full history, full generator, resumed history, resumed generator)."""
+    from boltzgen.generator.training import fit
+
+    full_gen = ToyGenerator(seed=0)
+    full = fit(full_gen, data, checkpoint=tmp_path / "full.pt", **opts)
+
+    def crash(event):
+        if event.get("epoch") == crash_epoch:
+            raise Crash
+
+    ckpt = tmp_path / "cut.pt"
+    try:
+        fit(ToyGenerator(seed=0), data, checkpoint=ckpt, callbacks=[crash], **opts)
+    except Crash:
+        pass
+    else:
+        raise AssertionError(f"the run did not reach epoch {crash_epoch}")
+    torch.manual_seed(123)
+    gen = ToyGenerator(seed=9)
+    return full, full_gen, fit(gen, data, checkpoint=ckpt, **opts), gen

@@ -9,7 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from _toy_target import ToyGenerator, exact_samples, flow_ess, minor_state
+from _toy_target import (
+    ToyGenerator,
+    exact_samples,
+    flow_ess,
+    interrupted_and_resumed,
+    minor_state,
+)
 
 from boltzgen.errors import InputError
 from boltzgen.generator.config import TrainConfig
@@ -127,20 +133,7 @@ def test_anneal_resumes_from_a_checkpoint_like_an_uninterrupted_run(tmp_path):
     opts = dict(
         loss="anneal", epochs=4, batch_size=64, anneal_samples=256, anneal_stages=2, **COMMON
     )
-    full = fit(ToyGenerator(seed=0), data, checkpoint=tmp_path / "full.pt", **opts)
-
-    class Crash(Exception):
-        pass
-
-    def crash_after_two(event):
-        if event.get("epoch") == 2:
-            raise Crash
-
-    ckpt = tmp_path / "cut.pt"
-    with pytest.raises(Crash):
-        fit(ToyGenerator(seed=0), data, checkpoint=ckpt, callbacks=[crash_after_two], **opts)
-    torch.manual_seed(123)  # whatever ran in between must not matter
-    resumed = fit(ToyGenerator(seed=9), data, checkpoint=ckpt, **opts)
+    full, _, resumed, _ = interrupted_and_resumed(data, opts, 2, tmp_path)
     for key in ("train_loss", "train_anneal", "train_nll", "val_nll", "anneal_ess"):
         np.testing.assert_allclose(resumed[key], full[key], rtol=1e-9, err_msg=key)
     assert len(resumed["train_loss"]) == 4

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _toy_target import ToyGenerator, exact_samples
+from _toy_target import ToyGenerator, exact_samples, interrupted_and_resumed
 
 from boltzgen.generator.config import TrainConfig
 from boltzgen.generator.losses import make_objective
@@ -102,22 +102,7 @@ def test_run_with_a_finish_anneals_and_returns_its_last_weights(tmp_path):
 def test_finish_resumes_from_a_checkpoint_like_an_uninterrupted_run(tmp_path):
     data = exact_samples(300, seed=1)
     opts = dict(epochs=10, finish_fraction=0.3, **OPTS)
-    full_gen = ToyGenerator(seed=0)
-    full = fit(full_gen, data, checkpoint=tmp_path / "full.pt", **opts)
-
-    class Crash(Exception):
-        pass
-
-    def crash_in_the_finish(event):
-        if event.get("epoch") == 8:
-            raise Crash
-
-    ckpt = tmp_path / "cut.pt"
-    with pytest.raises(Crash):
-        fit(ToyGenerator(seed=0), data, checkpoint=ckpt, callbacks=[crash_in_the_finish], **opts)
-    torch.manual_seed(123)
-    gen = ToyGenerator(seed=9)
-    resumed = fit(gen, data, checkpoint=ckpt, **opts)
+    full, full_gen, resumed, gen = interrupted_and_resumed(data, opts, 8, tmp_path)
     assert resumed["finish"][0]["epoch"] == 7
     for key in ("train_loss", "val_nll", "lr"):
         np.testing.assert_allclose(resumed[key], full[key], rtol=1e-9, err_msg=key)
