@@ -213,7 +213,7 @@ def point(
         "training": {
             **{k: summary[k] for k in ("epochs_run", "stop_reason", "best_val_nll")},
             "finish_fraction": train.finish_fraction,
-            "finish": gen.history.get("finish"),
+            "finish": summary["finish"],
         },
         "eval_wall_s": time.perf_counter() - t_eval,
         "eval_core_s": core_seconds() - cpu_eval,

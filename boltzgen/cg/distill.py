@@ -39,6 +39,7 @@ import torch
 
 from boltzgen.cg import basins
 from boltzgen.cg.teacher import CGFlow, teacher_forces
+from boltzgen.generator.training import finish_record, held_out_val_nll
 
 __all__ = ["Probe", "Targets", "student_record", "teacher_targets"]
 
@@ -166,11 +167,11 @@ def teacher_targets(
     if cfg.energy_weight and tf.log_q is not None:
         shift = np.array([probe.calibration.get(s, 0.0) for s in labels])
         energies = -cg.kT * (tf.log_q + shift)
-    finite_val = [v for v in hist["val_nll"] if math.isfinite(v)]
+    finite_val = held_out_val_nll(hist)
     summary["teacher"] = {
         "best_val_nll": min(finite_val) if finite_val else math.nan,
         "epochs_run": len(hist["train_loss"]),
-        "finish": (hist.get("finish") or [None])[0],
+        "finish": finish_record(hist),
         "time_s": time.perf_counter() - t0,
         "forces": tf.summary(),
     }

@@ -19,6 +19,7 @@ import numpy as np
 from boltzgen import plots
 from boltzgen.errors import InputError
 from boltzgen.generator.config import BalanceConfig, FlowConfig, TrainConfig, make_config
+from boltzgen.generator.training import finish_record, held_out_val_nll
 
 ProgressFn = Callable[[float, str], None]
 
@@ -80,9 +81,7 @@ def train_model(
     (outdir / "history.json").write_text(json.dumps(history))
     curves = {k: v for k, v in history.items() if k in ("train_loss", "val_nll")}
     plots.training_curves(curves, outdir / "training.png")
-    finish = (history.get("finish") or [None])[0]
-    held_out = history["val_nll"] if finish is None else history["val_nll"][: finish["epoch"]]
-    val = [v for v in held_out if math.isfinite(v)]  # in the finish these frames train too
+    val = held_out_val_nll(history)
     summary = {
         "model_file": "model.pt",
         "flow": arch.flow,
@@ -92,7 +91,7 @@ def train_model(
         "epochs_run": len(history["train_loss"]),
         "stop_reason": history["stop_reason"][0],
         "best_val_nll": min(val) if val else None,
-        "finish": finish,
+        "finish": finish_record(history),
         "final_train_loss": history["train_loss"][-1],
         "wall_time_s": time.perf_counter() - t0,
     }
