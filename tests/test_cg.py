@@ -344,6 +344,7 @@ def test_pipeline_end_to_end(adp_md, adp_mapping, tmp_path):
     cfg = {
         "max_frames": 2000,
         "teacher_epochs": 3,
+        "teacher_min_steps": 0,  # the 3 epochs as given
         "teacher_finish": 0.34,  # the third epoch
         "n_teacher_samples": 4000,
         "epochs": 4,

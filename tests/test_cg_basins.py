@@ -119,6 +119,7 @@ def test_basin_helpers():
 
 FAST = {
     "teacher_steps": 600,
+    "teacher_min_steps": 0,
     "teacher_hidden": [32, 32],
     "n_teacher_samples": 10_000,
     "hidden": [64, 64],

@@ -22,6 +22,7 @@ DATA = data_file("adp-vacuum-300K.h5")
 TINY = {
     "max_frames": 1000,
     "teacher_epochs": 2,
+    "teacher_min_steps": 0,
     "n_teacher_samples": 2000,
     "epochs": 2,
     "hidden": [32, 32],

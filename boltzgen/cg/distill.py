@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from boltzgen.cg import basins
+from boltzgen.cg.schedule import teacher_schedule
 from boltzgen.cg.teacher import CGFlow, teacher_forces
 from boltzgen.generator.training import finish_record, held_out_val_nll
 
@@ -74,7 +75,7 @@ def _shares(labels: np.ndarray, weights: np.ndarray | None = None) -> dict[str, 
     return {str(s): float(w[labels == s].sum() / w.sum()) for s in np.unique(labels)}
 
 
-def _fit_teacher(cg, x_cg, w_aa, cfg, out: Path, files: dict, report, epochs: int) -> tuple:
+def _fit_teacher(cg, x_cg, w_aa, cfg, out: Path, files: dict, report) -> tuple:
     teacher = CGFlow.build(
         cg,
         x_cg,
@@ -89,10 +90,12 @@ def _fit_teacher(cg, x_cg, w_aa, cfg, out: Path, files: dict, report, epochs: in
         if ev.get("event") == "epoch":
             report(0.35 * ev["progress"], f"teacher epoch {ev['epoch']}/{ev['epochs']}")
 
+    schedule = teacher_schedule(cfg, len(x_cg))
     hist = teacher.fit(
         x_cg,
         weights=w_aa,
-        epochs=epochs,
+        epochs=schedule["epochs"],
+        patience=schedule["patience"],
         batch_size=cfg.teacher_batch_size,
         lr=cfg.teacher_lr,
         finish_fraction=cfg.teacher_finish,
@@ -100,7 +103,7 @@ def _fit_teacher(cg, x_cg, w_aa, cfg, out: Path, files: dict, report, epochs: in
         callbacks=[on_epoch],
     )
     files["teacher"] = str(teacher.save(out / "teacher.pt"))
-    return teacher, hist
+    return teacher, hist, schedule
 
 
 def _probe(teacher: CGFlow, cg, n: int, data_labels, w_aa, calibrate: bool) -> Probe:
@@ -124,13 +127,12 @@ def teacher_targets(
     summary: dict,
     files: dict,
     report: Callable[[float, str], None],
-    epochs: int,
 ) -> Targets:
     """Fit the teacher and return the student's targets (see the module docstring); writes
     ``summary["teacher"]`` and ``summary["basins"]``."""
     report(0.0, "training the teacher flow")
     t0 = time.perf_counter()
-    teacher, hist = _fit_teacher(cg, x_cg, w_aa, cfg, out, files, report, epochs)
+    teacher, hist, schedule = _fit_teacher(cg, x_cg, w_aa, cfg, out, files, report)
     report(0.35, "teacher forces on flow samples")
     data_labels = basins.state_labels(cg.topology, x_cg)
     n_states = len(np.unique(data_labels))
@@ -171,6 +173,7 @@ def teacher_targets(
     summary["teacher"] = {
         "best_val_nll": min(finite_val) if finite_val else math.nan,
         "epochs_run": len(hist["train_loss"]),
+        "schedule": schedule,
         "finish": finish_record(hist),
         "time_s": time.perf_counter() - t0,
         "forces": tf.summary(),

@@ -63,6 +63,7 @@ from boltzgen.cg.mapping import Mapping
 from boltzgen.cg.md import simulate_cg
 from boltzgen.cg.metrics import evaluate
 from boltzgen.cg.plots import fes_plot
+from boltzgen.cg.schedule import epochs_for
 from boltzgen.errors import InputError, ShapeError
 from boltzgen.jsonable import json_clean
 
@@ -84,6 +85,8 @@ _LIMITS = {
     "max_frames": 10_000_000,
     "teacher_epochs": 100_000,
     "teacher_steps": 10_000_000,
+    "teacher_min_steps": 10_000_000,
+    "teacher_patience_steps": 10_000_000,
     "teacher_batch_size": 65_536,
     "teacher_layers": 64,
     "teacher_components": 64,
@@ -114,6 +117,12 @@ class CGConfig:
     # teacher (flow method)
     teacher_epochs: int = 100
     teacher_steps: int | None = None  # if set: epochs = ceil(steps / batches per epoch)
+    # length and early-stopping patience in minibatch steps, as epochs shrink with the frames:
+    # at 2,000 frames (8 batches an epoch) 100 epochs and a patience of 8 stopped the teacher
+    # after about 260 steps, KL 0.045 against 0.016 with these floors (ACE-PRO-NME;
+    # benchmarks/RESULTS.md, 2026-12-05, sixth session); at 20,000 frames they change nothing
+    teacher_min_steps: int = 6000
+    teacher_patience_steps: int = 560
     teacher_batch_size: int = 256
     teacher_lr: float = 1e-3
     teacher_layers: int = 4
@@ -197,13 +206,6 @@ class CGConfig:
         if unknown:
             raise InputError(f"unknown CG config option(s): {', '.join(unknown)}")
         return cls(**d)
-
-
-def _epochs(epochs: int, steps: int | None, n: int, batch: int, val_fraction: float) -> int:
-    if steps is None:
-        return int(epochs)
-    per_epoch = max(1, math.ceil((n - round(val_fraction * n)) / batch))
-    return max(1, math.ceil(int(steps) / per_epoch))
 
 
 def _reference_dihedrals(
@@ -441,10 +443,7 @@ def train_and_simulate(
     files: dict[str, str] = {}
     targets = None
     if cfg.method == "flow":
-        epochs = _epochs(
-            cfg.teacher_epochs, cfg.teacher_steps, len(x_cg), cfg.teacher_batch_size, 0.1
-        )
-        targets = teacher_targets(cg, x_cg, w_aa, cfg, out, summary, files, report, epochs)
+        targets = teacher_targets(cg, x_cg, w_aa, cfg, out, summary, files, report)
         x_train, f_train, e_train = targets.positions, targets.forces, targets.energies
     else:
         x_train, f_train = _mapped_force_targets(mapping, x_aa, f_aa, x_cg)
@@ -556,7 +555,7 @@ def _train_student(
         ff,
         x_train,
         f_train,
-        epochs=_epochs(cfg.epochs, cfg.steps, len(x_train), cfg.batch_size, cfg.val_fraction),
+        epochs=epochs_for(cfg.epochs, cfg.steps, len(x_train), cfg.batch_size, cfg.val_fraction),
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         lr_final=cfg.lr_final,
