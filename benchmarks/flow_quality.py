@@ -86,12 +86,16 @@ def core_seconds() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
-def remd_data(system, seconds: float, seed: int, out: Path) -> dict:
-    """REMD frames filling about ``seconds`` of wall time (the pipeline's data stage)."""
+def remd_data(system, seconds: float, seed: int, out: Path, cores: int = 1) -> dict:
+    """REMD frames filling about ``seconds`` of wall time (the pipeline's data stage), the
+    replicas stepping in min(``cores``, replicas) processes."""
     t0 = time.perf_counter()
     temps, ladder = temperature_ladder(system)
     lang = LangevinConfig(timestep=0.001, seed=seed, threads=1)
-    cal = calibrate_remd(system, temps, seconds=min(3.0, max(0.5, 0.03 * seconds)), langevin=lang)
+    k = min(int(cores), len(temps))
+    cal = calibrate_remd(
+        system, temps, seconds=min(3.0, max(0.5, 0.03 * seconds)), langevin=lang, n_workers=k
+    )
     left = seconds - (time.perf_counter() - t0) - cal["setup_seconds"]
     total = int(0.97 * max(left, 0.0) * cal["steps_per_second"])
     n_equil = min(20_000, total // 10) // EXCHANGE * EXCHANGE
@@ -107,12 +111,14 @@ def remd_data(system, seconds: float, seed: int, out: Path) -> dict:
         n_equilibration=n_equil,
         langevin=lang,
         out=out,
+        n_workers=k,
     )
     cal_steps = cal["steps_per_second"] * cal["calibration_seconds"]
     return {
         "positions": np.asarray(r.trajectory.xyz),
         "forces": r.forces,
         "n_replicas": len(temps),
+        "replica_processes": k,
         "temperatures_K": [round(float(t), 1) for t in temps],
         "mean_acceptance": float(np.nanmean(r.acceptance)),
         "n_frames": int(r.trajectory.n_frames),
@@ -154,6 +160,7 @@ def point(
     hidden: tuple[int, ...] | None = None,
     data_from: dict | None = None,
     finish: float | None = None,
+    cores: int = 1,
 ):
     name, pdb = MOLECULES[key]
     wall0, cpu0 = time.perf_counter(), core_seconds()
@@ -161,7 +168,8 @@ def point(
     system = bg.System.alanine_dipeptide() if pdb is None else bg.System.from_pdb(pdb)
     budget = 60.0 * minutes
     if data_from is None:
-        data = remd_data(system, data_share * budget, seed, work / f"{key}-{minutes}-{seed}.h5")
+        out = work / f"{key}-{minutes}-{seed}.h5"
+        data = remd_data(system, data_share * budget, seed, out, cores)
         cpu_data = core_seconds() - cpu0
     else:  # an earlier point's frames, its data costs carried over, the same training budget
         data, cpu_data = reused_data(data_from, work / f"{key}-{minutes}-{seed}.h5")
@@ -194,6 +202,7 @@ def point(
         "dim": gen.dim,
         "budget_wall_minutes": minutes,
         "seed": seed,
+        "cores": cores,
         "flow_ess": s.ess,
         "flow_ess_percent": 100.0 * s.ess,
         "n_draws": draws,
@@ -247,6 +256,13 @@ def main() -> None:
         "frames of the row with its molecule, budget and seed, and carries that row's data "
         "cost (core-seconds, energy evaluations, wall time) so the training budget is the same",
     )
+    ap.add_argument(
+        "--cores",
+        type=int,
+        default=1,
+        help="cores for the data stage's replicas (the training keeps one torch thread: a "
+        "second one slowed its steps, RESULTS.md 2026-12-04)",
+    )
     args = ap.parse_args()
     earlier = {}
     if args.data_from:
@@ -275,6 +291,7 @@ def main() -> None:
                             hidden,
                             earlier[(key, minutes, seed)] if args.data_from else None,
                             args.finish,
+                            args.cores,
                         )
                     ),
                     flush=True,
