@@ -76,7 +76,8 @@ ALLOWED: dict[str, set[str]] = {
         "samples",
         "systems",
     },
-    "pipeline": _WORKFLOW | {"diagnostics", "remd_ladder"},
+    # processes: flows trained side by side (spawn_call), a standard-library leaf
+    "pipeline": _WORKFLOW | {"diagnostics", "processes", "remd_ladder"},
     "cg": {
         "analysis",
         "coordinates",

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 import boltzgen as bg
 from boltzgen.cli import app
+from boltzgen.cores import available_cores
 from boltzgen.paths import data_file
 
 runner = CliRunner()
@@ -111,12 +112,19 @@ def test_train_balance_state_without_frames_is_a_clean_error(tyr_md, tmp_path):
     assert res.exit_code != 0 and "chi9" in res.output
 
 
-def test_demo_prints_a_verdict_for_its_number(tmp_path):
-    """The demo trains independent flows and says whether its dF can be trusted, and why."""
+@pytest.mark.parametrize("cores", [1, 2])
+def test_demo_prints_a_verdict_for_its_number(tmp_path, cores):
+    """The demo trains independent flows (side by side when it has the cores: flow 2 in a
+    worker process, whose lines the demo prints) and says whether its dF can be trusted, and
+    why."""
     args = ["demo", "--out", str(tmp_path / "d"), "--minutes", "0.1", "-n", "1000"]
-    res = runner.invoke(app, [*args, "--refine-seconds", "0", "--flows", "2"])
+    res = runner.invoke(
+        app, [*args, "--refine-seconds", "0", "--flows", "2", "--cores", str(cores)]
+    )
     assert res.exit_code == 0, res.output
+    assert ("side by side" in res.output) == (min(cores, available_cores()) > 1)
     assert "flow 1/2: trained" in res.output and "flow 2/2: trained" in res.output
+    assert "flow 2/2: ESS" in res.output
     assert (tmp_path / "d" / "flow2" / "model.pt").exists()
     (line,) = [x for x in res.output.splitlines() if x.startswith("dF = ")]
     assert line.endswith((": reliable", ": not converged"))

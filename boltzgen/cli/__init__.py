@@ -47,12 +47,13 @@ from boltzgen.cli import keys as _keys  # noqa: E402
 
 app.add_typer(_keys.app, name="keys")
 
+from boltzgen.cli import demo as _demo  # noqa: E402
 from boltzgen.cli import generator as _generator  # noqa: E402
 
 app.command("train")(_generator.train_cmd)
 app.command("sample")(_generator.sample_cmd)
 app.command("free-energy")(_generator.free_energy_cmd)
-app.command("demo")(_generator.demo_cmd)
+app.command("demo")(_demo.demo_cmd)
 
 from boltzgen.cli import enhanced as _enhanced  # noqa: E402
 

@@ -1,16 +1,15 @@
-"""``boltzgen train | sample | free-energy | demo``: the Boltzmann-generator workflow."""
+"""``boltzgen train | sample | free-energy``: the Boltzmann-generator workflow."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from boltzgen.cli.options import bad_input_exits, fmt, fraction_progress
+from boltzgen.cli.options import bad_input_exits, fmt, fraction_progress, no_progress
 from boltzgen.generator.config import FlowConfig, TrainConfig
 
 
@@ -27,12 +26,15 @@ def _default(cls, name: str):
     return cls.model_fields[name].get_default(call_default_factory=True)
 
 
-def _refine(gen, samples, out: Path, seconds: float, seed: int) -> tuple[Any, dict]:
-    """Stratified refinement for ``seconds`` with a progress bar; writes refined.h5. Returns
-    (the refined samples, the refinement's summary)."""
+def _refine(
+    gen, samples, out: Path, seconds: float, seed: int, say=typer.echo, bars: bool = True
+) -> tuple[Any, dict]:
+    """Stratified refinement for ``seconds`` with a progress bar (none when not ``bars``);
+    writes refined.h5; ``say`` prints. Returns (the refined samples, the refinement's
+    summary)."""
     from boltzgen.refinement.planning import refine_within
 
-    with fraction_progress("refine", width=50) as progress:
+    with fraction_progress("refine", width=50) if bars else no_progress() as progress:
         refined, rs = refine_within(
             gen,
             samples,
@@ -41,7 +43,7 @@ def _refine(gen, samples, out: Path, seconds: float, seed: int) -> tuple[Any, di
             progress=progress,
         )
     refined.save(Path(out) / "refined.h5")
-    typer.echo(
+    say(
         f"refined {rs['n_samples']} samples ({rs['n_energy_evals']:,} energy evaluations, "
         f"{rs['seconds']:.0f} s): ESS {100 * rs['ess']:.1f} % -> {Path(out) / 'refined.h5'}"
     )
@@ -261,164 +263,3 @@ def free_energy_cmd(
         f"dF = F({cv} in A) - F({cv} in B) = {s['df_kT']:.2f} +- {s['df_err_kT']:.2f} kT "
         f"(ESS {100 * s['ess']:.2f} % of {s['n_samples']})"
     )
-
-
-def demo_cmd(
-    out: Annotated[Path, typer.Option(help="Output directory for model, samples, plots.")] = Path(
-        "demo-out"
-    ),
-    data: Annotated[
-        Path | None, typer.Option(help="MD data (default: shipped ADP vacuum REMD set).")
-    ] = None,
-    minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 3.0,
-    n: Annotated[int, typer.Option("-n", help="Number of samples per flow.")] = 20_000,
-    refine_seconds: Annotated[
-        float, typer.Option(help="Time for stratified refinement, s (0: no refinement).")
-    ] = 60.0,
-    flow: Annotated[str, typer.Option(help="smooth or spline.")] = "smooth",
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    flows: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=8,
-            help="Independently trained flows, each with 1/n of the training and refinement "
-            "time; dF is their mean with an error that includes their spread, with a verdict.",
-        ),
-    ] = 2,
-) -> None:
-    """Small end-to-end run on alanine dipeptide: train independent flows (phi > 0 frames
-    given a 5 % share), sample, refine by backbone state, free energies with a verdict
-    (reliable or not converged, with reasons), plots."""
-    from boltzgen.cores import torch_threads
-    from boltzgen.paths import data_file
-
-    with torch_threads(1):  # as boltzgen run: a second thread slowed these small flows
-        _demo(data or data_file(_DEMO_DATA), out, flow, minutes, n, refine_seconds, flows, seed)
-
-
-def _demo(
-    path: Path,
-    out: Path,
-    flow: str,
-    minutes: float,
-    n: int,
-    refine_seconds: float,
-    flows: int,
-    seed: int,
-) -> None:
-    from boltzgen.md import load_md
-
-    md = load_md(path)
-    system = md.system()
-    typer.echo(f"data: {path} ({md.trajectory.n_frames} frames, {system.n_atoms} atoms)")
-    runs = []
-    for k in range(flows):  # flow 1 writes into out/, the others into out/flow<k>/
-        where = out if k == 0 else out / f"flow{k + 1}"
-        label = f"flow {k + 1}/{flows}" if flows > 1 else "flow"
-        opts = {"flow": flow, "seed": seed + 7919 * k, "label": label}
-        runs.append(_demo_flow(system, md, where, minutes / flows, n, refine_seconds / flows, opts))
-    _demo_verdict(system, md, runs, seed)
-    typer.echo(
-        "reference (twelve 2-D metadynamics walkers, benchmarks/RESULTS.md): 3.61 +- 0.05 kT"
-    )
-    typer.echo(f"plots and files in {out}/")
-
-
-def _demo_flow(
-    system: Any,
-    md: Any,
-    out: Path,
-    minutes: float,
-    n: int,
-    refine_seconds: float,
-    opts: dict[str, Any],
-) -> dict[str, Any]:
-    """One independently trained flow of the demo: trained, sampled, refined; its dF(phi:2)
-    (from the strata after refinement) and the samples it was computed from."""
-    import warnings
-
-    from boltzgen.generator.config import BalanceConfig
-    from boltzgen.generator.workflow import free_energy_report, sample_to_files, train_model
-
-    seed, label = opts["seed"], opts["label"]
-    with fraction_progress(f"train {label}") as progress:
-        gen, ts = train_model(
-            system,
-            md,
-            out,
-            architecture={"flow": opts["flow"], "seed": seed},
-            train={"epochs": 200, "time_limit": 60 * minutes, "seed": seed, "patience": 20},
-            progress=progress,
-            balance=BalanceConfig(),
-        )
-    typer.echo(
-        f"{label}: trained {ts['epochs_run']} epochs in {ts['wall_time_s']:.0f} s, "
-        f"best validation NLL {ts['best_val_nll']:.2f}"
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # clashing draws are counted in the verdict instead
-        samples, ss = sample_to_files(gen, n, out, seed=seed, reference=md.trajectory.xyz)
-    fe = free_energy_report(samples, system, out, cv="phi", seed=seed, reference=md.trajectory)
-    typer.echo(
-        f"{label}: ESS {100 * ss['ess']:.2f} % of {ss['n_samples']} samples, "
-        f"dF = F(phi > 0) - F(phi < 0) = {fmt(fe['df_kT'])} +- {fmt(fe['df_err_kT'])} kT"
-    )
-    run = {"samples": samples, "final": samples, "df": fe["df_kT"], "err": fe["df_err_kT"]}
-    if refine_seconds > 0:
-        refined, rs = _refine(gen, samples, out, refine_seconds, seed)
-        fe_r = rs["free_energies"]["phi:2"]
-        typer.echo(f"{label}: dF = {fmt(fe_r['df_kT'])} +- {fmt(fe_r['err_kT'])} kT (refined)")
-        run.update(final=refined, df=fe_r["df_kT"], err=fe_r["err_kT"])
-    return run
-
-
-def _demo_verdict(system: Any, md: Any, runs: list[dict[str, Any]], seed: int) -> None:
-    """The demo's number (the flows' mean, error max(stated, spread)) and its verdict from the
-    first flow's weights per backbone state, the data's states and dF, the clash fraction and
-    the flows' agreement: what ``boltzgen run`` judges."""
-    import numpy as np
-
-    from boltzgen.analysis import free_energy_difference
-    from boltzgen.cv import backbone_dihedrals, backbone_state_labels
-    from boltzgen.diagnostics import combine_estimates, diagnose, verdict
-    from boltzgen.samples import clash_fraction
-
-    values = [float(r["df"]) for r in runs]
-    errors = [float(r["err"]) for r in runs]
-    finite = all(math.isfinite(x) for x in values + errors)
-    value, error = values[0], errors[0]
-    if len(runs) > 1 and finite:
-        c = combine_estimates(values, errors)
-        value, error = c.value, c.error
-    data = md.trajectory.xyz
-    phi = backbone_dihedrals(system)["phi:2"]
-    dd, de = free_energy_difference(
-        data, phi, (0.0, math.pi), (-math.pi, 0.0), seed=seed, block_size=max(1, len(data) // 50)
-    )
-    final = runs[0]["final"]
-    if not np.isfinite(final.log_weights).any() or not math.isfinite(value):
-        typer.echo(f"dF = {fmt(value)} kT: not converged")
-        typer.echo("  because no finite estimate: the flow's samples carry no weight there")
-        return
-    d = diagnose(
-        final.log_weights,
-        value,
-        error,
-        labels=backbone_state_labels(system, final.positions)[0],
-        data_labels=backbone_state_labels(system, data)[0],
-        data_estimate=(dd, de) if math.isfinite(dd) and math.isfinite(de) else None,
-        independent=(values, errors) if len(runs) > 1 and finite else None,
-        clash_fraction=clash_fraction(runs[0]["samples"], system.topology)["clash_fraction"],
-    )
-    v = verdict(d)
-    each = ", ".join(f"{fmt(x)} +- {fmt(e)}" for x, e in zip(values, errors, strict=True))
-    how = f" (mean of {len(runs)} independent flows: {each})" if len(runs) > 1 else ""
-    typer.echo(f"dF = {fmt(value)} +- {fmt(error)} kT{how}: {v.status}")
-    for reason in v.reasons:
-        typer.echo(f"  because {reason}")
-    for advice in v.advice:
-        typer.echo(f"  to do: {advice}")
-
-
-_DEMO_DATA = "adp-vacuum-remd.h5"  # 300 K replica of REMD: phi > 0 in proportion

@@ -89,3 +89,10 @@ def fraction_progress(
     ) as bar:
         task = bar.add_task("", total=1.0)
         yield lambda f, msg: bar.update(task, completed=f, description=msg[:width])
+
+
+@contextmanager
+def no_progress() -> Iterator[None]:
+    """No bar (a worker process beside one that draws its own): the library's ``progress``
+    callback is None."""
+    yield None

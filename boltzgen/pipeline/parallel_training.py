@@ -9,11 +9,12 @@ afterwards (with less time)."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from boltzgen.processes import call_result, kill_workers, spawn_call
 
 __all__ = ["ParallelTraining", "train_flow_worker"]
 
@@ -65,16 +66,6 @@ def train_flow_worker(
     return record
 
 
-def _worker_main(conn: Any, args: tuple) -> None:
-    """Entry point of a worker process: train, send ("ok", record) or ("error", text)."""
-    try:
-        conn.send(("ok", train_flow_worker(*args)))
-    except BaseException as exc:  # reported to the pipeline, which trains the flow itself
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
 class ParallelTraining:
     """The worker processes training flows 1..n-1 (one each) while this process trains flow 0.
 
@@ -84,14 +75,7 @@ class ParallelTraining:
     them)."""
 
     def __init__(self, jobs: dict[int, tuple]) -> None:
-        ctx = mp.get_context("spawn")  # fork would copy OpenMM's and torch's threads
-        self._workers: dict[int, tuple[Any, Any]] = {}
-        for k, args in jobs.items():
-            mine, theirs = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker_main, args=(theirs, args), daemon=True)
-            proc.start()
-            theirs.close()
-            self._workers[k] = (proc, mine)
+        self._workers = {k: spawn_call(train_flow_worker, *args) for k, args in jobs.items()}
 
     def has(self, k: int) -> bool:
         """Whether flow k has a worker (a flow trained before, e.g. on a resume, has none)."""
@@ -101,17 +85,8 @@ class ParallelTraining:
         """None when flow k was trained by its worker, else the worker's error as text."""
         if k not in self._workers:
             return f"flow {k + 1} had no worker"
-        proc, conn = self._workers[k]
-        try:
-            status, value = conn.recv()
-        except (EOFError, OSError):  # died without a word (killed, out of memory)
-            status, value = "error", f"the worker exited with code {proc.exitcode}"
-        proc.join(timeout=10.0)
+        status, value = call_result(*self._workers[k])
         return None if status == "ok" else str(value)
 
     def close(self) -> None:
-        for proc, conn in self._workers.values():
-            if proc.is_alive():
-                proc.kill()
-            proc.join(timeout=5.0)
-            conn.close()
+        kill_workers(list(self._workers.values()))
