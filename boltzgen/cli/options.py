@@ -92,7 +92,7 @@ def fraction_progress(
 
 
 @contextmanager
-def no_progress() -> Iterator[None]:
-    """No bar (a worker process beside one that draws its own): the library's ``progress``
-    callback is None."""
-    yield None
+def no_progress() -> Iterator[Callable[..., None]]:
+    """No bar (a worker process beside one that draws its own): a ``progress`` callback that
+    does nothing."""
+    yield lambda *_args: None
