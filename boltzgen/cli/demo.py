@@ -151,8 +151,9 @@ def _demo_flow(
     ``bars``: progress bars (a worker process has none)."""
     import warnings
 
-    from boltzgen.generator.config import BalanceConfig
+    from boltzgen.generator.config import BalanceConfig, flow_size
     from boltzgen.generator.workflow import free_energy_report, sample_to_files, train_model
+    from boltzgen.pipeline.training import likelihood_config
 
     seed, label = opts["seed"], opts["label"]
     with fraction_progress(f"train {label}") if bars else no_progress() as progress:
@@ -161,7 +162,8 @@ def _demo_flow(
             md,
             out,
             architecture={"flow": opts["flow"], "seed": seed},
-            train={"epochs": 200, "time_limit": 60 * minutes, "seed": seed, "patience": 20},
+            # boltzgen run's likelihood training: plateau schedule, then the finish
+            train=likelihood_config(flow_size(3 * system.n_atoms - 6)["lr"], 60 * minutes, seed),
             progress=progress,
             balance=BalanceConfig(),
         )
