@@ -167,12 +167,12 @@ def point(
     torch.manual_seed(seed)
     system = bg.System.alanine_dipeptide() if pdb is None else bg.System.from_pdb(pdb)
     budget = 60.0 * minutes
+    frames = work / f"{key}-{minutes}-{seed}.h5"
     if data_from is None:
-        out = work / f"{key}-{minutes}-{seed}.h5"
-        data = remd_data(system, data_share * budget, seed, out, cores)
+        data = remd_data(system, data_share * budget, seed, frames, cores)
         cpu_data = core_seconds() - cpu0
     else:  # an earlier point's frames, its data costs carried over, the same training budget
-        data, cpu_data = reused_data(data_from, work / f"{key}-{minutes}-{seed}.h5")
+        data, cpu_data = reused_data(data_from, frames)
         wall0 -= data["wall_s"]
         cpu0 -= cpu_data
     td = balanced_data(system, data["positions"], data["forces"])

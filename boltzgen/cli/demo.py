@@ -114,25 +114,23 @@ def _demo(
 
 
 def _lane(path: Path, jobs: list[tuple]) -> list[dict[str, Any]]:
-    """A worker process's flows of the demo, one after another."""
-    return [_demo_flow_worker(path, *job) for job in jobs]
-
-
-def _demo_flow_worker(
-    path: Path, out: Path, minutes: float, n: int, refine_seconds: float, opts: dict[str, Any]
-) -> dict[str, Any]:
-    """One flow of the demo in a worker process, without bars: its dF and error, and the
-    lines it would have printed (printed by the demo's process, in order)."""
+    """A worker process's flows of the demo, one after another, without bars (the MD file read
+    once): each flow's dF and error, and the lines it would have printed (printed by the
+    demo's process, in order)."""
     from boltzgen.cores import torch_threads
     from boltzgen.md import load_md
 
-    lines: list[str] = []
+    done = []
     with torch_threads(1):
         md = load_md(path)
-        run = _demo_flow(
-            md.system(), md, out, minutes, n, refine_seconds, opts, say=lines.append, bars=False
-        )
-    return {"df": run["df"], "err": run["err"], "lines": lines}
+        system = md.system()
+        for out, minutes, n, refine_seconds, opts in jobs:
+            lines: list[str] = []
+            run = _demo_flow(
+                system, md, out, minutes, n, refine_seconds, opts, say=lines.append, bars=False
+            )
+            done.append({"df": run["df"], "err": run["err"], "lines": lines})
+    return done
 
 
 def _demo_flow(
