@@ -52,9 +52,12 @@ from boltzgen.enhanced import replica_exchange
 from boltzgen.generator.balance import pattern_weights
 from boltzgen.generator.config import FlowConfig, flow_size
 from boltzgen.generator.data import TrainingData
+from boltzgen.generator.mixture import sample_mixture
+from boltzgen.generator.model import BoltzmannGenerator
 from boltzgen.generator.workflow import train_model
 from boltzgen.pipeline.data import frame_cap
 from boltzgen.pipeline.training import likelihood_config
+from boltzgen.processes import call_result, kill_workers, spawn_call
 from boltzgen.remd_ladder import calibrate_remd, temperature_ladder
 from boltzgen.simulation import LangevinConfig
 
@@ -129,6 +132,51 @@ def remd_data(system, seconds: float, seed: int, out: Path, cores: int = 1) -> d
     }
 
 
+def molecule_system(key: str):
+    """The :class:`~boltzgen.systems.System` of a molecule of :data:`MOLECULES` (vacuum)."""
+    pdb = MOLECULES[key][1]
+    return bg.System.alanine_dipeptide() if pdb is None else bg.System.from_pdb(pdb)
+
+
+def train_side_flow(key: str, td: TrainingData, arch: dict, train: dict, out: str) -> dict:
+    """One more flow of a point, trained in a worker process (one torch thread); its model
+    file and training record."""
+    torch.set_num_threads(1)
+    _, summary = train_model(molecule_system(key), td, out, architecture=arch, train=train)
+    return {
+        "model": str(Path(out) / "model.pt"),
+        "training": {k: summary[k] for k in ("epochs_run", "stop_reason", "best_val_nll")},
+    }
+
+
+class SideFlows:
+    """Flows 2..K of a point, each with its own seeds (seed + 1000 (k - 1)), trained on the
+    same frames in worker processes while this process trains flow 1: the cores the data stage
+    used stay busy during training."""
+
+    def __init__(self, key, td, arch: FlowConfig, train, out: Path, flows: int) -> None:
+        self._workers = []
+        for k in range(1, int(flows)):
+            a = arch.model_copy(update={"seed": arch.seed + 1_000 * k}).model_dump()
+            t = train.model_copy(update={"seed": train.seed + 1_000 * k}).model_dump()
+            args = (key, td, a, t, str(out) + f"-flow{k + 1}")
+            self._workers.append(spawn_call(train_side_flow, *args))
+
+    def wait(self) -> list[dict]:
+        """The side flows' records, once all are trained (SystemExit if one failed)."""
+        done = []
+        for proc, conn in self._workers:
+            status, value = call_result(proc, conn)
+            if status != "ok":
+                self.close()
+                raise SystemExit(f"a side flow failed: {value}")
+            done.append(value)
+        return done
+
+    def close(self) -> None:
+        kill_workers(self._workers)
+
+
 def balanced_data(system, positions: np.ndarray, forces: np.ndarray | None) -> TrainingData:
     """Frames (n, n_atoms, 3) nm weighted so every backbone sign pattern with at least 5 frames
     holds at least 5 % of the training weight (the pipeline's defaults)."""
@@ -161,11 +209,12 @@ def point(
     data_from: dict | None = None,
     finish: float | None = None,
     cores: int = 1,
+    flows: int = 1,
 ):
-    name, pdb = MOLECULES[key]
+    name = MOLECULES[key][0]
     wall0, cpu0 = time.perf_counter(), core_seconds()
     torch.manual_seed(seed)
-    system = bg.System.alanine_dipeptide() if pdb is None else bg.System.from_pdb(pdb)
+    system = molecule_system(key)
     budget = 60.0 * minutes
     frames = work / f"{key}-{minutes}-{seed}.h5"
     if data_from is None:
@@ -188,14 +237,39 @@ def point(
     train = likelihood_config(rule["lr"], limit, seed)
     if finish is not None:
         train = train.model_copy(update={"finish_fraction": finish})
-    gen, summary = train_model(
-        system, td, work / f"{key}-{minutes}-{seed}", architecture=arch, train=train
-    )
+    side = None
+    if flows > 1:  # flows 2..K train in worker processes at the same time as flow 1
+        side = SideFlows(key, td, arch, train, work / f"{key}-{minutes}-{seed}", flows)
+    try:
+        gen, summary = train_model(
+            system, td, work / f"{key}-{minutes}-{seed}", architecture=arch, train=train
+        )
+    except BaseException:
+        if side is not None:
+            side.close()
+        raise
+    others = [] if side is None else side.wait()
     cpu_total, wall_total = core_seconds() - cpu0, time.perf_counter() - wall0
     t_eval, cpu_eval = time.perf_counter(), core_seconds()
     torch.manual_seed(10_000 + seed)  # fresh draws, not the training's
     s = gen.sample(draws)
     lw = s.log_weights
+    side_by_side = {}
+    if others:
+        gens = [gen] + [BoltzmannGenerator.load(o["model"], system) for o in others]
+        each = [s.ess]
+        for k, g in enumerate(gens[1:], start=1):
+            torch.manual_seed(10_000 + seed + 1_000 * k)
+            each.append(g.sample(draws).ess)
+        torch.manual_seed(20_000 + seed)
+        mix = sample_mixture(gens, draws)
+        side_by_side = {
+            "n_flows": len(gens),
+            "flow_ess_percent_each": [100.0 * e for e in each],
+            "mixture_ess_percent": 100.0 * mix.ess,
+            "mixture_n_nonfinite_weights": int((~np.isfinite(mix.log_weights)).sum()),
+            "others_training": [o["training"] for o in others],
+        }
     return {
         "molecule": name,
         "key": key,
@@ -224,6 +298,7 @@ def point(
             "finish_fraction": train.finish_fraction,
             "finish": summary["finish"],
         },
+        **side_by_side,
         "eval_wall_s": time.perf_counter() - t_eval,
         "eval_core_s": core_seconds() - cpu_eval,
         "load_avg_1m": os.getloadavg()[0],
@@ -263,6 +338,13 @@ def main() -> None:
         help="cores for the data stage's replicas (the training keeps one torch thread: a "
         "second one slowed its steps, RESULTS.md 2026-12-04)",
     )
+    ap.add_argument(
+        "--flows",
+        type=int,
+        default=1,
+        help="flows trained side by side on the same frames, one process each (use --cores): "
+        "each flow's ESS and their equal-weight mixture's (boltzgen.generator.mixture)",
+    )
     args = ap.parse_args()
     earlier = {}
     if args.data_from:
@@ -292,6 +374,7 @@ def main() -> None:
                             earlier[(key, minutes, seed)] if args.data_from else None,
                             args.finish,
                             args.cores,
+                            args.flows,
                         )
                     ),
                     flush=True,
