@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "Transform": "boltzgen.flows",
     "build_flow": "boltzgen.flows",
     "BoltzmannGenerator": "boltzgen.generator.model",
+    "FlowMixture": "boltzgen.generator.mixture",
     "FlowConfig": "boltzgen.generator.config",
     "TrainConfig": "boltzgen.generator.config",
     "BalanceConfig": "boltzgen.generator.config",
@@ -83,6 +84,7 @@ __all__ = [
     "Flow",
     "FlowConfig",
     "FlowMDError",
+    "FlowMixture",
     "GAS_CONSTANT",
     "ICNormalizer",
     "InputError",
@@ -161,6 +163,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from boltzgen.flows import Flow, RQSpline, SmoothMixture, Transform, build_flow
     from boltzgen.generator.config import BalanceConfig, FlowConfig, TrainConfig
     from boltzgen.generator.data import TrainingData, state_weights
+    from boltzgen.generator.mixture import FlowMixture
     from boltzgen.generator.model import BoltzmannGenerator
     from boltzgen.md import MDData, TrajectoryWriter, concatenate_md, load_md, simulate
     from boltzgen.openmm_context import fastest_platform, make_context, select_platform

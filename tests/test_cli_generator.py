@@ -62,6 +62,12 @@ def test_train_sample_free_energy_on_another_peptide(tyr_md, tmp_path):
     traj = mdtraj.load(str(tmp_path / "s" / "samples.h5"))
     assert traj.n_frames == 200 and traj.n_atoms == 33
     assert (tmp_path / "s" / "ramachandran.png").exists()
+    # two models are sampled as one mixture (here one flow twice: its mixture is itself)
+    two = [str(model_dir / "model.pt")] * 2
+    res = runner.invoke(app, ["sample", *two, "-n", "101", "--out", str(tmp_path / "m2")])
+    assert res.exit_code == 0, res.output
+    assert "mixture of 2 flows: 101 samples" in res.output
+    assert mdtraj.load(str(tmp_path / "m2" / "samples.h5")).n_frames == 101
 
     res = runner.invoke(
         app,

@@ -12,7 +12,7 @@ import torch
 
 import boltzgen as bg
 from boltzgen.errors import InputError
-from boltzgen.generator.mixture import mixture_log_prob, sample_mixture
+from boltzgen.generator.mixture import FlowMixture, sample_mixture
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -55,9 +55,9 @@ def test_mixture_log_prob_is_the_mean_density(flows, frames):
     a, b = _lp(flows[0], x), _lp(flows[1], x)
     assert not np.allclose(a, b)  # two different flows
     want = np.log(0.5 * np.exp(a) + 0.5 * np.exp(b))
-    np.testing.assert_allclose(mixture_log_prob(flows, x, batch_size=16), want, rtol=1e-10)
+    np.testing.assert_allclose(_lp(FlowMixture(flows), x), want, rtol=1e-10)
     # one flow twice is that flow
-    np.testing.assert_allclose(mixture_log_prob([flows[0]] * 2, x), a, rtol=1e-10)
+    np.testing.assert_allclose(_lp(FlowMixture([flows[0]] * 2), x), a, rtol=1e-10)
 
 
 def test_mixture_draws_split_over_flows_with_bounded_weights(flows):
@@ -108,3 +108,11 @@ def test_mixture_bad_input(flows):
     )
     with pytest.raises(InputError, match="different molecules"):
         sample_mixture([flows[0], other], 10)
+
+
+def test_mixture_refines_like_a_generator(flows):
+    """The mixture is a proposal refinement can take (its log q, energy and draws)."""
+    torch.manual_seed(2)
+    r = FlowMixture(flows).sample(64, refine={"n_steps": 1, "max_levels": 4, "seed": 0})
+    assert len(r) == 64 and r.n_energy_evals > 64
+    assert np.isfinite(r.log_z)

@@ -185,7 +185,14 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def sample_cmd(
-    model: Annotated[Path, typer.Argument(help="model.pt written by `boltzgen train`.")],
+    model: Annotated[
+        list[Path],
+        typer.Argument(
+            help="model.pt written by `boltzgen train`; several flows of one molecule are "
+            "sampled as their equal-weight mixture (n / K draws each, every draw weighted "
+            "against the whole mixture)."
+        ),
+    ],
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 10_000,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bg-samples"),
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
@@ -195,12 +202,15 @@ def sample_cmd(
     ] = 0.0,
 ) -> None:
     """Draw weighted samples (samples.h5 opens with mdtraj) and print the ESS; with
-    --refine-seconds also refine them toward the Boltzmann distribution (refined.h5)."""
+    --refine-seconds also refine them toward the Boltzmann distribution (refined.h5). Several
+    models (independently trained flows of one molecule) are one proposal, their mixture."""
+    from boltzgen.generator.mixture import FlowMixture
     from boltzgen.generator.model import BoltzmannGenerator
     from boltzgen.generator.workflow import sample_to_files
 
     with bad_input_exits():
-        gen = BoltzmannGenerator.load(model)
+        gens = [BoltzmannGenerator.load(m) for m in model]
+        gen = gens[0] if len(gens) == 1 else FlowMixture(gens)
         with fraction_progress("sample") as progress:
             samples, summary = sample_to_files(
                 gen,
@@ -210,7 +220,8 @@ def sample_cmd(
                 progress=progress,
             )
     typer.echo(
-        f"{summary['n_samples']} samples, ESS {100 * summary['ess']:.2f} % "
+        (f"mixture of {len(gens)} flows: " if len(gens) > 1 else "")
+        + f"{summary['n_samples']} samples, ESS {100 * summary['ess']:.2f} % "
         f"({summary['n_infinite_energy']} with infinite energy) -> {Path(out) / 'samples.h5'}"
     )
     if refine_seconds > 0:

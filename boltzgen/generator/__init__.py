@@ -1,6 +1,7 @@
 """Boltzmann generators: configuration (``config``), model (``model``), training data
 (``data``), its balancing over backbone states (``balance``) and training (``training``),
-flow-driven MD (``flow_md``), and the end-to-end workflow steps every front end shares
+several flows as one proposal (``mixture``), flow-driven MD (``flow_md``), and the
+end-to-end workflow steps every front end shares
 (``workflow``). Names load on first use, so importing ``boltzgen.generator.config`` does not
 pull in torch."""
 
@@ -17,6 +18,8 @@ _EXPORTS = {
     "as_training_data": "boltzgen.generator.data",
     "state_weights": "boltzgen.generator.data",
     "BoltzmannGenerator": "boltzgen.generator.model",
+    "FlowMixture": "boltzgen.generator.mixture",
+    "sample_mixture": "boltzgen.generator.mixture",
     "backbone_state_labels": "boltzgen.generator.balance",
     "pattern_weights": "boltzgen.generator.balance",
     "fit": "boltzgen.generator.training",
