@@ -102,10 +102,9 @@ class FlowMixture:
         log weights -u - log q; ``refine`` as in
         :meth:`~boltzgen.generator.model.BoltzmannGenerator.sample`."""
         if refine:
-            from boltzgen.refinement import refine as _refine
+            from boltzgen.generator.model import refined_draws
 
-            opts = {} if refine is True else dict(refine)
-            return _refine(self.sample(n, batch_size, energies=False), self, **opts)
+            return refined_draws(self, n, batch_size, refine)
         counts = self.counts(n)
         parts = [
             g.sample(m, batch_size=batch_size, energies=energies)

@@ -193,12 +193,7 @@ class BoltzmannGenerator(nn.Module):
         if int(n) < 1:
             raise InputError(f"number of samples must be >= 1, got {n}")
         if refine:
-            from boltzgen.refinement import refine as _refine
-
-            if not isinstance(refine, (bool, dict)):
-                raise InputError(f"refine must be a bool or a dict of options, got {refine!r}")
-            opts = {} if refine is True else dict(refine)
-            return _refine(self.sample(n, batch_size, energies=False), self, **opts)
+            return refined_draws(self, n, batch_size, refine)
         xs, lqs, us = [], [], []
         for start in range(0, int(n), int(batch_size)):
             m = min(int(batch_size), int(n) - start)
@@ -287,3 +282,16 @@ class BoltzmannGenerator(nn.Module):
         if not isinstance(state, dict):
             raise InputError(f"{str(path)!r} is not a boltzgen model file")
         return cls.from_state(state, system)
+
+
+def refined_draws(proposal, n: int, batch_size: int, refine: bool | dict[str, Any]):
+    """``proposal.sample(n, refine=...)``: its ``n`` draws moved toward the Boltzmann
+    distribution by :func:`boltzgen.refine` with the options in ``refine`` (a dict, or
+    ``True`` for the defaults); ``proposal`` is a generator or a
+    :class:`~boltzgen.generator.mixture.FlowMixture`."""
+    from boltzgen.refinement import refine as _refine
+
+    if not isinstance(refine, (bool, dict)):
+        raise InputError(f"refine must be a bool or a dict of options, got {refine!r}")
+    opts = {} if refine is True else dict(refine)
+    return _refine(proposal.sample(n, batch_size, energies=False), proposal, **opts)
