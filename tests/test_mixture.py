@@ -12,7 +12,7 @@ import torch
 
 import boltzgen as bg
 from boltzgen.errors import InputError
-from boltzgen.generator.mixture import FlowMixture, sample_mixture
+from boltzgen.generator.mixture import FlowMixture, combine_draws, sample_mixture
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -46,6 +46,13 @@ def flows(adp, frames):
     return [_flow(adp, frames, 0), _flow(adp, frames, 1)]
 
 
+class _Stub:
+    """Enough of a generator for the mixture's bookkeeping."""
+
+    class system:  # noqa: N801 (a generator's attribute)
+        n_atoms = 22
+
+
 def _lp(g, x):
     return g.log_prob(torch.as_tensor(x, dtype=torch.float64)).detach().numpy()
 
@@ -58,12 +65,27 @@ def test_mixture_log_prob_is_the_mean_density(flows, frames):
     np.testing.assert_allclose(_lp(FlowMixture(flows), x), want, rtol=1e-10)
     # one flow twice is that flow
     np.testing.assert_allclose(_lp(FlowMixture([flows[0]] * 2), x), a, rtol=1e-10)
+    # weights are normalised
+    three_to_one = np.log(0.75 * np.exp(a) + 0.25 * np.exp(b))
+    np.testing.assert_allclose(_lp(FlowMixture(flows, [3, 1]), x), three_to_one, rtol=1e-10)
+
+
+def test_mixture_counts_are_unbiased():
+    """Systematic sampling of the remainder: every count is floor(n a_k) or one more, they
+    add up to n, and their mean is n a_k."""
+    m = FlowMixture([_Stub(), _Stub(), _Stub()], [0.5, 0.3, 0.2])
+    torch.manual_seed(0)
+    draws = np.array([m.counts(7) for _ in range(4000)])
+    assert (draws.sum(axis=1) == 7).all()
+    assert set(draws[:, 0]) <= {3, 4} and set(draws[:, 2]) <= {1, 2}
+    np.testing.assert_allclose(draws.mean(axis=0), [3.5, 2.1, 1.4], atol=0.03)
+    assert FlowMixture([_Stub(), _Stub()]).counts(40) == [20, 20]
 
 
 def test_mixture_draws_split_over_flows_with_bounded_weights(flows):
     torch.manual_seed(0)
     s = sample_mixture(flows, 41)
-    assert np.bincount(s.extra["component"]).tolist() == [21, 20]
+    assert sorted(np.bincount(s.extra["component"]).tolist()) == [20, 21]
     fin = np.isfinite(s.reduced_energy)
     assert fin.mean() > 0.5
     np.testing.assert_allclose(
@@ -84,7 +106,7 @@ def test_mixture_weights_are_unbiased(flows):
     for g in gens:
         g.energy = lambda x: -target.log_prob(x).detach().double()
     torch.manual_seed(1)
-    s = sample_mixture(gens, 4000)
+    s = sample_mixture(gens, 4001)
     w = np.exp(s.log_weights)
     assert np.isfinite(w).all()
     assert w.max() <= 2.0 + 1e-6  # q_0 / q_mix <= K
@@ -95,11 +117,27 @@ def test_mixture_weights_are_unbiased(flows):
         g.energy = None
 
 
+def test_draws_already_made_are_weighed_by_their_counts(flows):
+    torch.manual_seed(3)
+    parts = [flows[0].sample(30), flows[1].sample(10)]
+    s = combine_draws(flows, parts)
+    assert np.bincount(s.extra["component"]).tolist() == [30, 10]
+    a = _lp(flows[0], s.positions)
+    b = _lp(flows[1], s.positions)
+    np.testing.assert_allclose(s.log_q, np.log(0.75 * np.exp(a) + 0.25 * np.exp(b)), rtol=1e-9)
+    fin = np.isfinite(s.reduced_energy)
+    np.testing.assert_allclose(s.log_weights[fin], -s.reduced_energy[fin] - s.log_q[fin])
+
+
 def test_mixture_bad_input(flows):
     with pytest.raises(InputError, match="at least one"):
         sample_mixture([], 10)
-    with pytest.raises(InputError, match="at least one sample per flow"):
-        sample_mixture(flows, 1)
+    with pytest.raises(InputError, match="must be >= 1"):
+        sample_mixture(flows, 0)
+    with pytest.raises(InputError, match="2 positive numbers"):
+        FlowMixture(flows, [1.0, -1.0])
+    with pytest.raises(InputError, match="1 sample sets for 2 flows"):
+        FlowMixture(flows).weigh([None])
     other = bg.BoltzmannGenerator.build(
         bg.System.from_pdb(DATA / "peptides" / "ace-pro-nme.pdb"),
         n_layers=1,

@@ -1,14 +1,15 @@
 """Several independently trained generators of one molecule as one proposal.
 
-The equal-weight mixture q(x) = (1/K) sum_k q_k(x) of K flows trained on the same data (e.g.
-side by side, one per core) is sampled by drawing n/K configurations from each flow and
-weighting every draw against the whole mixture,
+The mixture q(x) = sum_k a_k q_k(x) of K flows trained on the same data (e.g. side by side,
+one per core; equal weights a_k = 1/K by default) is sampled by drawing n a_k configurations
+from each flow (the fractional parts spread by systematic sampling, so the expected count is
+exactly n a_k) and weighting every draw against the whole mixture,
 
-    log w(x) = -u(x) - log q(x),     log q(x) = logsumexp_k log q_k(x) - log K,
+    log w(x) = -u(x) - log q(x),     log q(x) = logsumexp_k (log a_k + log q_k(x)),
 
 the deterministic-mixture ("balance heuristic") estimator of multiple importance sampling
 (Veach & Guibas 1995; Owen & Zhou 2000): unbiased for self-normalised averages, and no draw
-weighs more than K times what it would against its own flow. Since the chi-square divergence
+weighs more than 1 / a_k times what it would against its own flow k. Since the chi-square divergence
 is convex in q, the mixture's ESS (1 / (1 + chi^2(p || q))) is at least the harmonic mean of the
 flows' own; where their errors are independent it is higher than the best one's (measured in
 benchmarks/RESULTS.md). Finite-sample Kish estimates of a heavy-tailed low-ESS flow are noisy
@@ -21,7 +22,6 @@ either way.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,22 +31,26 @@ import torch
 from boltzgen.errors import InputError
 from boltzgen.samples import Samples
 
-__all__ = ["FlowMixture", "sample_mixture"]
+__all__ = ["FlowMixture", "combine_draws", "sample_mixture"]
 
 
 class FlowMixture:
-    """The equal-weight mixture of ``generators`` (flows of one molecule); draws carry the
-    index of their flow as ``extra["component"]``. Energies are the first generator's energy
-    model (all are of one molecule)."""
+    """The mixture of ``generators`` (flows of one molecule) with ``weights`` (default equal;
+    normalised here); draws carry the index of their flow as ``extra["component"]``. Energies
+    are the first generator's energy model (all are of one molecule)."""
 
-    def __init__(self, generators: Sequence[Any]) -> None:
+    def __init__(self, generators: Sequence[Any], weights: Sequence[float] | None = None) -> None:
         gens = list(generators)
         if not gens:
             raise InputError("a mixture needs at least one generator")
         atoms = {g.system.n_atoms for g in gens}
         if len(atoms) != 1:
             raise InputError(f"the flows are of different molecules ({sorted(atoms)} atoms)")
+        a = np.ones(len(gens)) if weights is None else np.asarray(weights, dtype=float)
+        if a.shape != (len(gens),) or not np.all(np.isfinite(a)) or np.any(a <= 0):
+            raise InputError(f"mixture weights must be {len(gens)} positive numbers, got {weights}")
         self.generators = gens
+        self.weights = a / a.sum()
 
     def __len__(self) -> int:
         return len(self.generators)
@@ -69,24 +73,34 @@ class FlowMixture:
         return self.generators[0].energy
 
     def counts(self, n: int) -> list[int]:
-        """Draws per flow for ``n`` in all: n // K each, the first n % K flows one more."""
-        k = len(self.generators)
-        if int(n) < k:
-            raise InputError(f"draw at least one sample per flow: n={n} < {k} flows")
-        return [int(n) // k + (1 if i < int(n) % k else 0) for i in range(k)]
+        """Draws per flow for ``n`` in all: floor(n a_k) each, the rest given by systematic
+        sampling over the fractional parts (torch's generator), so E[count_k] = n a_k exactly
+        and the equal-weight estimator stays unbiased when K does not divide n."""
+        if int(n) < 1:
+            raise InputError(f"number of samples must be >= 1, got {n}")
+        share = int(n) * self.weights
+        base = np.floor(share).astype(int)
+        left = share - base
+        extra = int(n) - int(base.sum())
+        if extra:
+            u = float(torch.rand(()))
+            edges = np.concatenate([[0.0], np.cumsum(left)])
+            hits = np.searchsorted(edges, u + np.arange(extra), side="right") - 1
+            base += np.bincount(np.clip(hits, 0, len(base) - 1), minlength=len(base))
+        return base.tolist()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log q(x) (B,) of the mixture at positions x (B, n_atoms, 3) nm, differentiable;
         -inf where no flow has support."""
         x = torch.as_tensor(x)
         per = torch.stack([g.log_prob(x).to(torch.float64) for g in self.generators])
-        return torch.logsumexp(per, dim=0) - math.log(len(self.generators))
+        log_a = torch.as_tensor(np.log(self.weights), dtype=torch.float64)[:, None]
+        return torch.logsumexp(per + log_a, dim=0)
 
     def sample_positions(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x (n, n_atoms, 3) nm, log q(x) (n,)) drawn flow by flow (see :meth:`counts`)."""
-        xs = [
-            g.sample_positions(m)[0] for g, m in zip(self.generators, self.counts(n), strict=True)
-        ]
+        counts = self.counts(n)
+        xs = [g.sample_positions(m)[0] for g, m in zip(self.generators, counts, strict=True) if m]
         x = torch.cat([v.to(torch.float64) for v in xs])
         return x, self.log_prob(x)
 
@@ -105,12 +119,23 @@ class FlowMixture:
             from boltzgen.generator.model import refined_draws
 
             return refined_draws(self, n, batch_size, refine)
-        counts = self.counts(n)
         parts = [
-            g.sample(m, batch_size=batch_size, energies=energies)
-            for g, m in zip(self.generators, counts, strict=True)
+            g.sample(m, batch_size=batch_size, energies=energies) if m else None
+            for g, m in zip(self.generators, self.counts(n), strict=True)
         ]
-        s = Samples.concatenate(parts)
+        return self.weigh(parts, batch_size)
+
+    @torch.no_grad()
+    def weigh(self, parts: Sequence[Samples | None], batch_size: int = 4096) -> Samples:
+        """Draws of the flows (``parts[k]`` drawn from flow k, or None for none) as one sample
+        of this mixture: its log q at every draw and log weights -u - log q (nan where the
+        energies were not evaluated)."""
+        if len(parts) != len(self.generators):
+            raise InputError(f"{len(parts)} sample sets for {len(self.generators)} flows")
+        have = [(k, p) for k, p in enumerate(parts) if p is not None and len(p)]
+        if not have:
+            raise InputError("no draws to weigh")
+        s = Samples.concatenate([p for _, p in have])
         log_q = np.concatenate(
             [
                 self.log_prob(torch.as_tensor(s.positions[i : i + int(batch_size)])).numpy()
@@ -118,18 +143,19 @@ class FlowMixture:
             ]
         )
         u = s.reduced_energy
-        if energies:
-            with np.errstate(invalid="ignore"):
-                log_w = np.where(np.isfinite(u) & np.isfinite(log_q), -u - log_q, -np.inf)
-        else:
-            log_w = np.full(len(s), np.nan)
+        with np.errstate(invalid="ignore"):
+            log_w = np.where(np.isfinite(u) & np.isfinite(log_q), -u - log_q, -np.inf)
+        log_w[np.isnan(u)] = np.nan
         return Samples(
             positions=s.positions,
             log_q=log_q,
             reduced_energy=u,
             log_weights=log_w,
             topology=s.topology,
-            extra={**s.extra, "component": np.repeat(np.arange(len(counts)), counts)},
+            extra={
+                **s.extra,
+                "component": np.repeat([k for k, _ in have], [len(p) for _, p in have]),
+            },
         )
 
 
@@ -137,3 +163,10 @@ def sample_mixture(generators: Sequence[Any], n: int, batch_size: int = 4096) ->
     """``n`` weighted draws of the equal-weight mixture of ``generators``
     (:meth:`FlowMixture.sample`)."""
     return FlowMixture(generators).sample(n, batch_size)
+
+
+def combine_draws(generators: Sequence[Any], parts: Sequence[Samples]) -> Samples:
+    """Draws already made, ``parts[k]`` from ``generators[k]`` (energies evaluated), as one
+    sample of the flows' mixture weighted by their numbers of draws (the deterministic-mixture
+    estimator for those counts)."""
+    return FlowMixture(generators, [max(len(p), 1e-300) for p in parts]).weigh(list(parts))
