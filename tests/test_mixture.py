@@ -109,7 +109,7 @@ def test_mixture_weights_are_unbiased(flows):
     s = sample_mixture(gens, 4001)
     w = np.exp(s.log_weights)
     assert np.isfinite(w).all()
-    assert w.max() <= 2.0 + 1e-6  # q_0 / q_mix <= K
+    assert w.max() <= 2.0 * (1 + 1e-4)  # q_0 / q_mix <= K (float32 positions)
     assert w.mean() == pytest.approx(1.0, abs=0.06)
     # the second flow's draws alone are weighted q_0 / q_mix too: their mean is not 1
     assert abs(w[s.extra["component"] == 1].mean() - 1.0) > 0.02
