@@ -443,6 +443,10 @@ def test_independent_flows_train_side_by_side_on_enough_cores(tmp_path, monkeypa
         assert rec["finish"]["trigger"] in ("schedule", "early_stopping"), rec  # it finished
     assert s["flow"]["parallel"] is True and s["stages"]["training"]["resumed"] is False
     assert len(s["flows"]) == 2 and all(f["epochs_run"] >= 1 for f in s["flows"])
+    mix = s["flows_mixture"]  # both flows' draws as one proposal
+    assert mix["n_flows"] == 2 and mix["n_samples"] == sum(f["n_samples"] for f in s["flows"])
+    assert 0 < mix["flow_ess"] <= 1 and len(mix["flow_ess_each"]) == 2
+    assert "weighed as one sample of their mixture" in (tmp_path / "report.md").read_text()
     # the two trainings overlapped: one after the other, each would run to its time limit
     assert all(r["stop_reason"] == "time_limit" for r in recs), recs
     limits = sum(r["time_limit_s"] for r in recs)

@@ -160,6 +160,13 @@ def _flow_and_samples(s: dict[str, Any], figs: dict[str, Any]) -> list[str]:
         "",
         f"![log-weights]({figs['log_weights']})",
     ]
+    if mix := s.get("flows_mixture"):
+        lines[-1:-1] = [
+            f"The {mix['n_flows']} independent flows' {mix['n_samples']:,} draws weighed as one "
+            f"sample of their mixture: flow ESS {100 * (mix['flow_ess'] or 0):.2f} % (each flow "
+            "alone: " + ", ".join(f"{100 * (e or 0):.2f} %" for e in mix["flow_ess_each"]) + ").",
+            "",
+        ]
     if (left := leftover_line(s.get("leftover_spent") or {})) is not None:
         lines[-1:-1] = [left, ""]
     if s["refine"].get("strata"):

@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from boltzgen.cores import resolve_cores
+from boltzgen.generator.mixture import combine_draws
 from boltzgen.jsonable import json_clean
 from boltzgen.pipeline.analysis import analysis_stage, resolve_cvs
 from boltzgen.pipeline.config import SYSTEM_FIELDS, PipelineConfig, budget_split, make_config
@@ -108,6 +110,7 @@ def _run(
         if run.parallel is not None:
             run.parallel.close()
     run.records.update(first_records)  # the report describes the first flow in detail
+    run.mixture = _mixture_record(gens, drawn)
     finals = run.leftover(gens, drawn, finals, fp_sample)
     for gen in gens:
         run.count_invalid("leftover", gen)
@@ -195,6 +198,7 @@ class _Run:
         self.balance: dict[str, Any] = {}
         self.plan: dict[str, Any] = {}
         self.flow_records: list[dict[str, Any]] = []
+        self.mixture: dict[str, Any] | None = None
         self.refine_resumed: list[bool] = []  # per flow: its refinement came from the checkpoint
         self.leftover_record: dict[str, Any] = {}
         self.eval_seconds: list[float] = []  # per refined flow: wall s per evaluation
@@ -402,6 +406,23 @@ class _Run:
         return results, figs, clash
 
 
+def _mixture_record(gens: list, drawn: list) -> dict[str, Any] | None:
+    """The independent flows' draws weighed as one sample of their mixture
+    (:func:`~boltzgen.generator.mixture.combine_draws`): its flow ESS beside each flow's.
+    None for one flow."""
+    if len(gens) < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid configurations were counted when drawn
+        mix = combine_draws(gens, drawn)
+    return {
+        "n_flows": len(gens),
+        "n_samples": len(mix),
+        "flow_ess": _ess(mix),
+        "flow_ess_each": [_ess(d) for d in drawn],
+    }
+
+
 def _ess(samples) -> float:
     return float(samples.ess) if np.isfinite(samples.log_weights).any() else float("nan")
 
@@ -455,6 +476,7 @@ def _summary(pdb_or_system, system: System, run: _Run, final, results, figs, cla
         "free_energies": results["free_energies"],
         "verdict": _overall_verdict(results["free_energies"]),
         "flows": run.flow_records,
+        "flows_mixture": run.mixture,
         "clash_fraction": clash["clash_fraction"],
         "clash": clash,
         "invalid_configurations": run.invalid,
