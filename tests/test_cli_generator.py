@@ -124,10 +124,12 @@ def test_demo_prints_a_verdict_for_its_number(tmp_path, cores):
     worker process, whose lines the demo prints) and says whether its dF can be trusted, and
     why."""
     args = ["demo", "--out", str(tmp_path / "d"), "--minutes", "0.1", "-n", "1000"]
+    refine = "1" if cores == 1 else "0"  # each flow's refinement line names its flow
     res = runner.invoke(
-        app, [*args, "--refine-seconds", "0", "--flows", "2", "--cores", str(cores)]
+        app, [*args, "--refine-seconds", refine, "--flows", "2", "--cores", str(cores)]
     )
     assert res.exit_code == 0, res.output
+    assert ("flow 2/2: refined " in res.output) == (refine == "1")
     assert ("side by side" in res.output) == (min(cores, available_cores()) > 1)
     assert "flow 1/2: trained" in res.output and "flow 2/2: trained" in res.output
     assert "flow 2/2: ESS" in res.output

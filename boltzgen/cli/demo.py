@@ -179,7 +179,11 @@ def _demo_flow(
     )
     run = {"samples": samples, "final": samples, "df": fe["df_kT"], "err": fe["df_err_kT"]}
     if refine_seconds > 0:
-        refined, rs = _refine(gen, samples, out, refine_seconds, seed, say, bars)
+
+        def labelled(line: str) -> None:
+            say(f"{label}: {line}")
+
+        refined, rs = _refine(gen, samples, out, refine_seconds, seed, labelled, bars)
         fe_r = rs["free_energies"]["phi:2"]
         say(f"{label}: dF = {fmt(fe_r['df_kT'])} +- {fmt(fe_r['err_kT'])} kT (refined)")
         run.update(final=refined, df=fe_r["df_kT"], err=fe_r["err_kT"])
@@ -210,8 +214,10 @@ def _demo_verdict(system: Any, md: Any, runs: list[dict[str, Any]], seed: int) -
         data, phi, (0.0, math.pi), (-math.pi, 0.0), seed=seed, block_size=max(1, len(data) // 50)
     )
     final = runs[0]["final"]
+    each = ", ".join(f"{fmt(x)} +- {fmt(e)}" for x, e in zip(values, errors, strict=True))
+    how = f" (mean of {len(runs)} independent flows: {each})" if len(runs) > 1 else ""
     if not np.isfinite(final.log_weights).any() or not math.isfinite(value):
-        typer.echo(f"dF = {fmt(value)} kT: not converged")
+        typer.echo(f"dF = {fmt(value)} kT{how}: not converged")
         typer.echo("  because no finite estimate: the flow's samples carry no weight there")
         return
     d = diagnose(
@@ -225,8 +231,6 @@ def _demo_verdict(system: Any, md: Any, runs: list[dict[str, Any]], seed: int) -
         clash_fraction=clash_fraction(runs[0]["samples"], system.topology)["clash_fraction"],
     )
     v = verdict(d)
-    each = ", ".join(f"{fmt(x)} +- {fmt(e)}" for x, e in zip(values, errors, strict=True))
-    how = f" (mean of {len(runs)} independent flows: {each})" if len(runs) > 1 else ""
     typer.echo(f"dF = {fmt(value)} +- {fmt(error)} kT{how}: {v.status}")
     for reason in v.reasons:
         typer.echo(f"  because {reason}")
