@@ -18,6 +18,12 @@ data and training stages, with the library's current defaults:
 3. evaluation (not counted in the budget): ``--draws`` fresh flow draws, Kish ESS of their
    importance weights exp(-u - log q), no refinement, no clipping.
 
+With ``--flows K`` (and ``--cores K``), flows 2..K (seeds + 1000 (k - 1)) train on the same
+frames in worker processes at the same time as flow 1, so no core idles during training; the
+row then also gives each flow's ESS and that of their equal-weight mixture
+(:class:`~boltzgen.generator.mixture.FlowMixture`: ``--draws`` in all, every draw weighted
+against the whole mixture).
+
 The budget is wall-clock seconds (the stages size themselves by wall time, as in ``boltzgen
 run``); the x-axes are measured: core-seconds = CPU time of this process and its children
 (data + training), energy evaluations = replicas x MD steps (calibration included). On a
@@ -27,6 +33,8 @@ Prints one JSON object per point (and the CMT table, once). Usage::
 
     nice -n 10 python benchmarks/flow_quality.py --molecules adp --minutes 5,15 --seeds 0,1
     python benchmarks/flow_quality.py --molecules adp,ala5,trp --minutes 60 --seeds 0,1  # targets
+    # both cores busy in training too: two flows side by side, and their mixture
+    python benchmarks/flow_quality.py --molecules adp --minutes 60 --seeds 0 --cores 2 --flows 2
     # a lever on the same frames at the same data cost (e.g. another flow size):
     python benchmarks/flow_quality.py --molecules ala5 --minutes 60 --seeds 0 --work W \
         --data-from points.jsonl --layers 8 --hidden 128,128
