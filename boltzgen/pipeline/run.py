@@ -406,15 +406,16 @@ class _Run:
         return results, figs, clash
 
 
-def _mixture_record(gens: list, drawn: list) -> dict[str, Any] | None:
-    """The independent flows' draws weighed as one sample of their mixture
-    (:func:`~boltzgen.generator.mixture.combine_draws`): its flow ESS beside each flow's.
-    None for one flow."""
+def _mixture_record(gens: list, drawn: list, per_flow: int = 10_000) -> dict[str, Any] | None:
+    """The independent flows' draws (the first ``per_flow`` of each: i.i.d., so a fair
+    subset, and the cost of every flow's log q at every draw stays bounded) weighed as one
+    sample of their mixture (:func:`~boltzgen.generator.mixture.combine_draws`): its flow ESS
+    beside each flow's. None for one flow."""
     if len(gens) < 2:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid configurations were counted when drawn
-        mix = combine_draws(gens, drawn)
+        mix = combine_draws(gens, [d[:per_flow] for d in drawn])
     return {
         "n_flows": len(gens),
         "n_samples": len(mix),
