@@ -245,13 +245,12 @@ def point(
     train = likelihood_config(rule["lr"], limit, seed)
     if finish is not None:
         train = train.model_copy(update={"finish_fraction": finish})
+    model_dir = work / f"{key}-{minutes}-{seed}"
     side = None
     if flows > 1:  # flows 2..K train in worker processes at the same time as flow 1
-        side = SideFlows(key, td, arch, train, work / f"{key}-{minutes}-{seed}", flows)
+        side = SideFlows(key, td, arch, train, model_dir, flows)
     try:
-        gen, summary = train_model(
-            system, td, work / f"{key}-{minutes}-{seed}", architecture=arch, train=train
-        )
+        gen, summary = train_model(system, td, model_dir, architecture=arch, train=train)
     except BaseException:
         if side is not None:
             side.close()

@@ -119,11 +119,20 @@ class FlowMixture:
             from boltzgen.generator.model import refined_draws
 
             return refined_draws(self, n, batch_size, refine)
+        counts = self.counts(n)
         parts = [
-            g.sample(m, batch_size=batch_size, energies=energies) if m else None
-            for g, m in zip(self.generators, self.counts(n), strict=True)
+            g.sample(m, batch_size=batch_size, energies=False)
+            for g, m in zip(self.generators, counts, strict=True)
+            if m
         ]
-        return self.weigh(parts, batch_size)
+        s = Samples.concatenate(parts)
+        if energies:  # one energy model for all the flows' draws (they are of one molecule)
+            b = int(batch_size)
+            x = torch.as_tensor(s.positions, dtype=torch.float64)
+            s.reduced_energy = torch.cat(
+                [self.energy(x[i : i + b]).detach() for i in range(0, len(x), b)]
+            ).numpy()
+        return self._weighted(s, np.repeat(np.arange(len(counts)), counts), batch_size)
 
     @torch.no_grad()
     def weigh(self, parts: Sequence[Samples | None], batch_size: int = 4096) -> Samples:
@@ -135,7 +144,12 @@ class FlowMixture:
         have = [(k, p) for k, p in enumerate(parts) if p is not None and len(p)]
         if not have:
             raise InputError("no draws to weigh")
-        s = Samples.concatenate([p for _, p in have])
+        component = np.repeat([k for k, _ in have], [len(p) for _, p in have])
+        return self._weighted(Samples.concatenate([p for _, p in have]), component, batch_size)
+
+    def _weighted(self, s: Samples, component: np.ndarray, batch_size: int) -> Samples:
+        """``s`` (the flows' draws, ``component[i]`` the flow of draw i) with the mixture's
+        log q and log weights -u - log q (nan where u is)."""
         log_q = np.concatenate(
             [
                 self.log_prob(torch.as_tensor(s.positions[i : i + int(batch_size)])).numpy()
@@ -152,10 +166,7 @@ class FlowMixture:
             reduced_energy=u,
             log_weights=log_w,
             topology=s.topology,
-            extra={
-                **s.extra,
-                "component": np.repeat([k for k, _ in have], [len(p) for _, p in have]),
-            },
+            extra={**s.extra, "component": component},
         )
 
 
