@@ -16,7 +16,10 @@ data and training stages, with the library's current defaults:
    weights on every frame, the rate from lr / 5 to 0) until the rest of the budget is spent
    (:func:`~boltzgen.generator.workflow.train_model`); ``--finish 0`` for the plateau alone;
 3. evaluation (not counted in the budget): ``--draws`` fresh flow draws, Kish ESS of their
-   importance weights exp(-u - log q), no refinement, no clipping.
+   importance weights exp(-u - log q), no refinement, no clipping; beside it the weights'
+   Pareto k-hat (above ``k_hat_threshold`` the ESS of this many draws is not to be trusted:
+   a heavy tail, RESULTS.md 2026-12-05, where one flow's 53 % at 20,000 draws was 7 % at
+   100,000).
 
 With ``--flows K`` (and ``--cores K``), flows 2..K (seeds + 1000 (k - 1)) train on the same
 frames in worker processes at the same time as flow 1, so no core idles during training; the
@@ -35,6 +38,9 @@ Prints one JSON object per point (and the CMT table, once). Usage::
     python benchmarks/flow_quality.py --molecules adp,ala5,trp --minutes 60 --seeds 0,1  # targets
     # both cores busy in training too: two flows side by side, and their mixture
     python benchmarks/flow_quality.py --molecules adp --minutes 60 --seeds 0 --cores 2 --flows 2
+    # flows trained earlier, evaluated again (more draws, other seeds): ESS and k-hat
+    python benchmarks/flow_quality.py --molecules adp --seeds 7 --draws 100000 \
+        --evaluate W/adp-60.0-0/model.pt W/adp-60.0-0-flow2/model.pt
     # a lever on the same frames at the same data cost (e.g. another flow size):
     python benchmarks/flow_quality.py --molecules ala5 --minutes 60 --seeds 0 --work W \
         --data-from points.jsonl --layers 8 --hidden 128,128
@@ -56,6 +62,7 @@ import torch
 
 import boltzgen as bg
 from boltzgen.cv import backbone_state_labels
+from boltzgen.diagnostics.weights import k_hat, k_hat_threshold
 from boltzgen.enhanced import replica_exchange
 from boltzgen.generator.balance import pattern_weights
 from boltzgen.generator.config import FlowConfig, flow_size
@@ -264,16 +271,20 @@ def point(
     side_by_side = {}
     if others:
         gens = [gen] + [BoltzmannGenerator.load(o["model"], system) for o in others]
-        each = [s.ess]
+        each, tails = [s.ess], [k_hat(lw)]
         for k, g in enumerate(gens[1:], start=1):
             torch.manual_seed(10_000 + seed + 1_000 * k)
-            each.append(g.sample(draws).ess)
+            other = g.sample(draws)
+            each.append(other.ess)
+            tails.append(k_hat(other.log_weights))
         torch.manual_seed(20_000 + seed)
         mix = sample_mixture(gens, draws)
         side_by_side = {
             "n_flows": len(gens),
             "flow_ess_percent_each": [100.0 * e for e in each],
+            "flow_k_hat_each": tails,
             "mixture_ess_percent": 100.0 * mix.ess,
+            "mixture_k_hat": k_hat(mix.log_weights),
             "mixture_n_nonfinite_weights": int((~np.isfinite(mix.log_weights)).sum()),
             "others_training": [o["training"] for o in others],
         }
@@ -286,6 +297,8 @@ def point(
         "cores": cores,
         "flow_ess": s.ess,
         "flow_ess_percent": 100.0 * s.ess,
+        "flow_k_hat": k_hat(lw),
+        "k_hat_threshold": k_hat_threshold(draws),
         "n_draws": draws,
         "n_nonfinite_weights": int((~np.isfinite(lw)).sum()),
         "core_seconds": cpu_total,
@@ -310,6 +323,27 @@ def point(
         "eval_core_s": core_seconds() - cpu_eval,
         "load_avg_1m": os.getloadavg()[0],
     }
+
+
+def evaluate(key: str, models: list[str], draws: int, seed: int) -> dict:
+    """Trained flows of a point evaluated again (``--evaluate``): each flow's Kish ESS and
+    k-hat from ``draws`` fresh draws, and their equal-weight mixture's (``draws`` in all)."""
+    system = molecule_system(key)
+    gens = [BoltzmannGenerator.load(m, system) for m in models]
+    row: dict = {"evaluate": models, "key": key, "seed": seed, "n_draws": draws}
+    row["k_hat_threshold"] = k_hat_threshold(draws)
+    each, tails = [], []
+    for k, g in enumerate(gens):
+        torch.manual_seed(seed + 1_000 * k)
+        s = g.sample(draws)
+        each.append(100.0 * s.ess)
+        tails.append(k_hat(s.log_weights))
+    row.update(flow_ess_percent_each=each, flow_k_hat_each=tails)
+    if len(gens) > 1:
+        torch.manual_seed(seed + 1_000 * len(gens))
+        mix = sample_mixture(gens, draws)
+        row.update(mixture_ess_percent=100.0 * mix.ess, mixture_k_hat=k_hat(mix.log_weights))
+    return row
 
 
 def main() -> None:
@@ -352,7 +386,19 @@ def main() -> None:
         help="flows trained side by side on the same frames, one process each (use --cores): "
         "each flow's ESS and their equal-weight mixture's (boltzgen.generator.mixture)",
     )
+    ap.add_argument(
+        "--evaluate",
+        nargs="+",
+        default=None,
+        help="model.pt files of one point (--molecules names the molecule, --seeds the draws' "
+        "seed): no training, each flow's and the mixture's ESS and k-hat from --draws draws",
+    )
     args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.evaluate:
+        seed = int(args.seeds.split(",")[0])
+        print(json.dumps(evaluate(args.molecules, args.evaluate, args.draws, seed)), flush=True)
+        return
     earlier = {}
     if args.data_from:
         for line in Path(args.data_from).read_text().splitlines():
@@ -360,7 +406,6 @@ def main() -> None:
             if "key" in row:
                 earlier[(row["key"], float(row["budget_wall_minutes"]), row["seed"])] = row
     hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else None
-    torch.set_num_threads(1)
     print(json.dumps({"cmt_table": CMT_TABLE}), flush=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="flow_quality_"))
     for key in args.molecules.split(","):
