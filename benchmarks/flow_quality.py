@@ -265,27 +265,15 @@ def point(
     others = [] if side is None else side.wait()
     cpu_total, wall_total = core_seconds() - cpu0, time.perf_counter() - wall0
     t_eval, cpu_eval = time.perf_counter(), core_seconds()
-    torch.manual_seed(10_000 + seed)  # fresh draws, not the training's
-    s = gen.sample(draws)
-    lw = s.log_weights
+    gens = [gen] + [BoltzmannGenerator.load(o["model"], system) for o in others]
+    # fresh draws, not the training's
+    samples, scores = score_flows(gens, draws, 10_000 + seed, 20_000 + seed)
+    s, lw = samples[0], samples[0].log_weights
     side_by_side = {}
     if others:
-        gens = [gen] + [BoltzmannGenerator.load(o["model"], system) for o in others]
-        each, tails = [s.ess], [k_hat(lw)]
-        for k, g in enumerate(gens[1:], start=1):
-            torch.manual_seed(10_000 + seed + 1_000 * k)
-            other = g.sample(draws)
-            each.append(other.ess)
-            tails.append(k_hat(other.log_weights))
-        torch.manual_seed(20_000 + seed)
-        mix = sample_mixture(gens, draws)
         side_by_side = {
             "n_flows": len(gens),
-            "flow_ess_percent_each": [100.0 * e for e in each],
-            "flow_k_hat_each": tails,
-            "mixture_ess_percent": 100.0 * mix.ess,
-            "mixture_k_hat": k_hat(mix.log_weights),
-            "mixture_n_nonfinite_weights": int((~np.isfinite(mix.log_weights)).sum()),
+            **scores,
             "others_training": [o["training"] for o in others],
         }
     return {
@@ -325,25 +313,40 @@ def point(
     }
 
 
+def score_flows(gens: list, draws: int, flow_seed: int, mixture_seed: int) -> tuple[list, dict]:
+    """``draws`` fresh draws of each flow (torch seed ``flow_seed`` + 1000 k for flow k) and,
+    for several flows, ``draws`` of their equal-weight mixture (seed ``mixture_seed``): the
+    flows' samples and a record of each one's Kish ESS (%) and k-hat, and the mixture's."""
+    samples, each, tails = [], [], []
+    for k, g in enumerate(gens):
+        torch.manual_seed(flow_seed + 1_000 * k)
+        samples.append(g.sample(draws))
+        each.append(100.0 * samples[-1].ess)
+        tails.append(k_hat(samples[-1].log_weights))
+    record: dict = {"flow_ess_percent_each": each, "flow_k_hat_each": tails}
+    if len(gens) > 1:
+        torch.manual_seed(mixture_seed)
+        mix = sample_mixture(gens, draws)
+        record["mixture_ess_percent"] = 100.0 * mix.ess
+        record["mixture_k_hat"] = k_hat(mix.log_weights)
+        record["mixture_n_nonfinite_weights"] = int((~np.isfinite(mix.log_weights)).sum())
+    return samples, record
+
+
 def evaluate(key: str, models: list[str], draws: int, seed: int) -> dict:
     """Trained flows of a point evaluated again (``--evaluate``): each flow's Kish ESS and
     k-hat from ``draws`` fresh draws, and their equal-weight mixture's (``draws`` in all)."""
     system = molecule_system(key)
     gens = [BoltzmannGenerator.load(m, system) for m in models]
-    row: dict = {"evaluate": models, "key": key, "seed": seed, "n_draws": draws}
-    row["k_hat_threshold"] = k_hat_threshold(draws)
-    each, tails = [], []
-    for k, g in enumerate(gens):
-        torch.manual_seed(seed + 1_000 * k)
-        s = g.sample(draws)
-        each.append(100.0 * s.ess)
-        tails.append(k_hat(s.log_weights))
-    row.update(flow_ess_percent_each=each, flow_k_hat_each=tails)
-    if len(gens) > 1:
-        torch.manual_seed(seed + 1_000 * len(gens))
-        mix = sample_mixture(gens, draws)
-        row.update(mixture_ess_percent=100.0 * mix.ess, mixture_k_hat=k_hat(mix.log_weights))
-    return row
+    _, scores = score_flows(gens, draws, seed, seed + 1_000 * len(gens))
+    return {
+        "evaluate": models,
+        "key": key,
+        "seed": seed,
+        "n_draws": draws,
+        "k_hat_threshold": k_hat_threshold(draws),
+        **scores,
+    }
 
 
 def main() -> None:

@@ -67,6 +67,15 @@ def test_k_hat_edge_cases():
         dg.k_hat([0.0, np.nan])
 
 
+@pytest.mark.parametrize("sd", [30.0, 300.0, 1000.0])
+def test_k_hat_of_astronomically_spread_weights_is_large(sd):
+    """An untrained flow's log-weights spread over thousands of nats: the largest weight is
+    e^1000 times the tail's threshold. The fit exponentiates the tail, and past ~745 nats the
+    ties at 0 once gave k ~ 0.07, a healthy-looking value for the worst weights."""
+    lw = np.random.default_rng(0).normal(0.0, sd, size=500)
+    assert dg.k_hat(lw) > 5.0
+
+
 def test_narrow_gaussian_proposal_gives_heavy_tails():
     """q = N(0, 1) for p = N(0, s^2): w ~ exp(x^2 (1 - 1/s^2) / 2) has k = 1 - 1/s^2."""
     rng = np.random.default_rng(2)

@@ -24,6 +24,9 @@ from boltzgen.errors import InputError, ShapeError
 
 _MIN_DRAWS_FOR_K_HAT = 25  # PSIS fits the generalised Pareto to >= 5 tail draws (S / 5)
 _EQUAL_WEIGHTS = 1e-9  # largest weights equal to this relative spread: a bounded tail
+# the fit exponentiates the tail relative to its largest weight; past ~745 nats float64
+# underflows to 0, and the ties at 0 made psislw return k ~ 0.07 for the worst weights
+_TAIL_SPAN_MAX = 700.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,10 @@ def k_hat(log_w: Any) -> float:
 
     Returns: k-hat (dimensionless); nan with fewer than 25 non-zero weights (too few to fit),
     -inf when the largest weights are equal to 1e-9 relative (a bounded tail, e.g. uniform
-    weights: the fit is then undefined and the weights harmless).
+    weights: the fit is then undefined and the weights harmless); +inf when the tail's
+    largest weight is more than e^700 times its smallest (float64 cannot fit that tail, and
+    no tail that light could span it: a GPD tail of shape k spans about k log(sqrt(S) / 3)
+    nats, under 30 for k = 5 and S = 1e6).
     """
     a = as_log_weights(log_w)
     a = a[np.isfinite(a)]
@@ -96,6 +102,8 @@ def k_hat(log_w: Any) -> float:
     tail = np.sort(a)[-_tail_size(n) :]
     if -np.expm1(tail[0] - tail[-1]) < _EQUAL_WEIGHTS:
         return float("-inf")
+    if tail[-1] - tail[0] > _TAIL_SPAN_MAX:
+        return float("inf")
     from arviz_stats.base import array_stats  # heavy import (scipy.signal): on first use
 
     with np.errstate(divide="ignore", invalid="ignore"):  # ties in the tail: still a fit
