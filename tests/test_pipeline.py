@@ -447,6 +447,8 @@ def test_independent_flows_train_side_by_side_on_enough_cores(tmp_path, monkeypa
     assert mix["n_flows"] == 2
     assert mix["n_samples"] == sum(min(f["n_samples"], 10_000) for f in s["flows"])
     assert 0 < mix["flow_ess"] <= 1 and len(mix["flow_ess_each"]) == 2
+    # each ESS comes with its k-hat (a heavy tail hides from a Kish ESS; inf is written null)
+    assert all("flow_k_hat" in f for f in s["flows"]) and "flow_k_hat" in mix
     assert "weighed as one sample of their mixture" in (tmp_path / "report.md").read_text()
     # the two trainings overlapped: one after the other, each would run to its time limit
     assert all(r["stop_reason"] == "time_limit" for r in recs), recs

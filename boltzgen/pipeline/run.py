@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from boltzgen.cores import resolve_cores
+from boltzgen.diagnostics.weights import k_hat
 from boltzgen.generator.mixture import combine_draws
 from boltzgen.jsonable import json_clean
 from boltzgen.pipeline.analysis import analysis_stage, resolve_cvs
@@ -420,6 +421,7 @@ def _mixture_record(gens: list, drawn: list, per_flow: int = 10_000) -> dict[str
         "n_flows": len(gens),
         "n_samples": len(mix),
         "flow_ess": _ess(mix),
+        "flow_k_hat": k_hat(mix.log_weights),
         "flow_ess_each": [_ess(d) for d in drawn],
     }
 
@@ -514,6 +516,7 @@ def _flow_record(records: dict[str, Any]) -> dict[str, Any]:
         "epochs_run": t.get("epochs_run"),
         "best_val_nll": t.get("best_val_nll"),
         "flow_ess": smp.get("ess"),
+        "flow_k_hat": smp.get("k_hat"),
         "n_samples": smp.get("n_samples"),
         "refined_ess": ref.get("ess"),
         "n_energy_evals": ref.get("n_energy_evals"),

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from boltzgen.diagnostics.weights import k_hat
 from boltzgen.pipeline.config import PipelineConfig
 from boltzgen.pipeline.records import Clock, Stages
 from boltzgen.pipeline.report import fmt
@@ -67,6 +68,7 @@ def sample_stage(
         "auto": plan["auto"],
         "stopped_at_deadline": stopped_early,
         "ess": float(samples.ess),
+        "k_hat": k_hat(samples.log_weights),  # the ESS's trust: a heavy tail hides from it
         "n_eff": float(samples.n_eff),
         "seconds_per_sample_estimated": plan["seconds_per_sample"],
         "wall_time_s": time.perf_counter() - t0,
