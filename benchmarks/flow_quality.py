@@ -317,13 +317,18 @@ def score_flows(gens: list, draws: int, flow_seed: int, mixture_seed: int) -> tu
     """``draws`` fresh draws of each flow (torch seed ``flow_seed`` + 1000 k for flow k) and,
     for several flows, ``draws`` of their equal-weight mixture (seed ``mixture_seed``): the
     flows' samples and a record of each one's Kish ESS (%) and k-hat, and the mixture's."""
-    samples, each, tails = [], [], []
+    samples, each, tails, spread = [], [], [], []
     for k, g in enumerate(gens):
         torch.manual_seed(flow_seed + 1_000 * k)
         samples.append(g.sample(draws))
         each.append(100.0 * samples[-1].ess)
         tails.append(k_hat(samples[-1].log_weights))
-    record: dict = {"flow_ess_percent_each": each, "flow_k_hat_each": tails}
+        spread.append(log_weight_spread(samples[-1].log_weights))
+    record: dict = {
+        "flow_ess_percent_each": each,
+        "flow_k_hat_each": tails,
+        "log_weight_sd_robust_each": spread,
+    }
     if len(gens) > 1:
         torch.manual_seed(mixture_seed)
         mix = sample_mixture(gens, draws)
@@ -331,6 +336,19 @@ def score_flows(gens: list, draws: int, flow_seed: int, mixture_seed: int) -> tu
         record["mixture_k_hat"] = k_hat(mix.log_weights)
         record["mixture_n_nonfinite_weights"] = int((~np.isfinite(mix.log_weights)).sum())
     return samples, record
+
+
+def log_weight_spread(log_w) -> float:
+    """How far the flow is off when its ESS sits at the floor of 1-2 draws (where the ESS no
+    longer ranks flows): the robust sd of the finite log-weights, IQR / 1.349 (nats; lognormal
+    weights of sd s have ESS exp(-s^2); robust, because a few clashing draws at log w ~ -1e6
+    would set a plain sd)."""
+    a = np.asarray(log_w, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    if len(a) < 4:
+        return float("nan")
+    q1, q3 = np.percentile(a, [25.0, 75.0])
+    return float((q3 - q1) / 1.349)
 
 
 def evaluate(key: str, models: list[str], draws: int, seed: int) -> dict:
