@@ -242,6 +242,26 @@ def test_weighted_teacher_learns_the_reweighted_density(adp_mapping, adp_cg_fram
     assert fractions[0] < 0.2 and fractions[1] > 0.25 and fractions[1] > 3 * fractions[0], fractions
 
 
+def test_teacher_force_term_pulls_its_forces_to_the_frames_forces(adp_mapping, adp_cg_frames):
+    # the frames' forces are those of another flow A: a teacher trained on positions and
+    # those forces reproduces A's forces much better than one trained on positions alone
+    cgs = adp_mapping.cg_system()
+    x = adp_cg_frames
+    a = cg.CGFlow.build(cgs, x, n_layers=2, hidden=(16,), dtype="float64", seed=0)
+    a.fit(x, epochs=10, batch_size=128, seed=0)
+    f_a = a.forces(torch.as_tensor(x)).numpy()
+    errors = []
+    for weight in (0.0, 0.1):
+        b = cg.CGFlow.build(cgs, x, n_layers=2, hidden=(16,), dtype="float64", seed=1)
+        b.fit(x, forces=f_a, force_weight=weight, epochs=5, batch_size=128, seed=1)
+        errors.append(float(np.sqrt(((b.forces(torch.as_tensor(x)).numpy() - f_a) ** 2).mean())))
+    assert errors[1] < 0.8 * errors[0], errors
+    with pytest.raises(InputError, match="forces"):
+        b.fit(x, force_weight=0.1, epochs=1)
+    with pytest.raises(ShapeError, match="forces must be"):
+        b.fit(x, forces=f_a[:, :3], force_weight=0.1, epochs=1)
+
+
 # ---------------------------------------------------------------------- CG MD
 def test_cg_md_stays_finite_and_writes_mdtraj_files(adp_mapping, adp_cg_frames, tmp_path):
     cgs = adp_mapping.cg_system()

@@ -75,7 +75,7 @@ def _shares(labels: np.ndarray, weights: np.ndarray | None = None) -> dict[str, 
     return {str(s): float(w[labels == s].sum() / w.sum()) for s in np.unique(labels)}
 
 
-def _fit_teacher(cg, x_cg, w_aa, cfg, out: Path, files: dict, report) -> tuple:
+def _fit_teacher(cg, x_cg, w_aa, f_cg, cfg, out: Path, files: dict, report) -> tuple:
     teacher = CGFlow.build(
         cg,
         x_cg,
@@ -94,6 +94,8 @@ def _fit_teacher(cg, x_cg, w_aa, cfg, out: Path, files: dict, report) -> tuple:
     hist = teacher.fit(
         x_cg,
         weights=w_aa,
+        forces=f_cg if cfg.teacher_force_weight > 0 else None,
+        force_weight=cfg.teacher_force_weight,
         epochs=schedule["epochs"],
         patience=schedule["patience"],
         batch_size=cfg.teacher_batch_size,
@@ -127,12 +129,14 @@ def teacher_targets(
     summary: dict,
     files: dict,
     report: Callable[[float, str], None],
+    f_cg: np.ndarray | None = None,
 ) -> Targets:
     """Fit the teacher and return the student's targets (see the module docstring); writes
-    ``summary["teacher"]`` and ``summary["basins"]``."""
+    ``summary["teacher"]`` and ``summary["basins"]``. ``f_cg`` (N, beads, 3) kJ/mol/nm: the
+    frames' mapped forces, matched by the teacher when ``cfg.teacher_force_weight`` > 0."""
     report(0.0, "training the teacher flow")
     t0 = time.perf_counter()
-    teacher, hist, schedule = _fit_teacher(cg, x_cg, w_aa, cfg, out, files, report)
+    teacher, hist, schedule = _fit_teacher(cg, x_cg, w_aa, f_cg, cfg, out, files, report)
     report(0.35, "teacher forces on flow samples")
     data_labels = basins.state_labels(cg.topology, x_cg)
     n_states = len(np.unique(data_labels))

@@ -134,6 +134,10 @@ class CGConfig:
     # the reference was as good or better for 4 of 4 teachers (ACE-PRO-NME seed 0: PMF MSE
     # 0.046 -> 0.021; benchmarks/RESULTS.md, 2026-12-05, fifth session)
     teacher_finish: float = 0.25
+    # > 0: the teacher also matches the frames' mapped all-atom forces (its loss is
+    # nll + teacher_force_weight * mean((grad log q - F_mapped/kT)^2), kT/nm per component):
+    # the same frames' forces, as classical force matching uses them (needs forces)
+    teacher_force_weight: float = 0.0
     n_teacher_samples: int = 100_000
     force_filter_factor: float | None = 50.0
     max_msf: float | None = None
@@ -185,7 +189,7 @@ class CGConfig:
         if self.balance_min_share is not None and not 0 <= self.balance_min_share < 1:
             raise InputError(f"balance_min_share must be in [0, 1), got {self.balance_min_share}")
         names = ("teacher_lr", "lr", "lr_final", "timestep", "friction", "val_fraction")
-        for name in (*names, "energy_weight"):
+        for name in (*names, "energy_weight", "teacher_force_weight"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
@@ -443,7 +447,10 @@ def train_and_simulate(
     files: dict[str, str] = {}
     targets = None
     if cfg.method == "flow":
-        targets = teacher_targets(cg, x_cg, w_aa, cfg, out, summary, files, report)
+        f_cg = None
+        if cfg.teacher_force_weight > 0:
+            f_cg = _mapped_force_targets(mapping, x_aa, f_aa, x_cg)[1]
+        targets = teacher_targets(cg, x_cg, w_aa, cfg, out, summary, files, report, f_cg)
         x_train, f_train, e_train = targets.positions, targets.forces, targets.energies
     else:
         x_train, f_train = _mapped_force_targets(mapping, x_aa, f_aa, x_cg)

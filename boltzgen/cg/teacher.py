@@ -139,17 +139,41 @@ class CGFlow(nn.Module):
         return x, log_q_u - logdet_inv
 
     # ------------------------------------------------------------------ training
-    def fit(self, positions: Any, weights: Any = None, **options) -> dict:
+    def fit(
+        self,
+        positions: Any,
+        weights: Any = None,
+        forces: Any = None,
+        force_weight: float = 0.0,
+        **options,
+    ) -> dict:
         """Maximum likelihood on bead positions (N, n_beads, 3) nm with
         :func:`boltzgen.generator.training.fit` (options: epochs, batch_size, lr, val_fraction,
         patience, lr_schedule, callbacks, time_limit, seed, ...). ``weights`` (N,) >= 0:
         relative frame weights (e.g. exp(V/kT) of frames sampled under a bias V), so the flow
-        learns the unbiased density; minibatches are drawn in proportion to them."""
+        learns the unbiased density; minibatches are drawn in proportion to them.
+
+        ``forces`` (N, n_beads, 3) kJ/mol/nm with ``force_weight`` > 0: the loss becomes
+        nll + force_weight * mean((grad_x log q - F/kT)^2) (kT/nm per component). Noisy
+        mapped forces are fine: the square's minimiser is their conditional mean, the mean
+        force kT grad log p_CG. Early stopping still watches the validation NLL."""
         from boltzgen.generator.data import TrainingData
         from boltzgen.generator.training import fit
 
         x = _positions(positions, self.system.n_beads)
-        data = x if weights is None else TrainingData(x, weights=np.asarray(weights))
+        w = None if weights is None else np.asarray(weights)
+        if force_weight and force_weight > 0:
+            if forces is None:
+                raise InputError("force_weight > 0 needs the frames' forces")
+            f = np.asarray(forces.detach().cpu() if torch.is_tensor(forces) else forces)
+            if f.shape != x.shape:
+                raise ShapeError(
+                    f"forces must be {x.shape} kJ/mol/nm like the positions, got {f.shape}"
+                )
+            data = TrainingData(x, forces=f, weights=w)
+            weights_ = {"nll": 1.0, "force": float(force_weight)}
+            return fit(self, data, loss="mixed", weights=weights_, state_fn=None, **options)
+        data = x if w is None else TrainingData(x, weights=w)
         return fit(self, data, loss="nll", **options)
 
     # ------------------------------------------------------------------ persistence
