@@ -137,8 +137,8 @@ class CGConfig:
     # > 0: the teacher also matches the frames' mapped all-atom forces (its loss is
     # nll + teacher_force_weight * mean((grad log q - F_mapped/kT)^2), kT/nm per component):
     # the same frames' forces, as classical force matching uses them (needs forces). Off by
-    # default: at 5,000 ACE-PRO-NME frames, weight 1e-3 raised the teacher's KL from 0.010 to
-    # 0.058-0.061 and 1e-2 to 0.19 (two seeds; benchmarks/RESULTS.md, 2026-12-06)
+    # default: at 5,000 ACE-PRO-NME frames, 1e-4 left the teacher's KL within the seed spread
+    # at 5x the time, 1e-3 raised it from 0.010 to 0.06, 1e-2 to 0.19 (RESULTS.md, 2026-12-06)
     teacher_force_weight: float = 0.0
     n_teacher_samples: int = 100_000
     force_filter_factor: float | None = 50.0
