@@ -258,7 +258,7 @@ def test_teacher_force_term_pulls_its_forces_to_the_frames_forces(adp_mapping, a
     assert errors[1] < 0.8 * errors[0], errors
     with pytest.raises(InputError, match="forces"):
         b.fit(x, force_weight=0.1, epochs=1)
-    with pytest.raises(ShapeError, match="forces must be"):
+    with pytest.raises(ShapeError, match="forces must have the shape of positions"):
         b.fit(x, forces=f_a[:, :3], force_weight=0.1, epochs=1)
 
 

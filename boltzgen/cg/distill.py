@@ -94,7 +94,7 @@ def _fit_teacher(cg, x_cg, w_aa, f_cg, cfg, out: Path, files: dict, report) -> t
     hist = teacher.fit(
         x_cg,
         weights=w_aa,
-        forces=f_cg if cfg.teacher_force_weight > 0 else None,
+        forces=f_cg,
         force_weight=cfg.teacher_force_weight,
         epochs=schedule["epochs"],
         patience=schedule["patience"],

@@ -162,15 +162,11 @@ class CGFlow(nn.Module):
 
         x = _positions(positions, self.system.n_beads)
         w = None if weights is None else np.asarray(weights)
-        if force_weight and force_weight > 0:
+        if force_weight > 0:
             if forces is None:
                 raise InputError("force_weight > 0 needs the frames' forces")
-            f = np.asarray(forces.detach().cpu() if torch.is_tensor(forces) else forces)
-            if f.shape != x.shape:
-                raise ShapeError(
-                    f"forces must be {x.shape} kJ/mol/nm like the positions, got {f.shape}"
-                )
-            data = TrainingData(x, forces=f, weights=w)
+            f = forces.detach().cpu().numpy() if torch.is_tensor(forces) else forces
+            data = TrainingData(x, forces=f, weights=w)  # checks the forces' shape
             weights_ = {"nll": 1.0, "force": float(force_weight)}
             return fit(self, data, loss="mixed", weights=weights_, state_fn=None, **options)
         data = x if w is None else TrainingData(x, weights=w)
