@@ -38,6 +38,7 @@ __all__ = [
     "n_effective",
     "normalized_weights",
     "reweighted_mean",
+    "state_free_energies",
 ]
 
 
@@ -309,6 +310,57 @@ def free_energy_difference(
     if not np.isfinite(reps).all():
         return df, float("inf")
     return df, float(np.std(reps, ddof=1))
+
+
+def state_free_energies(
+    labels: Any,
+    log_weights: Any = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    block_size: int = 1,
+) -> dict[str, dict[str, float]]:
+    """Population and free energy of every discrete state (e.g. backbone sign patterns from
+    :func:`boltzgen.cv.backbone_state_labels`) at once, with bootstrap errors.
+
+    Args:
+        labels: (n,) state label per sample (any hashable; reported as ``str``).
+        log_weights: (n,) log importance weights (None: uniform, equilibrium MD frames).
+        n_bootstrap: replicates for the errors (0: errors are nan).
+        block_size: > 1 for correlated data (moving-block bootstrap).
+
+    Returns: ``{label: {"population", "free_energy_kT", "err_kT"}}`` sorted by label, with
+    ``free_energy_kT = -log P(label)`` (the populations sum to 1, so F is absolute, not
+    relative to one state). err is the bootstrap std of F, inf when some replicate leaves the
+    state empty (its estimate is not converged). States with no weight are absent.
+    """
+    lab = np.asarray(labels).astype(str)
+    if lab.ndim != 1 or len(lab) == 0:
+        raise ShapeError(f"labels must be (n,) with n >= 1, got shape {lab.shape}")
+    lw = as_log_weights(np.zeros(len(lab)) if log_weights is None else log_weights, len(lab))
+    w = np.exp(lw - lw.max())
+    keys, index = np.unique(lab, return_inverse=True)
+
+    def neg_log_p(idx: np.ndarray | None) -> np.ndarray:
+        i, ww = (index, w) if idx is None else (index[idx], w[idx])
+        h = np.bincount(i, weights=ww, minlength=len(keys))
+        with np.errstate(divide="ignore"):
+            return -np.log(h / h.sum())
+
+    f = neg_log_p(None)
+    err = np.full(len(keys), np.nan)
+    n_bootstrap = _check_bootstrap(n_bootstrap)
+    if n_bootstrap > 1:
+        rng = np.random.default_rng(seed)
+        reps = np.array(
+            [neg_log_p(i) for i in _bootstrap_indices(len(lab), n_bootstrap, rng, block_size)]
+        )
+        finite = np.isfinite(reps).all(axis=0)
+        err = np.where(finite, np.std(np.where(finite, reps, 0.0), axis=0, ddof=1), np.inf)
+    return {
+        str(k): {"population": float(np.exp(-fk)), "free_energy_kT": float(fk), "err_kT": float(e)}
+        for k, fk, e in zip(keys, f, err, strict=True)
+        if np.isfinite(fk)
+    }
 
 
 def _histogram(vals: list[np.ndarray], w: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:

@@ -18,6 +18,7 @@ from boltzgen.analysis import (
     log_mean_exp,
     log_partition,
     reweighted_mean,
+    state_free_energies,
 )
 from boltzgen.errors import InputError, ShapeError
 from boltzgen.samples import Samples, clip_log_weights
@@ -125,6 +126,36 @@ def test_block_bootstrap_sees_correlation():
     _, e_iid = free_energy_difference(v, v, (0, np.pi), (-np.pi, 0))
     _, e_blk = free_energy_difference(v, v, (0, np.pi), (-np.pi, 0), block_size=50)
     assert e_blk > 4 * e_iid
+
+
+def test_state_free_energies_recover_known_populations_with_honest_errors():
+    # four states drawn i.i.d. from known populations, half of them through importance weights
+    # (a uniform proposal reweighted to the target): -log P within 3.5 errors, errors near the
+    # binomial sqrt((1 - p) / (n p)), the populations summing to 1
+    rng = np.random.default_rng(11)
+    p = np.array([0.6, 0.25, 0.1, 0.05])
+    names = np.array(["++", "+-", "-+", "--"])
+    n = 40_000
+    lab = names[rng.choice(4, n, p=p)]
+    out = state_free_energies(lab, n_bootstrap=200)
+    assert sum(r["population"] for r in out.values()) == pytest.approx(1.0)
+    for k, pk in zip(names, p, strict=True):
+        r = out[k]
+        assert abs(r["free_energy_kT"] + math.log(pk)) < 3.5 * r["err_kT"]
+        assert r["err_kT"] == pytest.approx(math.sqrt((1 - pk) / (n * pk)), rel=0.25)
+    idx = rng.integers(0, 4, n)  # uniform proposal q = 1/4: log w = log(p / q)
+    rew = state_free_energies(names[idx], np.log(p[idx] * 4), n_bootstrap=200)
+    for k, pk in zip(names, p, strict=True):
+        assert abs(rew[k]["free_energy_kT"] + math.log(pk)) < 3.5 * rew[k]["err_kT"]
+    # correlated frames: blocks widen the error; a state absent in some replicate: inf
+    rep = np.repeat(lab[:800], 50)
+    iid = state_free_energies(rep, n_bootstrap=100)["--"]["err_kT"]
+    assert state_free_energies(rep, n_bootstrap=100, block_size=50)["--"]["err_kT"] > 4 * iid
+    rare = np.array(["+"] * 999 + ["-"])
+    assert state_free_energies(rare, n_bootstrap=200)["-"]["err_kT"] == math.inf
+    assert "-" not in state_free_energies(rare, np.r_[np.zeros(999), -np.inf], n_bootstrap=0)
+    with pytest.raises(ShapeError, match="labels"):
+        state_free_energies(np.zeros((3, 2)))
 
 
 def test_empty_state_gives_infinite_df():

@@ -20,7 +20,11 @@ from boltzgen.generator.balance import backbone_state_labels, pattern_weights
 from boltzgen.pipeline.analysis import resolve_cvs
 from boltzgen.pipeline.config import PipelineConfig, budget_split, data_sampler, parse_duration
 from boltzgen.pipeline.run import run_pipeline
-from boltzgen.refinement.planning import strata_free_energy, stratified_allocation
+from boltzgen.refinement.planning import (
+    strata_free_energy,
+    strata_state_free_energies,
+    stratified_allocation,
+)
 from boltzgen.systems import System
 
 torch.set_num_threads(1)
@@ -194,6 +198,20 @@ def test_strata_free_energy_combines_strata():
     assert err0 == pytest.approx(math.hypot(rel_plus, rel_minus))
     df, err = strata_free_energy(rows[2:], 0)  # no stratum with phi >= 0
     assert df == math.inf and err == math.inf
+    # every pattern at once: P = Z / sum Z, summing the + patterns of residue 0 gives its dF;
+    # the delta-method error against the spread of log Z drawn with the stated errors
+    states = strata_state_free_energies(rows)
+    assert [k for k in states] == sorted(z)
+    for k, v in z.items():
+        assert states[k]["population"] == pytest.approx(v)
+        assert states[k]["free_energy_kT"] == pytest.approx(-math.log(v))
+    plus = states["++"]["population"] + states["+-"]["population"]
+    assert math.log((1 - plus) / plus) == pytest.approx(df0)
+    rng = np.random.default_rng(0)
+    lz = np.log(list(z.values())) + 0.1 * rng.standard_normal((20_000, 4))
+    f = -(lz - np.log(np.exp(lz).sum(axis=1, keepdims=True)))
+    for j, k in enumerate(z):
+        assert states[k]["err_kT"] == pytest.approx(f[:, j].std(), rel=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +247,19 @@ def test_tiny_pipeline_writes_readable_results(tiny_run):
     planned = s["sampling"]["plan"]["refine_seconds"]
     assert ref["planned_seconds"] == pytest.approx(planned + ref["unspent_seconds_added"])
     assert ref["unspent_seconds_added"] >= 0.0
+    # every backbone sign pattern's population at once (ADP: + and -), beside the data's
+    states = s["state_populations"]
+    assert states["dihedrals"] == ["phi:2"] and "## Backbone state populations" in report
+    assert sum(r["data_population"] for r in states["states"]) == pytest.approx(1.0)
     row = s["free_energies"]["phi:2"]
-    assert row["residue"] == 2 and "df_data_kT" in row  # None when the data never left phi < 0
+    assert row["residue"] == 2 and "df_data_kT" in row
+    f = {r["state"]: r["free_energy_kT"] for r in states["states"]}
+    if None not in f.values() and len(f) == 2 and row["df_kT"] is not None:
+        # one dihedral: its dF is F(+) - F(-) of the same strata (the flows' means agree)
+        assert f["+"] - f["-"] == pytest.approx(row["df_kT"], abs=1e-9)
+        assert sum(math.exp(-v) for v in f.values()) == pytest.approx(
+            1.0
+        )  # None when the data never left phi < 0
     # two independently trained flows (the default): each number is their mean, with an error
     # no smaller than their spread, and the verdict saw both
     assert len(s["flows"]) == 2 and (out / "checkpoint" / "flow2").is_dir()

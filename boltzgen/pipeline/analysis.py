@@ -13,13 +13,18 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from boltzgen import plots
-from boltzgen.analysis import ess_curve, free_energy_difference, free_energy_surface
+from boltzgen.analysis import (
+    ess_curve,
+    free_energy_difference,
+    free_energy_surface,
+    state_free_energies,
+)
 from boltzgen.cv import backbone_dihedrals, backbone_state_labels, parse_cv_name, state_dihedrals
 from boltzgen.diagnostics import combine_estimates, cut_is_degenerate, diagnose, verdict
 from boltzgen.errors import InputError
 from boltzgen.pipeline.config import PipelineConfig
 from boltzgen.pipeline.records import Clock
-from boltzgen.refinement.planning import strata_free_energy
+from boltzgen.refinement.planning import strata_free_energy, strata_state_free_energies
 
 __all__ = ["analysis_stage", "resolve_cvs"]
 
@@ -91,6 +96,7 @@ class _Analysis:
         self, system, samples, data_positions, data_lw, config, out: Path, clash=None, others=()
     ) -> None:
         self.samples, self.data_positions, self.data_lw = samples, data_positions, data_lw
+        self.system = system
         self.config, self.out, self.clash = config, out, clash
         self.others = list(others)  # the other independent flows' final samples
         self.independent: dict[str, tuple[list[float], list[float]]] = {}
@@ -252,6 +258,58 @@ class _Analysis:
             "diagnostics": d.to_dict(),
         }
 
+    def _states_of(self, samples) -> dict[str, dict[str, float]]:
+        """-log P of every backbone sign pattern from one set of samples: the strata's log Z
+        after a stratified refinement, else the reweighted samples (bootstrap)."""
+        strata = getattr(samples, "history", {}).get("strata")
+        if strata:
+            return strata_state_free_energies(strata)
+        labels = backbone_state_labels(self.system, samples.positions)[0]
+        cfg = self.config
+        return state_free_energies(
+            labels, samples.log_weights, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
+        )
+
+    def state_populations(self) -> dict[str, Any]:
+        """Every backbone sign pattern's population and free energy -log P (kT) at once: no
+        CV to choose. With several independent flows: their mean, the error max(stated,
+        spread) (:func:`~boltzgen.diagnostics.combine_estimates`); the data's beside it."""
+        if not self.state_names or not self.usable:
+            return {"dihedrals": list(self.state_names), "states": []}
+        per_flow = [self._states_of(s) for s in [self.samples, *self.others]]
+        data = state_free_energies(
+            self.data_labels,
+            self.data_lw,
+            n_bootstrap=self.config.n_bootstrap,
+            seed=self.config.seed,
+            block_size=self.block,
+        )
+        rows = []
+        for label in sorted(set().union(*per_flow, data)):
+            row: dict[str, Any] = {"state": label}
+            got = [f[label] for f in per_flow if label in f]
+            if len(got) == len(per_flow):
+                values = [g["free_energy_kT"] for g in got]
+                errors = [g["err_kT"] for g in got]
+                if len(got) > 1 and all(math.isfinite(e) for e in errors):
+                    c = combine_estimates(values, errors)
+                    row.update(free_energy_kT=c.value, err_kT=c.error)
+                else:
+                    row.update(free_energy_kT=float(np.mean(values)), err_kT=max(errors))
+                row["population"] = math.exp(-row["free_energy_kT"])
+                if len(got) > 1:
+                    row["flows"] = [{k: g[k] for k in ("free_energy_kT", "err_kT")} for g in got]
+            else:  # some flow never reached it: no estimate
+                row.update(free_energy_kT=None, err_kT=None, population=None)
+            d = data.get(label)
+            row.update(
+                data_population=d["population"] if d else 0.0,
+                data_free_energy_kT=d["free_energy_kT"] if d else None,
+                data_err_kT=d["err_kT"] if d else None,
+            )
+            rows.append(row)
+        return {"dihedrals": list(self.state_names), "states": rows}
+
     def weights(self) -> dict[str, list]:
         """The log-weight histogram and the ESS curve (plotted when the weights are usable)."""
         lw = self.samples.log_weights
@@ -280,8 +338,8 @@ def analysis_stage(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """dF per residue with a verdict each, FES per backbone dihedral, Ramachandran per
     residue, weights, ESS. ``clash``: the clash check of the flow's draws
-    (:func:`boltzgen.samples.clash_fraction`). Returns ({"free_energies", "ess_curve"},
-    figures relative to ``out``)."""
+    (:func:`boltzgen.samples.clash_fraction`). Returns ({"free_energies",
+    "state_populations", "ess_curve"}, figures relative to ``out``)."""
     a = _Analysis(system, samples, data_positions, data_lw, config, out, clash, others)
     wanted = resolve_cvs(system, config.cvs)
     names = list(a.dihedrals)
@@ -293,6 +351,8 @@ def analysis_stage(
         a.plot(name, v, vd)
         if name in wanted:
             free[name] = a.free_energy_row(name, v, vd)
+    clock("analysis", 0.8, "backbone state populations")
+    states = a.state_populations()
     clock("analysis", 0.85, "weights and ESS curve")
     curve = a.weights()
-    return {"free_energies": free, "ess_curve": curve}, a.figs
+    return {"free_energies": free, "state_populations": states, "ess_curve": curve}, a.figs

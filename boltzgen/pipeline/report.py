@@ -220,6 +220,32 @@ def _free_energies(s: dict[str, Any], figs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _state_populations(states: dict[str, Any] | None) -> list[str]:
+    """Every backbone sign pattern's population from the samples against the data's."""
+    if not states or not states.get("states"):
+        return []
+    names = ", ".join(states["dihedrals"])
+    lines = [
+        "",
+        "## Backbone state populations",
+        "",
+        f"One character per state dihedral ({names}): + is angle >= 0. F = -log P in kT "
+        "(populations sum to 1); from the strata's log Z after refinement (mean of the "
+        "independent flows, error max(stated, spread)); data: the training frames alone.",
+        "",
+        "| state | population | F / kT | population in data | F data / kT |",
+        "|---|---|---|---|---|",
+    ]
+    for r in states["states"]:
+        lines.append(
+            f"| `{r['state']}` | {fmt(r['population'], '.4f')} | "
+            f"{fmt(r['free_energy_kT'])} +- {fmt(r['err_kT'])} | "
+            f"{fmt(r['data_population'], '.4f')} | "
+            f"{fmt(r['data_free_energy_kT'])} +- {fmt(r['data_err_kT'])} |"
+        )
+    return lines
+
+
 def _verdict_reasons(free_energies: dict[str, Any]) -> list[str]:
     """Why each number that is not converged is not, and what to do."""
     lines: list[str] = []
@@ -241,6 +267,7 @@ def report_markdown(summary: dict[str, Any], figs: dict[str, Any]) -> str:
     lines += _balance_section(s["balance"])
     lines += _flow_and_samples(s, figs)
     lines += _free_energies(s, figs)
+    lines += _state_populations(s.get("state_populations"))
     if s.get("warnings"):
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in s["warnings"]]
     return "\n".join(lines) + "\n"

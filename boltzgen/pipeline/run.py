@@ -478,6 +478,7 @@ def _summary(pdb_or_system, system: System, run: _Run, final, results, figs, cla
         "n_eff": float(final.n_eff) if np.isfinite(ess) else None,
         "free_energies": results["free_energies"],
         "verdict": _overall_verdict(results["free_energies"]),
+        "state_populations": results["state_populations"],
         "flows": run.flow_records,
         "flows_mixture": run.mixture,
         "clash_fraction": clash["clash_fraction"],

@@ -87,6 +87,7 @@ from boltzgen.refinement.planning import (
     refine_by_backbone_state,
     refine_within,
     strata_free_energy,
+    strata_state_free_energies,
     stratified_allocation,
 )
 from boltzgen.refinement.results import RefinedSamples, SMCResult
@@ -104,6 +105,7 @@ __all__ = [
     "refine_by_backbone_state",
     "refine_within",
     "strata_free_energy",
+    "strata_state_free_energies",
     "stratified_allocation",
     "systematic_resample",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "refine_by_backbone_state",
     "refine_within",
     "strata_free_energy",
+    "strata_state_free_energies",
     "stratified_allocation",
 ]
 
@@ -290,3 +291,26 @@ def strata_free_energy(strata: Sequence[dict[str, Any]], position: int) -> tuple
         share = np.exp(lz - log_z[side])
         rel[side] = float(np.sqrt(np.sum((share * np.array([r[1] for r in rows])) ** 2)))
     return log_z["-"] - log_z["+"], math.hypot(rel["+"], rel["-"])
+
+
+def strata_state_free_energies(strata: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Population and free energy ``-log P`` (kT) of every stratum label from the strata's log
+    Z_k and relative errors r_k (as in ``refine(...).history["strata"]``), in the shape of
+    :func:`boltzgen.analysis.state_free_energies`. P_k = Z_k / sum_j Z_j; by the delta method
+    var(log P_k) = (1 - P_k)^2 r_k^2 + sum_{j != k} P_j^2 r_j^2."""
+    rows = [r for r in strata if np.isfinite(r["log_z"])]
+    if not rows:
+        return {}
+    lz = np.array([r["log_z"] for r in rows], dtype=np.float64)
+    rel = np.array([r["log_z_err"] or 0.0 for r in rows], dtype=np.float64)
+    p = np.exp(lz - logsumexp(lz))
+    total = np.sum((p * rel) ** 2)
+    var = total - (p * rel) ** 2 + ((1.0 - p) * rel) ** 2
+    return {
+        str(r["label"]): {
+            "population": float(pk),
+            "free_energy_kT": float(-np.log(pk)) + 0.0,  # no -0.0
+            "err_kT": float(np.sqrt(vk)),
+        }
+        for r, pk, vk in sorted(zip(rows, p, var, strict=True), key=lambda t: str(t[0]["label"]))
+    }
