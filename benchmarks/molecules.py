@@ -30,7 +30,9 @@ Two parts, one JSON object per result on stdout:
   5-replica REMD, the 300 K replica; ``metad``: metadynamics over the state dihedrals, 30 % of
   the steps learning the bias), with dF of the first state dihedral and its block-bootstrap
   error over growing prefixes of the record (1/8, 1/4, 1/2, all) and the core-seconds each
-  prefix cost, to set beside ``run`` rows made at the same time on the other core.
+  prefix cost, to set beside ``run`` rows made at the same time on the other core; each
+  prefix also gives every backbone sign pattern's -log P (``states``), as the reference rows
+  do (``benchmarks/state_populations.py`` scores them).
 
       .venv/bin/python benchmarks/molecules.py baseline data/alanine-dipeptide.pdb \
           --method remd --minutes 10
@@ -254,6 +256,7 @@ def reference_part(args) -> None:
                     "solvent": args.solvent,
                     "seed": seed,
                     "free_energies": free,
+                    "states": _state_rows(system, r.positions, r.log_weights),
                     "ess": r.ess,
                     "n_frames": n,
                     "wall_s": r.wall_time,
@@ -277,6 +280,26 @@ def reference_part(args) -> None:
                 out, **{k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
             )
             _emit({"part": "reference", "molecule": Path(pdb).name, "frames": str(out)})
+
+
+def _state_rows(system, positions, log_weights, halves: bool = True) -> dict:
+    """Every backbone sign pattern's -log P (kT) of one record (block bootstrap, 40 blocks)
+    and, with ``halves``, of each half of it: the record's own convergence check."""
+    from boltzgen.analysis import state_free_energies
+    from boltzgen.cv import backbone_state_labels
+
+    labels, names = backbone_state_labels(system, positions)
+    lw = np.zeros(len(labels)) if log_weights is None else np.asarray(log_weights)
+
+    def one(sl: slice) -> dict:
+        lab = labels[sl]
+        return state_free_energies(lab, lw[sl], block_size=max(1, len(lab) // 40), seed=0)
+
+    n = len(labels)
+    out = {"dihedrals": names, "all": one(slice(None))}
+    if halves:
+        out["halves"] = [one(slice(0, n // 2)), one(slice(n // 2, None))]
+    return out
 
 
 def _reference_frames(system, state_cv, r) -> dict[str, np.ndarray]:
@@ -312,20 +335,21 @@ def baseline_part(args) -> None:
     cal = calibrate_md(system, seconds=3.0, langevin=langevin)
     seconds = 60.0 * args.minutes - (time.perf_counter() - t0)
     if args.method == "remd":
-        temps = geometric_temperatures(system.temperature, 2 * system.temperature, 5)
+        temps = geometric_temperatures(system.temperature, 2 * system.temperature, args.replicas)
         steps = int(0.9 * seconds * cal["steps_per_second"] / len(temps)) // 1000 * 1000
         r = replica_exchange(
             system, temps, n_steps=steps, exchange_interval=100, report_interval=200,
             n_equilibration=20_000, langevin=langevin,
         )  # fmt: skip
-        values, log_w = cvs[0](r.trajectory.xyz), np.zeros(r.trajectory.n_frames)
+        positions = r.trajectory.xyz
+        values, log_w = cvs[0](positions), np.zeros(r.trajectory.n_frames)
         learn_fraction = 0.0
     else:
         total = int(0.85 * seconds * cal["steps_per_second"])
         learn = int(0.3 * total) // 500 * 500
         r = metadynamics(system, cvs, n_metadynamics_steps=learn, n_steps=total - learn,
                          report_interval=200, langevin=langevin)  # fmt: skip
-        values, log_w = r.cv[:, 0], r.log_weights
+        positions, values, log_w = r.positions, r.cv[:, 0], r.log_weights
         learn_fraction = learn / total
     wall = time.perf_counter() - t0
     from boltzgen.analysis import free_energy_difference
@@ -340,7 +364,10 @@ def baseline_part(args) -> None:
         )  # fmt: skip
         # core-seconds of this prefix: learning (metad) + its share of the record
         cost = wall * (learn_fraction + (1 - learn_fraction) * frac)
-        rows.append({"fraction": frac, "core_s": cost, "df_kT": df, "err_kT": err})
+        states = _state_rows(system, positions[:m], log_w[:m], halves=False)
+        rows.append(
+            {"fraction": frac, "core_s": cost, "df_kT": df, "err_kT": err, "states": states}
+        )
     _emit(
         {
             "part": "baseline",
@@ -399,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     bl.add_argument("--minutes", type=float, default=10.0)
     bl.add_argument("--solvent", default="vacuum")
     bl.add_argument("--seed", type=int, default=0)
+    bl.add_argument("--replicas", type=int, default=5, help="REMD replicas (300-600 K)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
