@@ -347,8 +347,15 @@ def baseline_part(args) -> None:
     else:
         total = int(0.85 * seconds * cal["steps_per_second"])
         learn = int(0.3 * total) // 500 * 500
-        r = metadynamics(system, cvs, n_metadynamics_steps=learn, n_steps=total - learn,
-                         report_interval=200, langevin=langevin)  # fmt: skip
+        r = metadynamics(
+            system,
+            cvs,
+            n_metadynamics_steps=learn,
+            n_steps=total - learn,
+            report_interval=200,
+            langevin=langevin,
+            time_limit=seconds,
+        )  # fmt: skip (a 3-D bias's deposits slow it)
         positions, values, log_w = r.positions, r.cv[:, 0], r.log_weights
         learn_fraction = learn / total
     wall = time.perf_counter() - t0

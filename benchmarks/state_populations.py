@@ -15,9 +15,10 @@ gives F = -log P (kT) per pattern with an error:
   one score per prefix of the record (its core-seconds beside it).
 
 One JSON object per source on stdout: per pattern F, error, reference, miss and z; and the
-scores: total-variation distance 0.5 sum |P - P_ref| over all patterns, the largest |miss|
-and |z| over the patterns holding >= ``--min-population`` of the reference, and how many of
-those the source's own error covers at 2 sigma (error and reference error in quadrature).
+scores: total-variation distance 0.5 sum |P - P_ref| over all patterns; over the patterns
+holding >= ``--min-population`` of the reference: how many the source never reached or gave
+no finite error, the largest |miss| and |z|, and how many its own error covers at 2 sigma
+(error and reference error in quadrature).
 
     .venv/bin/python benchmarks/state_populations.py --reference ref-1.jsonl ref-2.jsonl \
         --runs /tmp/ggp0 /tmp/ggp1 --baselines remd.jsonl metad.jsonl
@@ -119,15 +120,17 @@ def score(est: States, ref: States, min_population: float) -> dict[str, Any]:
             )
         rows[k] = row
     judged = [k for k in ref if math.exp(-ref[k]["free_energy_kT"]) >= min_population]
-    misses = [abs(rows[k].get("miss_kT", math.inf)) for k in judged]
-    zs = [abs(rows[k].get("z", math.inf)) for k in judged]
+    found = [k for k in judged if "miss_kT" in rows[k]]
+    stated = [k for k in found if math.isfinite(rows[k]["err_kT"])]
     return {
         "states": rows,
         "total_variation": tv,
         "n_judged": len(judged),
-        "max_abs_miss_kT": max(misses) if misses else None,
-        "max_abs_z": max(zs) if zs else None,
-        "n_covered_2sigma": sum(z <= 2.0 for z in zs),
+        "n_missing": len(judged) - len(found),  # judged patterns the source never reached
+        "n_unstated": len(found) - len(stated),  # ... or reached without a finite error
+        "max_abs_miss_kT": max((abs(rows[k]["miss_kT"]) for k in found), default=None),
+        "max_abs_z": max((abs(rows[k]["z"]) for k in stated), default=None),
+        "n_covered_2sigma": sum(abs(rows[k]["z"]) <= 2.0 for k in stated),
     }
 
 
