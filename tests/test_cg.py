@@ -262,6 +262,42 @@ def test_teacher_force_term_pulls_its_forces_to_the_frames_forces(adp_mapping, a
         b.fit(x, forces=f_a[:, :3], force_weight=0.1, epochs=1)
 
 
+def test_teacher_torsion_forces_are_the_cartesian_ones_projected(adp_mapping, adp_cg_frames):
+    # a teacher's own forces projected on its torsions give its torsion gradient, whatever
+    # frame the frames and forces come in (rotated at random); a teacher trained on another
+    # flow's forces along the torsions alone matches those torsion forces better
+    cgs = adp_mapping.cg_system()
+    x = adp_cg_frames
+    a = cg.CGFlow.build(cgs, x, n_layers=2, hidden=(16,), dtype="float64", seed=0)
+    a.fit(x, epochs=10, batch_size=128, seed=0)
+    xt = torch.as_tensor(x[:64], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    rot = torch.linalg.qr(torch.randn(64, 3, 3, generator=g, dtype=torch.float64))[0]
+    rot = rot * torch.sign(torch.linalg.det(rot))[:, None, None]  # proper rotations
+    xr = xt @ rot.transpose(1, 2) + 0.3
+    fr = a.forces(xr)
+    own = a.torsion_log_prob_grad(xr)
+    assert own.shape == (64, 2) and own.abs().max() > 0.1
+    torch.testing.assert_close(a.torsion_force_targets(xr, fr), own, rtol=1e-6, atol=1e-6)
+    # the forces to match: those of a flow unlike what the likelihood alone learns (two
+    # epochs on half the frames)
+    c = cg.CGFlow.build(cgs, x, n_layers=2, hidden=(16,), dtype="float64", seed=2)
+    c.fit(x[::2], epochs=2, batch_size=128, seed=2)
+    f_a = c.forces(torch.as_tensor(x)).numpy()
+    t_a = c.torsion_force_targets(x, f_a)
+    errors = []
+    for weight in (0.0, 10.0):  # kT/rad: O(1) residuals, so a weight O(10)
+        b = cg.CGFlow.build(cgs, x, n_layers=2, hidden=(16,), dtype="float64", seed=1)
+        b.fit(
+            x, forces=f_a, force_weight=weight, force_components="torsions", epochs=5,
+            batch_size=128, seed=1,
+        )  # fmt: skip
+        errors.append(float(((b.torsion_log_prob_grad(x) - t_a) ** 2).mean().sqrt()))
+    assert errors[1] < 0.5 * errors[0], errors
+    with pytest.raises(InputError, match="force_components"):
+        b.fit(x, forces=f_a, force_weight=0.1, force_components="bonds", epochs=1)
+
+
 # ---------------------------------------------------------------------- CG MD
 def test_cg_md_stays_finite_and_writes_mdtraj_files(adp_mapping, adp_cg_frames, tmp_path):
     cgs = adp_mapping.cg_system()
@@ -420,3 +456,9 @@ def test_config_rejects_a_report_interval_below_one(interval):
 def test_config_rejects_a_teacher_finish_outside_zero_one(finish):
     with pytest.raises(InputError, match="teacher_finish"):
         cg.CGConfig(teacher_finish=finish)
+
+
+@pytest.mark.parametrize("components", ["bonds", "", None])
+def test_config_rejects_unknown_teacher_force_components(components):
+    with pytest.raises(InputError, match="teacher_force_components"):
+        cg.CGConfig(teacher_force_components=components)

@@ -96,6 +96,7 @@ def _fit_teacher(cg, x_cg, w_aa, f_cg, cfg, out: Path, files: dict, report) -> t
         weights=w_aa,
         forces=f_cg,
         force_weight=cfg.teacher_force_weight,
+        force_components=cfg.teacher_force_components,
         epochs=schedule["epochs"],
         patience=schedule["patience"],
         batch_size=cfg.teacher_batch_size,

@@ -140,6 +140,10 @@ class CGConfig:
     # default: at 5,000 ACE-PRO-NME frames, 1e-4 left the teacher's KL within the seed spread
     # at 5x the time, 1e-3 raised it from 0.010 to 0.06, 1e-2 to 0.19 (RESULTS.md, 2026-12-06)
     teacher_force_weight: float = 0.0
+    # "torsions": the force term compares the forces along the teacher's Z-matrix torsions
+    # only (kT/rad), out of reach of the mapped forces' noise in the stiff bonds and angles;
+    # the weight's scale differs (O(1) residuals, not O(100) kT/nm)
+    teacher_force_components: str = "cartesian"
     n_teacher_samples: int = 100_000
     force_filter_factor: float | None = 50.0
     max_msf: float | None = None
@@ -195,6 +199,11 @@ class CGConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
+        if self.teacher_force_components not in ("cartesian", "torsions"):
+            raise InputError(
+                "teacher_force_components must be 'cartesian' or 'torsions', "
+                f"got {self.teacher_force_components!r}"
+            )
         if not (0 < self.timestep <= 0.05 and 0 <= self.val_fraction < 1):
             raise InputError("need 0 < timestep <= 0.05 ps and 0 <= val_fraction < 1")
         if not (isinstance(self.teacher_finish, int | float) and 0 <= self.teacher_finish < 1):

@@ -126,6 +126,45 @@ class CGFlow(nn.Module):
             (g,) = torch.autograd.grad(lq.sum(), x, create_graph=create_graph)
         return lq, g
 
+    def torsion_log_prob_grad(self, x: Any, create_graph: bool = False) -> torch.Tensor:
+        """d log q / d t (B, n_torsions) in 1/rad at bead positions (B, n_beads, 3) nm: the
+        flow's own gradient along its Z-matrix torsions (the coordinate transform's log-det
+        does not depend on torsions, and u = (t + pi) / (2 pi) on them)."""
+        u, _ = self.coords(torch.as_tensor(x, dtype=self.dtype))
+        u = u.detach().requires_grad_(True)
+        with torch.enable_grad():
+            lq = self.flow.log_prob(u)
+            (g,) = torch.autograd.grad(lq.sum(), u, create_graph=create_graph)
+        return g[:, self.coords.ic.torsion_columns] / (2.0 * math.pi)
+
+    def torsion_force_targets(self, x: Any, forces: Any) -> torch.Tensor:
+        """Generalised forces on the Z-matrix torsions (B, n_torsions) in kT/rad: (dx/dt)^T F /
+        kT for frames x (B, n_beads, 3) nm with forces F (B, n_beads, 3) kJ/mol/nm, F first
+        rotated into the Z-matrix's canonical frame (Kabsch). For F = kT grad_x log q this is
+        :meth:`torsion_log_prob_grad`."""
+        ic = self.coords.ic
+        x64 = torch.as_tensor(x, dtype=torch.float64)
+        f64 = torch.as_tensor(forces, dtype=torch.float64)
+        z, _ = ic(x64)
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            xc, _ = ic.inverse(z)
+            rot = _rotation_onto(x64, xc.detach())
+            (gz,) = torch.autograd.grad(xc, z, grad_outputs=f64 @ rot.transpose(1, 2))
+        return (gz[:, ic.torsion_columns] / self.system.kT).to(self.dtype)
+
+    def force_residual(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """What force matching squares (:func:`boltzgen.generator.losses.force_loss`):
+        grad_x log q - F/kT per Cartesian component, or with ``force_components ==
+        "torsions"`` the same along the Z-matrix torsions only (kT/rad), where the mapped
+        forces' noise from the stiff bonds and angles does not reach."""
+        if getattr(self, "force_components", "cartesian") == "torsions":
+            return self.torsion_log_prob_grad(x, create_graph=True) - self.torsion_force_targets(
+                x, f
+            )
+        _, g = self.force(x, create_graph=True)
+        return g - f / self.system.kT
+
     def forces(self, x: Any) -> torch.Tensor:
         """Teacher forces kT grad_x log q(x) (B, n_beads, 3) in kJ/mol/nm (no graph)."""
         _, g = self.force(x)
@@ -145,6 +184,7 @@ class CGFlow(nn.Module):
         weights: Any = None,
         forces: Any = None,
         force_weight: float = 0.0,
+        force_components: str = "cartesian",
         **options,
     ) -> dict:
         """Maximum likelihood on bead positions (N, n_beads, 3) nm with
@@ -156,7 +196,9 @@ class CGFlow(nn.Module):
         ``forces`` (N, n_beads, 3) kJ/mol/nm with ``force_weight`` > 0: the loss becomes
         nll + force_weight * mean((grad_x log q - F/kT)^2) (kT/nm per component). Noisy
         mapped forces are fine: the square's minimiser is their conditional mean, the mean
-        force kT grad log p_CG. Early stopping still watches the validation NLL."""
+        force kT grad log p_CG. ``force_components="torsions"``: match the forces along the
+        Z-matrix torsions only (:meth:`force_residual`). Early stopping still watches the
+        validation NLL."""
         from boltzgen.generator.data import TrainingData
         from boltzgen.generator.training import fit
 
@@ -167,8 +209,16 @@ class CGFlow(nn.Module):
                 raise InputError("force_weight > 0 needs the frames' forces")
             f = forces.detach().cpu().numpy() if torch.is_tensor(forces) else forces
             data = TrainingData(x, forces=f, weights=w)  # checks the forces' shape
+            if force_components not in ("cartesian", "torsions"):
+                raise InputError(
+                    f"force_components must be 'cartesian' or 'torsions', got {force_components!r}"
+                )
             weights_ = {"nll": 1.0, "force": float(force_weight)}
-            return fit(self, data, loss="mixed", weights=weights_, state_fn=None, **options)
+            self.force_components = force_components
+            try:
+                return fit(self, data, loss="mixed", weights=weights_, state_fn=None, **options)
+            finally:
+                self.force_components = "cartesian"
         data = x if w is None else TrainingData(x, weights=w)
         return fit(self, data, loss="nll", **options)
 
@@ -199,6 +249,18 @@ class CGFlow(nn.Module):
         model = model.to(_DTYPES[config["dtype"]])
         model.load_state_dict(state["state_dict"])
         return model
+
+
+def _rotation_onto(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Rotations R (B, 3, 3) that best map centred a (B, n, 3) onto centred b (Kabsch):
+    b - mean(b) ~ (a - mean(a)) @ R^T."""
+    a0 = a - a.mean(dim=1, keepdim=True)
+    b0 = b - b.mean(dim=1, keepdim=True)
+    u, _, vt = torch.linalg.svd(a0.transpose(1, 2) @ b0)
+    d = torch.sign(torch.linalg.det(vt.transpose(1, 2) @ u.transpose(1, 2)))
+    diag = torch.ones(len(a), 3, dtype=a.dtype)
+    diag[:, 2] = d
+    return vt.transpose(1, 2) @ torch.diag_embed(diag) @ u.transpose(1, 2)
 
 
 def _positions(positions: Any, n_beads: int) -> np.ndarray:

@@ -87,6 +87,11 @@ def reweighted_nll(gen, x: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
 
 
 def force_loss(gen, x: torch.Tensor, f: torch.Tensor, kT: float) -> torch.Tensor:
+    """mean((grad_x log q - F/kT)^2), or of the model's own ``force_residual(x, F)`` when it
+    has one (the CG teacher can match forces along its torsions only)."""
+    residual = getattr(gen, "force_residual", None)
+    if residual is not None:
+        return (residual(x, f) ** 2).mean()
     _, g = gen.force(x, create_graph=True)
     return ((g - f / kT) ** 2).mean()
 
