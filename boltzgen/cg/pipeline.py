@@ -141,8 +141,8 @@ class CGConfig:
     # at 5x the time, 1e-3 raised it from 0.010 to 0.06, 1e-2 to 0.19 (RESULTS.md, 2026-12-06)
     teacher_force_weight: float = 0.0
     # "torsions": the force term compares the forces along the teacher's Z-matrix torsions
-    # only (kT/rad), out of reach of the mapped forces' noise in the stiff bonds and angles;
-    # the weight's scale differs (O(1) residuals, not O(100) kT/nm)
+    # only, out of reach of the mapped forces' noise in the stiff bonds and angles, each
+    # torsion's residual over its forces' rms: weight 1 is their Gaussian log-likelihood
     teacher_force_components: str = "cartesian"
     n_teacher_samples: int = 100_000
     force_filter_factor: float | None = 50.0

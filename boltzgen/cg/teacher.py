@@ -58,6 +58,7 @@ class CGFlow(nn.Module):
         self.flow = flow
         self.config = dict(config)
         self.history: dict[str, list] = {}
+        self.torsion_force_scale: torch.Tensor | None = None  # set while fit matches torsions
 
     @classmethod
     def build(
@@ -155,13 +156,13 @@ class CGFlow(nn.Module):
 
     def force_residual(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """What force matching squares (:func:`boltzgen.generator.losses.force_loss`):
-        grad_x log q - F/kT per Cartesian component, or with ``force_components ==
-        "torsions"`` the same along the Z-matrix torsions only (kT/rad), where the mapped
-        forces' noise from the stiff bonds and angles does not reach."""
-        if getattr(self, "force_components", "cartesian") == "torsions":
-            return self.torsion_log_prob_grad(x, create_graph=True) - self.torsion_force_targets(
-                x, f
-            )
+        grad_x log q - F/kT per Cartesian component, or while :meth:`fit` runs with
+        ``force_components="torsions"`` the same along the Z-matrix torsions only, divided by
+        ``torsion_force_scale`` (B, n_torsions)."""
+        scale = self.torsion_force_scale
+        if scale is not None:
+            r = self.torsion_log_prob_grad(x, create_graph=True) - self.torsion_force_targets(x, f)
+            return r / scale
         _, g = self.force(x, create_graph=True)
         return g - f / self.system.kT
 
@@ -197,8 +198,9 @@ class CGFlow(nn.Module):
         nll + force_weight * mean((grad_x log q - F/kT)^2) (kT/nm per component). Noisy
         mapped forces are fine: the square's minimiser is their conditional mean, the mean
         force kT grad log p_CG. ``force_components="torsions"``: match the forces along the
-        Z-matrix torsions only (:meth:`force_residual`). Early stopping still watches the
-        validation NLL."""
+        Z-matrix torsions only, each torsion's residual over its forces' rms (so weight 1 is
+        their Gaussian log-likelihood; :meth:`force_residual`). Early stopping still watches
+        the validation NLL."""
         from boltzgen.generator.data import TrainingData
         from boltzgen.generator.training import fit
 
@@ -214,11 +216,17 @@ class CGFlow(nn.Module):
                     f"force_components must be 'cartesian' or 'torsions', got {force_components!r}"
                 )
             weights_ = {"nll": 1.0, "force": float(force_weight)}
-            self.force_components = force_components
+            if force_components == "torsions":
+                # whitened: residual_k / sigma_k * sqrt(n_t / 2), sigma_k the rms of the
+                # frames' torsion forces (noise dominates it), so the term is a Gaussian
+                # log-likelihood sum_k r_k^2 / (2 sigma_k^2) of the forces at weight 1
+                t = self.torsion_force_targets(x, f).detach()
+                n_t = t.shape[1]
+                self.torsion_force_scale = t.pow(2).mean(0).sqrt() / math.sqrt(n_t / 2.0)
             try:
                 return fit(self, data, loss="mixed", weights=weights_, state_fn=None, **options)
             finally:
-                self.force_components = "cartesian"
+                self.torsion_force_scale = None
         data = x if w is None else TrainingData(x, weights=w)
         return fit(self, data, loss="nll", **options)
 
