@@ -75,9 +75,11 @@ REFERENCES: dict[str, tuple[str, str, dict[str, tuple[float, float, str]]]] = {
         "data/peptides/ace-gly-gly-pro-nme.pdb",
         "vacuum",
         {
-            "phi:2": (0.91, 0.24, "3-D metadynamics, two seeds, 'Held-out capped peptides'"),
-            "phi:3": (-1.18, 0.22, "3-D metadynamics, two seeds, 'Held-out capped peptides'"),
-            "psi:4": (-0.85, 0.12, "3-D metadynamics, two seeds, 'Held-out capped peptides'"),
+            # six seeds x 6M production steps (RESULTS.md, 2026-12-06, tenth session); the
+            # two-seed reference of 'Held-out capped peptides' was 0.91/-1.18/-0.85 +- 0.12-0.24
+            "phi:2": (0.85, 0.10, "3-D metadynamics, six seeds, 2026-12-06"),
+            "phi:3": (-1.29, 0.09, "3-D metadynamics, six seeds, 2026-12-06"),
+            "psi:4": (-0.71, 0.07, "3-D metadynamics, six seeds, 2026-12-06"),
         },
     ),
     "ace-trp-nme": (

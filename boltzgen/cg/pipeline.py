@@ -142,7 +142,10 @@ class CGConfig:
     teacher_force_weight: float = 0.0
     # "torsions": the force term compares the forces along the teacher's Z-matrix torsions
     # only, out of reach of the mapped forces' noise in the stiff bonds and angles, each
-    # torsion's residual over its forces' rms: weight 1 is their Gaussian log-likelihood
+    # torsion's residual over its forces' rms: weight 1 is their Gaussian log-likelihood.
+    # At 5,000 ACE-PRO-NME frames weight 1 lowered the teacher's KL 0.0098/0.0105 ->
+    # 0.0092/0.0098 (two seeds) at ~4x the teacher's time, weight 10 raised it to 0.013-0.014
+    # (RESULTS.md, 2026-12-06, tenth session): off by default
     teacher_force_components: str = "cartesian"
     n_teacher_samples: int = 100_000
     force_filter_factor: float | None = 50.0
