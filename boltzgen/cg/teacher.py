@@ -222,7 +222,8 @@ class CGFlow(nn.Module):
                 # log-likelihood sum_k r_k^2 / (2 sigma_k^2) of the forces at weight 1
                 t = self.torsion_force_targets(x, f).detach()
                 n_t = t.shape[1]
-                self.torsion_force_scale = t.pow(2).mean(0).sqrt() / math.sqrt(n_t / 2.0)
+                rms = t.pow(2).mean(0).sqrt().clamp_min(1e-12)
+                self.torsion_force_scale = rms / math.sqrt(n_t / 2.0)
             try:
                 return fit(self, data, loss="mixed", weights=weights_, state_fn=None, **options)
             finally:

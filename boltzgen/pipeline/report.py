@@ -230,8 +230,9 @@ def _state_populations(states: dict[str, Any] | None) -> list[str]:
         "## Backbone state populations",
         "",
         f"One character per state dihedral ({names}): + is angle >= 0. F = -log P in kT "
-        "(populations sum to 1); from the strata's log Z after refinement (mean of the "
-        "independent flows, error max(stated, spread)); data: the training frames alone.",
+        "(each flow's populations sum to 1); from the strata's log Z after refinement (mean "
+        "of the independent flows' F, error max(stated, spread)); data: the training frames "
+        "alone.",
         "",
         "| state | population | F / kT | population in data | F data / kT |",
         "|---|---|---|---|---|",
