@@ -55,20 +55,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from boltzgen.jsonable import json_clean  # noqa: E402
+
 REFERENCE_VACUUM = (3.87, 0.16)  # umbrella sampling + MBAR, 4 walks (RESULTS.md)
 
 
 def _emit(row: dict) -> None:
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-
-    print(json.dumps(clean(row)), flush=True)
+    print(json.dumps(json_clean(row)), flush=True)  # non-finite floats as null
 
 
 def refine_part(args) -> None:

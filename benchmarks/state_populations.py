@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from boltzgen.diagnostics import combine_estimates
+from boltzgen.jsonable import json_clean
 from boltzgen.refinement import RefinedSamples, strata_state_free_energies
 
 States = dict[str, dict[str, float]]  # pattern -> {"free_energy_kT", "err_kT"}
@@ -134,14 +135,6 @@ def score(est: States, ref: States, min_population: float) -> dict[str, Any]:
     }
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    return v
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reference", nargs="+", required=True)
@@ -150,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-population", type=float, default=0.01)
     args = p.parse_args(argv)
     ref, names = reference_states(args.reference)
-    emit = lambda row: print(json.dumps(_clean(row)), flush=True)  # noqa: E731
+    emit = lambda row: print(json.dumps(json_clean(row)), flush=True)  # noqa: E731
     emit({"source": "reference", "dihedrals": names, "states": ref})
     for d in args.runs:
         s = json.loads((Path(d) / "summary.json").read_text())
