@@ -223,6 +223,68 @@ def test_verdict_flags_disagreeing_flows_few_particles_and_clashes():
     assert json.dumps(dg.Verdict("not converged", ["x"], ["k_hat"], ["y"]).to_dict())
 
 
+# ----------------------------------------------------------------------------- which to quote
+def _halves(data: np.ndarray):
+    h = len(data) // 2
+    return _df(data[:h]), _df(data[h:])
+
+
+def test_recommend_quotes_the_data_when_the_flow_misses_a_state():
+    """The proposal covers state A only: the samples carry no estimate, the data (iid from
+    the target, exact dF = 0) pass their checks and are quoted, and their error covers the
+    truth."""
+    one_state = ([-3.0], [0.5], [1.0])
+    x, lw, data = _case(TWO_STATES, one_state, seed=3)
+    d = _diagnose(x, lw, data)
+    v = dg.verdict(d)
+    check = dg.data_check(*_halves(data), states=d.states)
+    assert check.ok and abs(check.z) < 2.0
+    samples = _df(x, lw)
+    rec = dg.recommend(samples, v, _df(data), check)
+    assert rec.source == "data" and rec.df_kT == _df(data)[0]
+    assert abs(rec.df_kT - 0.0) < 2.5 * rec.err_kT
+    assert json.loads(json.dumps(rec.to_dict()))["source"] == "data"
+    assert json.loads(json.dumps(check.to_dict()))["ok"] is True
+
+
+def test_recommend_keeps_the_samples_when_reliable_or_tighter():
+    target = ([-1.5, 1.5], [0.6, 0.6], [0.5, 0.5])
+    x, lw, data = _case(target, ([-1.5, 1.5], [0.7, 0.7], [0.45, 0.55]), seed=5)
+    d = _diagnose(x, lw, data)
+    v = dg.verdict(d)
+    assert v.reliable
+    check = dg.data_check(*_halves(data), states=d.states)
+    samples = _df(x, lw)
+    tighter_data = (_df(data)[0], samples[1] / 10)
+    rec = dg.recommend(samples, v, tighter_data, check)
+    assert rec.source == "samples" and rec.df_kT == samples[0]  # reliable: quoted as is
+    stuck = dg.Verdict("not converged", ["x"], ["k_hat"], ["y"])
+    looser_data = (_df(data)[0], samples[1] * 2)
+    rec = dg.recommend(samples, stuck, looser_data, check)
+    assert rec.source == "samples" and "error is larger" in rec.why
+    assert dg.recommend(samples, stuck, tighter_data, check).source == "data"
+    assert dg.recommend(None, stuck, None, None).source == "none"
+
+
+def test_data_check_fails_data_that_drift_or_never_visit_a_state():
+    """A sampler stuck in A for the first half and in B for the second gives a tight,
+    wrong dF: its halves disagree. A state the samples weight with no data frame fails too."""
+    rng = np.random.default_rng(7)
+    first = _mixture_draws(rng, 1000, [-3.0, 3.0], [0.5, 0.5], [0.8, 0.2])
+    second = _mixture_draws(rng, 1000, [-3.0, 3.0], [0.5, 0.5], [0.2, 0.8])
+    check = dg.data_check(*_halves(np.concatenate([first, second])))
+    assert not check.ok and check.z > dg.AGREEMENT_Z_MAX
+    assert "halves disagree" in check.reasons[0]
+    stuck = dg.Verdict("not converged", ["x"], ["k_hat"], ["y"])
+    rec = dg.recommend((0.5, 1.0), stuck, (0.0, 0.05), check)
+    assert rec.source == "samples" and "halves disagree" in rec.why
+    unseen = dg.StateMass("B", data_mass=0.0, flow_mass=0.3, n_samples=300)
+    seen = dg.StateMass("A", data_mass=1.0, flow_mass=0.7, n_samples=700)
+    check = dg.data_check((0.1, 0.1), (0.12, 0.1), states=(seen, unseen))
+    assert not check.ok and check.unvisited == ("B",)
+    assert not dg.data_check(None, (0.1, 0.1)).ok  # a half with no estimate
+
+
 # ----------------------------------------------------------------------------- coverage
 def _u(x):
     return 3.0 * (x**2 - 1.0) ** 2 + 0.5 * x  # tilted double well (kT)

@@ -276,6 +276,16 @@ def test_tiny_pipeline_writes_readable_results(tiny_run):
     assert f"**{row['verdict']}**" in report
     if row["verdict"] == "not converged":
         assert all(r in report for r in row["reasons"])
+    # which number to quote: the samples' when reliable, else the data's if they pass their
+    # own check (two time halves) and are tighter
+    rec, check = row["recommended"], row["data_check"]
+    assert rec["source"] in ("samples", "data") and "quote / kT" in report
+    pick = "df_data_kT" if rec["source"] == "data" else "df_kT"
+    assert rec["df_kT"] == pytest.approx(row[pick])
+    if row["verdict"] == "reliable":
+        assert rec["source"] == "samples"
+    if rec["source"] == "data":
+        assert check["ok"] and row["err_data_kT"] <= (row["err_kT"] or math.inf)
     # sampler="metad" (TINY): the data came from metadynamics, weighted
     assert s["data"]["sampler"] == "metad" and s["data"]["dihedrals"] == ["phi:2"]
     assert 0.0 < s["data"]["ess"] <= 1.0 and s["data"]["sign_changes"]["phi:2"] > 0

@@ -175,6 +175,12 @@ def _print_summary(s: dict, out: Path) -> None:
             typer.echo(f"  because {reason}")
         for advice in row.get("advice", []):
             typer.echo(f"  to do: {advice}")
+        rec = row.get("recommended") or {}
+        if rec.get("source") == "data":
+            typer.echo(
+                f"  quote the training data's {fmt(rec['df_kT'])} +- {fmt(rec['err_kT'])} kT: "
+                f"{rec['why']}"
+            )
     typer.echo(f"clash fraction {fmt(s['clash_fraction'], '.4f')}")
     bad = {k: v for k, v in (s.get("invalid_configurations") or {}).items() if v["n_invalid"]}
     if bad:

@@ -13,6 +13,8 @@ number, e.g. dF along one CV:
   includes their spread.
 * :func:`diagnose` collects these for one number; :func:`verdict` turns them into
   ``reliable`` or ``not converged`` with reasons and advice.
+* :func:`data_check` judges the training data's own estimate (its time halves, the states it
+  visits); :func:`recommend` says which estimate to quote: the samples' or the data's.
 
 Conventions as in :mod:`boltzgen.analysis`: ``log_w`` (n,) are unnormalised log importance
 weights (``-inf`` = weight 0, e.g. a clash); free energies and their errors are in kT; labels
@@ -31,6 +33,7 @@ from boltzgen.diagnostics.estimates import (
     consistency,
 )
 from boltzgen.diagnostics.judge import EstimateDiagnostics, Verdict, diagnose, verdict
+from boltzgen.diagnostics.recommend import DataCheck, Recommendation, data_check, recommend
 from boltzgen.diagnostics.thresholds import (
     AGREEMENT_Z_MAX,
     CLASH_FRACTION_MAX,
@@ -65,17 +68,21 @@ __all__ = [
     "Agreement",
     "CombinedEstimate",
     "Consistency",
+    "DataCheck",
     "EstimateDiagnostics",
+    "Recommendation",
     "StateMass",
     "StratumDiagnostics",
     "Verdict",
     "agreement",
     "combine_estimates",
     "cut_is_degenerate",
+    "data_check",
     "consistency",
     "diagnose",
     "k_hat",
     "k_hat_threshold",
+    "recommend",
     "state_masses",
     "stratum_diagnostics",
     "verdict",

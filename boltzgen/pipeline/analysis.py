@@ -20,7 +20,15 @@ from boltzgen.analysis import (
     state_free_energies,
 )
 from boltzgen.cv import backbone_dihedrals, backbone_state_labels, parse_cv_name, state_dihedrals
-from boltzgen.diagnostics import combine_estimates, cut_is_degenerate, diagnose, verdict
+from boltzgen.diagnostics import (
+    Verdict,
+    combine_estimates,
+    cut_is_degenerate,
+    data_check,
+    diagnose,
+    recommend,
+    verdict,
+)
 from boltzgen.errors import InputError
 from boltzgen.pipeline.config import PipelineConfig
 from boltzgen.pipeline.records import Clock
@@ -217,24 +225,55 @@ class _Analysis:
         row.update(
             df_data_kT=df_d, err_data_kT=err_d, data_fraction_positive=float(np.mean(vd >= 0))
         )
+        halves = self._data_halves(vd)
         if self.usable:
             w = s.normalized_weights
             row["flow_fraction_positive_unweighted"] = float(np.mean(v >= 0))
             row["flow_fraction_positive_weighted"] = float(np.sum(w[v >= 0]))
-        row.update(self.judge(name, row))
+        row.update(self.judge(name, row, halves))
         return row
 
-    def judge(self, name: str, row: dict[str, Any]) -> dict[str, Any]:
+    def _data_halves(self, vd: np.ndarray) -> list[tuple[float, float] | None]:
+        """dF from the first and the second half of the data frames (in time order), each
+        with its block-bootstrap error: the data's own convergence check."""
+        half = len(vd) // 2
+        out = []
+        for sl in (slice(0, half), slice(half, 2 * half)):
+            lw = None if self.data_lw is None else self.data_lw[sl]
+            pair = free_energy_difference(
+                self.data_positions[sl],
+                vd[sl],
+                _POSITIVE,
+                _NEGATIVE,
+                n_bootstrap=self.config.n_bootstrap,
+                block_size=max(1, self.block // 2),
+                log_weights=lw,
+            )
+            out.append(_finite_pair(*pair))
+        return out
+
+    def judge(self, name: str, row: dict[str, Any], halves: list) -> dict[str, Any]:
         """The number's diagnostics (Kish ESS, PSIS k-hat overall and per backbone state,
         particles per state, the flow's mass per state against the data's, data vs samples,
         clash fraction) and its verdict: ``reliable`` or ``not converged`` with reasons and
-        advice (boltzgen.diagnostics)."""
+        advice (boltzgen.diagnostics); the data's own check (its time ``halves``) and which
+        estimate to quote (``recommended``)."""
         df, err = row.get("df_kT"), row.get("err_kT")
+        data = _finite_pair(row.get("df_data_kT"), row.get("err_data_kT"))
         if not self.usable or df is None or err is None:
+            v = Verdict(
+                "not converged",
+                reasons=["no finite importance weight: the flow's samples carry no estimate"],
+                codes=["no_estimate"],
+                advice=["raise the budget (longer training and sampling)"],
+            )
+            check = data_check(*halves)
             return {
-                "verdict": "not converged",
-                "reasons": ["no finite importance weight: the flow's samples carry no estimate"],
-                "advice": ["raise the budget (longer training and sampling)"],
+                "verdict": v.status,
+                "reasons": v.reasons,
+                "advice": v.advice,
+                "data_check": check.to_dict(),
+                "recommended": recommend(None, v, data, check).to_dict(),
             }
         d = diagnose(
             self.samples.log_weights,
@@ -243,12 +282,13 @@ class _Analysis:
             labels=self.labels,
             data_labels=self.data_labels,
             data_weights=self.data_weights,
-            data_estimate=_finite_pair(row.get("df_data_kT"), row.get("err_data_kT")),
+            data_estimate=data,
             clash_fraction=None if self.clash is None else self.clash["clash_fraction"],
             independent=self.independent.get(name),
             refinement_cut=self.refinement_cut,
         )
         v = verdict(d, implicit_solvent=self.implicit_solvent)
+        check = data_check(*halves, states=d.states)
         return {
             "k_hat": d.k_hat,
             "ess": d.ess_fraction,
@@ -256,6 +296,8 @@ class _Analysis:
             "reasons": v.reasons,
             "advice": v.advice,
             "diagnostics": d.to_dict(),
+            "data_check": check.to_dict(),
+            "recommended": recommend((df, err), v, data, check).to_dict(),
         }
 
     def _states_of(self, samples) -> dict[str, dict[str, float]]:

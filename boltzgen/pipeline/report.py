@@ -195,21 +195,30 @@ def _free_energies(s: dict[str, Any], figs: dict[str, Any]) -> list[str]:
         "strata (one SMC run per backbone state; error from the islands' spread and the "
         "proposal masses); otherwise the flow samples reweighted (bootstrap error). Data: "
         "the training frames alone (REMD: the target replica; metadynamics: reweighted by "
-        "exp(V/kT); block-bootstrap error).",
+        "exp(V/kT); block-bootstrap error). Quote: the samples' number when reliable, "
+        "otherwise the data's when its two time halves agree, it visits every state the "
+        "samples weight and its error is no larger.",
         "",
-        "| CV | dF / kT | verdict | k-hat | method | dF data / kT | CV >= 0 in data (frames) |",
-        "|---|---|---|---|---|---|---|",
+        "| CV | dF / kT | verdict | k-hat | method | dF data / kT | CV >= 0 in data (frames) "
+        "| quote / kT |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in s["free_energies"].items():
+        rec = row.get("recommended") or {}
+        quote = (
+            f"{fmt(rec['df_kT'])} +- {fmt(rec['err_kT'])} ({rec['source']})"
+            if rec.get("source") in ("samples", "data")
+            else "-"
+        )
         lines.append(
             f"| {name} | {fmt(row['df_kT'])} +- {fmt(row['err_kT'])} | "
             f"**{row.get('verdict', '-')}** | {fmt(row.get('k_hat'))} | "
             f"{row.get('method', '-')} | "
             f"{fmt(row['df_data_kT'])} +- {fmt(row['err_data_kT'])} | "
-            f"{row['data_fraction_positive']:.4f} |"
+            f"{row['data_fraction_positive']:.4f} | {quote} |"
         )
     if not s["free_energies"]:
-        lines.append("| (no backbone dihedral) | | | | | | |")
+        lines.append("| (no backbone dihedral) | | | | | | | |")
     lines += _verdict_reasons(s["free_energies"])
     if figs["ramachandran"]:
         lines += ["", "### Ramachandran plots", ""]
@@ -256,6 +265,9 @@ def _verdict_reasons(free_energies: dict[str, Any]) -> list[str]:
         lines += ["", f"**{name}: not converged.**"]
         lines += [f"- {r}" for r in row.get("reasons", [])]
         lines += [f"- what to do: {a}" for a in row.get("advice", [])]
+        if rec := row.get("recommended"):
+            whose = {"samples": "the samples'", "data": "the data's"}.get(rec["source"], "no")
+            lines.append(f"- quoted: {whose} number, because {rec['why']}")
     return lines
 
 
