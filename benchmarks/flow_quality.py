@@ -253,6 +253,10 @@ def point(
     if finish is not None:
         train = train.model_copy(update={"finish_fraction": finish})
     model_dir = work / f"{key}-{minutes}-{seed}"
+    if n_layers or hidden:  # a size point beside the rule's: its own directory
+        model_dir = model_dir.with_name(
+            f"{model_dir.name}-{arch.n_layers}x{'x'.join(map(str, arch.hidden))}"
+        )
     side = None
     if flows > 1:  # flows 2..K train in worker processes at the same time as flow 1
         side = SideFlows(key, td, arch, train, model_dir, flows)
