@@ -22,10 +22,10 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 import torch
+from flow_quality import balanced_data  # the sibling benchmark's training weights
 
 import boltzgen as bg
-from boltzgen.cv import backbone_state_labels
-from boltzgen.generator.balance import pattern_weights
+from boltzgen.analysis import n_effective
 
 ONE_4PI_EPS0 = 138.935456  # kJ nm / (mol e^2), OpenMM's Coulomb constant
 
@@ -100,13 +100,12 @@ def main() -> None:
     step = max(1, md.trajectory.n_frames // args.draws)
     xd = np.asarray(md.trajectory.xyz, dtype=np.float64)[::step][: args.draws]
     # the frames weighted as the training weighs them (every populated backbone state >= 5 %)
-    wd, _ = pattern_weights(backbone_state_labels(system, xd)[0].astype(str), 0.05, 5)
+    wd = balanced_data(system, xd, None).weights
     wd = wd / wd.sum()
     eq, names = group_energies(system, x)
     ed, _ = group_energies(system, xd)
     ok = np.isfinite(eq).all(1) & np.isfinite(log_q) & (eq.sum(1) < ed.sum(1).max() + 50.0)
     lw = -eq[ok].sum(1) - log_q[ok]
-    w = np.exp(lw - lw.max())
     var = float(np.var(lw))
     print(
         json.dumps(
@@ -114,7 +113,7 @@ def main() -> None:
                 "model": args.model,
                 "draws": args.draws,
                 "trimmed": int((~ok).sum()),
-                "ess_bulk": float(w.sum() ** 2 / (w**2).sum() / args.draws),
+                "ess_bulk": n_effective(lw) / args.draws,
                 "var_log_w": var,
             }
         ),
