@@ -252,7 +252,9 @@ class _Analysis:
             out.append(_finite_pair(*pair))
         return out
 
-    def judge(self, name: str, row: dict[str, Any], halves: list) -> dict[str, Any]:
+    def judge(
+        self, name: str, row: dict[str, Any], halves: list[tuple[float, float] | None]
+    ) -> dict[str, Any]:
         """The number's diagnostics (Kish ESS, PSIS k-hat overall and per backbone state,
         particles per state, the flow's mass per state against the data's, data vs samples,
         clash fraction) and its verdict: ``reliable`` or ``not converged`` with reasons and
