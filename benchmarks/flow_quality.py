@@ -253,9 +253,10 @@ def point(
     if finish is not None:
         train = train.model_copy(update={"finish_fraction": finish})
     model_dir = work / f"{key}-{minutes}-{seed}"
-    if n_layers or hidden:  # a size point beside the rule's: its own directory
+    if n_layers or hidden or masks != "alternate":  # a point beside the rule's: its own dir
         model_dir = model_dir.with_name(
             f"{model_dir.name}-{arch.n_layers}x{'x'.join(map(str, arch.hidden))}"
+            + ("" if masks == "alternate" else f"-{masks}")
         )
     side = None
     if flows > 1:  # flows 2..K train in worker processes at the same time as flow 1

@@ -28,6 +28,7 @@ from boltzgen.flows import (
 
 D = 4
 CIRC = torch.tensor([True, False, True, False])
+GROUPS = torch.tensor([0, 1, 0, 2])  # generation order for masks="hierarchical"
 
 
 @dataclass
@@ -77,7 +78,15 @@ def _coupling(kind: str, cheap: str = "density") -> Callable[[], CouplingLayer]:
 def _flow(kind: str, masks: str = "alternate") -> Callable[[], Flow]:
     def make():
         f = build_flow(
-            D, CIRC, kind=kind, n_layers=3, hidden=(6,), n_components=3, n_bins=4, masks=masks
+            D,
+            CIRC,
+            kind=kind,
+            n_layers=3 if masks != "hierarchical" else 5,
+            hidden=(6,),
+            n_components=3,
+            n_bins=4,
+            masks=masks,
+            groups=GROUPS if masks == "hierarchical" else None,
         )
         return _randomise(f, 0.2)
 
@@ -148,6 +157,8 @@ CASES = [
     Case("flow-spline", _flow("spline"), CIRC, False),
     Case("flow-smooth-grouped", _flow("smooth", "grouped"), CIRC, True),
     Case("flow-spline-grouped", _flow("spline", "grouped"), CIRC, False),
+    Case("flow-smooth-hierarchical", _flow("smooth", "hierarchical"), CIRC, True),
+    Case("flow-spline-hierarchical", _flow("spline", "hierarchical"), CIRC, False),
 ]
 IDS = [c.name for c in CASES]
 
@@ -535,6 +546,29 @@ def test_coupling_masks_transform_every_dim_and_condition_on_the_rest(schedule, 
         circ = torch.tensor(circular)
         for m in masks:  # a layer transforms circular dims or interval dims, never both
             assert not (bool((m & circ).any()) and bool((m & ~circ).any()))
+
+
+@pytest.mark.parametrize("kind", ["smooth", "spline"])
+def test_hierarchical_flow_generates_each_group_from_earlier_groups_only(kind):
+    """Base -> data: group g's output depends on the base values of groups <= g only, so the
+    density factorises q(x_0) q(x_1 | x_0) ... (the Jacobian is block lower-triangular)."""
+    groups = torch.tensor([2, 0, 1, 0, 1, 2, 0])
+    circ = groups == 0
+    flow = _randomise(
+        build_flow(
+            7, circ, kind=kind, n_layers=8, hidden=(8,), masks="hierarchical", groups=groups
+        ),
+        0.3,
+    )
+    u = torch.rand(1, 7, dtype=torch.float64) * 0.8 + 0.1
+    jac = torch.autograd.functional.jacobian(lambda v: flow.transform.inverse(v)[0], u)[0, :, 0]
+    later = groups[:, None] < groups[None, :]  # output row earlier than input column
+    assert float(jac[later].abs().max()) == 0.0
+    assert float(jac[groups[:, None] > groups[None, :]].abs().max()) > 1e-6  # really coupled
+    with pytest.raises(InputError, match="groups"):
+        build_flow(7, circ, masks="hierarchical")
+    with pytest.raises(InputError, match="at least 3 layers"):
+        build_flow(7, circ, n_layers=2, masks="hierarchical", groups=groups)
 
 
 def test_unknown_mask_schedule_is_an_input_error():

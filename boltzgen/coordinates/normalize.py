@@ -260,6 +260,15 @@ class ICNormalizer(nn.Module):
     def circular(self) -> torch.Tensor:
         return self.ic.circular
 
+    def generation_groups(self) -> torch.Tensor:
+        """(d,) int64 generation order of the columns for a hierarchical flow: torsions 0,
+        angles 1, bonds 2, rigid-body columns (keep mode) 3."""
+        g = torch.full((self.dim,), 3, dtype=torch.long)
+        g[self.ic.torsion_columns] = 0
+        g[self.ic.angle_columns] = 1
+        g[self.ic.bond_columns] = 2
+        return g
+
     @torch.no_grad()
     def fit_bounds(self, x, **kwargs) -> None:
         """Fit the box bounds to positions x (N, n, 3) nm (kwargs of BoxNormalizer.fit_bounds)."""

@@ -14,20 +14,21 @@ from boltzgen.flows.smooth import SmoothMixture
 from boltzgen.flows.splines import RQSpline
 
 KINDS = ("smooth", "spline")
-MASKS = ("alternate", "grouped")
+MASKS = ("alternate", "grouped", "hierarchical")
+
+
+def _halves(group: torch.Tensor) -> list[torch.Tensor]:
+    """Even/odd and first/second-half splits of the dims in ``group`` (by rank within it)."""
+    rank = torch.cumsum(group.long(), 0) - 1
+    n = int(group.sum())
+    cands = [rank % 2 == 0, rank % 2 == 1, rank < (n + 1) // 2, rank >= (n + 1) // 2]
+    return [group & c for c in cands]
 
 
 def _grouped_patterns(circ: torch.Tensor) -> list[torch.Tensor]:
     """Halves of the circular dims, then halves of the interval dims (by rank within each
     kind); empty patterns dropped."""
-    patterns = []
-    for group in (circ, ~circ):
-        rank = torch.cumsum(group.long(), 0) - 1
-        for parity in (0, 1):
-            m = group & (rank % 2 == parity)
-            if bool(m.any()):
-                patterns.append(m)
-    return patterns
+    return [m for group in (circ, ~circ) for m in _halves(group)[:2] if bool(m.any())]
 
 
 def coupling_masks(
@@ -47,13 +48,15 @@ def coupling_masks(
     conditioned on every torsion. Each dim is transformed once per cycle, so a layer costs
     about half of an alternating one. ``dim == 1``: every layer transforms it.
     """
-    if schedule not in MASKS:
-        raise InputError(f"mask schedule must be one of {MASKS}, got {schedule!r}")
+    if schedule not in MASKS[:2]:
+        raise InputError(
+            f"mask schedule must be one of {MASKS[:2]} (hierarchical: hierarchical_plan), "
+            f"got {schedule!r}"
+        )
     if dim == 1:
         return [torch.ones(1, dtype=torch.bool) for _ in range(n_layers)]
-    idx = torch.arange(dim)
     if schedule == "alternate":
-        patterns = [idx % 2 == 0, idx % 2 == 1, idx < (dim + 1) // 2, idx >= (dim + 1) // 2]
+        patterns = _halves(torch.ones(dim, dtype=torch.bool))
     else:
         circ = (
             torch.zeros(dim, dtype=torch.bool)
@@ -62,6 +65,42 @@ def coupling_masks(
         )
         patterns = _grouped_patterns(circ)
     return [patterns[layer % len(patterns)] for layer in range(n_layers)]
+
+
+def hierarchical_plan(
+    groups: Sequence[int] | torch.Tensor, n_layers: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(transformed, context)`` masks (each ``(d,)`` bool) of a hierarchical coupling flow,
+    in the data -> base order of the layers.
+
+    ``groups`` (d,) ints give the order in which the dims are generated (base -> data): the
+    density factorises as ``q(x_0) q(x_1 | x_0) q(x_2 | x_0, x_1) ...`` over the groups
+    ``0 < 1 < 2 ...`` (in internal coordinates torsions, then angles given the torsions, then
+    bonds given both, as bgflow's peptide flows). Group 0 is a coupling flow of its own (its
+    even/odd and half/half splits, each conditioned on the rest of group 0); each later group
+    is transformed elementwise in two layers (one when ``n_layers`` is short), conditioned on
+    all earlier groups; group 0 gets the remaining layers. A one-dim group 0 is transformed by
+    learned constants.
+    """
+    g = torch.as_tensor(groups, dtype=torch.long).flatten()
+    levels = torch.unique(g).tolist()
+    n_late = len(levels) - 1
+    per = 2 if n_layers >= 2 * len(levels) else 1
+    n_first = n_layers - per * n_late
+    if n_first < 1:
+        raise InputError(
+            f"a hierarchical flow over {len(levels)} groups needs at least {len(levels)} layers, "
+            f"got {n_layers}"
+        )
+    first = g == levels[0]
+    plan = []
+    for level in reversed(levels[1:]):  # data -> base: the last-generated group first
+        plan += [(g == level, g < level)] * per
+    halves = [h for h in _halves(first) if bool(h.any())] if int(first.sum()) > 1 else [first]
+    for k in range(n_first):
+        tr = halves[k % len(halves)]
+        plan.append((tr, first & ~tr))
+    return plan
 
 
 def make_bijections(
@@ -104,6 +143,7 @@ def build_flow(
     base: str = "uniform",
     activation: str = "silu",
     masks: str = "alternate",
+    groups: Sequence[int] | torch.Tensor | None = None,
 ) -> Flow:
     """Coupling flow on ``[0, 1]^dim`` with periodic dims flagged by ``circular``.
 
@@ -121,7 +161,9 @@ def build_flow(
         base: ``"uniform"`` or ``"truncnormal"`` (uniform on circular dims, truncated normal on
             box dims).
         activation: conditioner activation (``"silu"`` keeps the flow smooth).
-        masks: coupling schedule, ``"alternate"`` or ``"grouped"`` (see :func:`coupling_masks`).
+        masks: coupling schedule, ``"alternate"`` or ``"grouped"`` (see :func:`coupling_masks`)
+            or ``"hierarchical"`` (see :func:`hierarchical_plan`; needs ``groups``).
+        groups: ``(d,)`` ints, the generation order of the dims for ``masks="hierarchical"``.
 
     Returns:
         :class:`~boltzgen.flows.base.Flow`.
@@ -138,10 +180,18 @@ def build_flow(
         raise InputError(f"circular mask has {circ.numel()} entries, expected dim={dim}")
     if int(n_layers) < 1:
         raise InputError(f"n_layers must be >= 1, got {n_layers}")
+    if masks == "hierarchical":
+        if groups is None or torch.as_tensor(groups).numel() != dim:
+            raise InputError(f"masks='hierarchical' needs groups, one int per dim ({dim})")
+        plan = hierarchical_plan(groups, int(n_layers))
+    else:
+        plan = [(m, None) for m in coupling_masks(dim, int(n_layers), circ, masks)]
     layers = []
-    for mask in coupling_masks(dim, int(n_layers), circ, masks):
+    for mask, context in plan:
         interval_b, circular_b = make_bijections(kind, n_components, n_bins, cheap)
-        layers.append(CouplingLayer(mask, circ, interval_b, circular_b, hidden, activation))
+        layers.append(
+            CouplingLayer(mask, circ, interval_b, circular_b, hidden, activation, context)
+        )
     if base == "uniform":
         base_dist = UniformBase(dim)
     elif base == "truncnormal":

@@ -59,10 +59,11 @@ class FlowConfig(_Config):
     hidden: tuple[int, ...] = Field(
         (64, 64), min_length=1, max_length=8, description="conditioner MLP widths"
     )
-    masks: Literal["alternate", "grouped"] = Field(
+    masks: Literal["alternate", "grouped", "hierarchical"] = Field(
         "alternate",
-        description="coupling schedule: alternate (even/odd, half/half index splits) or grouped "
-        "(torsion halves, then bond/angle halves, each conditioned on the rest)",
+        description="coupling schedule: alternate (even/odd, half/half index splits), grouped "
+        "(torsion halves, then bond/angle halves, each conditioned on the rest) or "
+        "hierarchical (torsions given torsions, angles given torsions, bonds given both)",
     )
     n_components: int = Field(8, ge=1, le=64, description="smooth-mixture components")
     n_bins: int = Field(8, ge=2, le=64, description="spline bins")

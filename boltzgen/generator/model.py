@@ -98,6 +98,7 @@ class BoltzmannGenerator(nn.Module):
             n_bins=cfg.n_bins,
             base=cfg.base,
             masks=cfg.masks,
+            groups=coords.generation_groups() if cfg.masks == "hierarchical" else None,
         )
 
     @property
