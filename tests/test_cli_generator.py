@@ -37,7 +37,9 @@ def test_train_sample_free_energy_on_another_peptide(tyr_md, tmp_path):
             "--epochs",
             "2",
             "--layers",
-            "2",
+            "3",
+            "--masks",
+            "hierarchical",  # saved and rebuilt by `sample` from the model file
             "--hidden",
             "16",
             "--components",

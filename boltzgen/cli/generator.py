@@ -72,6 +72,9 @@ def train_cmd(
     hidden: Annotated[str, typer.Option(help="Conditioner widths, e.g. 64,64.")] = ",".join(
         str(h) for h in _default(FlowConfig, "hidden")
     ),
+    masks: Annotated[
+        str, typer.Option(help="Coupling schedule: alternate, grouped or hierarchical.")
+    ] = _default(FlowConfig, "masks"),
     components: Annotated[int, typer.Option(help="Smooth-mixture components.")] = _default(
         FlowConfig, "n_components"
     ),
@@ -121,6 +124,7 @@ def train_cmd(
             flow=flow,
             n_layers=layers,
             hidden=_widths(hidden),
+            masks=masks,
             n_components=components,
             n_bins=bins,
             seed=seed,
