@@ -70,6 +70,7 @@ from boltzgen.generator.data import TrainingData
 from boltzgen.generator.mixture import sample_mixture
 from boltzgen.generator.model import BoltzmannGenerator
 from boltzgen.generator.workflow import train_model
+from boltzgen.pipeline.config import PipelineConfig
 from boltzgen.pipeline.data import frame_cap
 from boltzgen.pipeline.training import likelihood_config
 from boltzgen.processes import call_result, kill_workers, spawn_call
@@ -193,10 +194,17 @@ class SideFlows:
 
 
 def balanced_data(system, positions: np.ndarray, forces: np.ndarray | None) -> TrainingData:
-    """Frames (n, n_atoms, 3) nm weighted so every backbone sign pattern with at least 5 frames
-    holds at least 5 % of the training weight (the pipeline's defaults)."""
+    """Frames (n, n_atoms, 3) nm weighted as the pipeline does: every backbone sign pattern
+    with at least 5 frames holds at least 5 % of the training weight, unless that leaves the
+    weights less than half the frames' Kish size (then the least share is lowered)."""
     labels, _ = backbone_state_labels(system, positions)
-    weights, _ = pattern_weights(labels, 0.05, 5)
+    cfg = PipelineConfig()
+    weights, _ = pattern_weights(
+        labels,
+        cfg.min_state_share,
+        cfg.min_state_frames,
+        min_kish=cfg.min_weight_kish,
+    )
     return TrainingData(positions, forces, weights)
 
 

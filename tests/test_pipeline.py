@@ -184,6 +184,33 @@ def test_pattern_weights_raise_rare_states_and_honour_frame_weights():
         pattern_weights(labels, frame_weights=np.ones(5))
 
 
+def _kish(w):
+    return w.sum() ** 2 / (w * w).sum() / len(w)
+
+
+def test_pattern_weights_keep_the_kish_floor_when_many_rare_states_are_boosted():
+    # ten rare states of 100 frames each: 5 % apiece leaves a Kish size of 0.36 of the frames
+    labels = np.array(["main"] * 9000 + [f"r{k}" for k in range(10) for _ in range(100)])
+    w0, t0 = pattern_weights(labels, min_share=0.05, min_frames=5)
+    assert _kish(w0) == pytest.approx(0.36, abs=0.01)
+    w, table = pattern_weights(labels, min_share=0.05, min_frames=5, min_kish=0.5)
+    share = {r["state"]: r["weight_share"] for r in table}
+    assert _kish(w) == pytest.approx(0.5, abs=1e-3)  # the floor, not far above it
+    assert 0.01 < share["r0"] < 0.05  # still raised above the data's 1 %, less than asked
+    assert w.mean() == pytest.approx(1.0) and np.ptp(w[:9000]) == 0
+    # one rare state (ADP's phi > 0): the floor does not bind, nothing changes
+    one = np.array(["-"] * 975 + ["+"] * 25)
+    np.testing.assert_array_equal(
+        pattern_weights(one, 0.05, 5, min_kish=0.5)[0], pattern_weights(one, 0.05, 5)[0]
+    )
+    # frame weights of a biased run: the floor is relative to their own Kish size
+    fw = np.random.default_rng(0).uniform(0.2, 1.8, len(labels))
+    wb, _ = pattern_weights(labels, 0.05, 5, frame_weights=fw, min_kish=0.5)
+    assert _kish(wb) == pytest.approx(0.5 * _kish(fw), abs=1e-3)
+    with pytest.raises(InputError, match="min_kish"):
+        pattern_weights(labels, min_kish=1.5)
+
+
 def test_strata_free_energy_combines_strata():
     # two residues; Z of each sign pattern known; dF of residue 0 = -log(Z_+. / Z_-.)
     z = {"++": 0.01, "+-": 0.03, "-+": 0.2, "--": 0.76}

@@ -26,9 +26,10 @@ def pattern_weights(
     min_share: float = 0.05,
     min_frames: int = 5,
     frame_weights: Any = None,
+    min_kish: float = 0.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Frame weights (N,) (mean 1) that give every populated state at least ``min_share`` of
-    the total weight.
+    the total weight, unless that costs more than ``min_kish`` allows.
 
     labels: (N,) state label of each frame (e.g. from :func:`backbone_state_labels`). A state
     is populated if it holds at least ``min_frames`` frames; the others keep their data share
@@ -42,6 +43,12 @@ def pattern_weights(
     run (exp(V/kT)): the data shares are the weighted ones and, inside a state, frames keep
     weights in proportion to them.
 
+    ``min_kish`` in [0, 1]: the weights' Kish effective size, as a fraction of the frames' own
+    (of ``frame_weights``' when given), is kept at least this; where ``min_share`` would push
+    it lower (many rare states, each boosted hundreds of times: a flow then trains on a few
+    thousand effective frames and learns spikes around the rare ones), the least share is
+    lowered by bisection until it holds. 0 (default) keeps ``min_share`` as given.
+
     Returns: (weights, table) with one row per state: ``state``, ``n_frames``, ``data_share``,
     ``weight_share``, ``populated``, sorted by decreasing frame count.
     """
@@ -50,6 +57,8 @@ def pattern_weights(
         raise InputError("labels must be a non-empty (N,) array")
     if not 0.0 <= min_share < 1.0:
         raise InputError(f"min_share must be in [0, 1), got {min_share}")
+    if not 0.0 <= min_kish <= 1.0:
+        raise InputError(f"min_kish must be in [0, 1], got {min_kish}")
     n = len(lab)
     states, inverse, counts = np.unique(lab.astype(str), return_inverse=True, return_counts=True)
     fw = (
@@ -60,10 +69,21 @@ def pattern_weights(
     in_state = np.bincount(inverse, weights=fw, minlength=len(states))
     natural = in_state / fw.sum()
     populated = counts >= int(min_frames)
-    target = _water_fill(natural, populated, min_share)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_weight = np.where(in_state > 0, target / in_state, 0.0)
-    weights = per_weight[inverse] * fw * n
+
+    def weights_for(share: float) -> tuple[np.ndarray, np.ndarray]:
+        target = _water_fill(natural, populated, share)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_weight = np.where(in_state > 0, target / in_state, 0.0)
+        return per_weight[inverse] * fw * n, target
+
+    weights, target = weights_for(min_share)
+    floor = min_kish * _kish(fw)
+    if _kish(weights) < floor:
+        lo, hi = 0.0, min_share  # share lo keeps the Kish size (0: the data's own shares)
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if _kish(weights_for(mid)[0]) >= floor else (lo, mid)
+        weights, target = weights_for(lo)
     order = np.argsort(-counts, kind="stable")
     table = [
         {
@@ -76,6 +96,11 @@ def pattern_weights(
         for k in order
     ]
     return weights, table
+
+
+def _kish(w: np.ndarray) -> float:
+    """Kish effective size of weights w (N,) as a fraction of N."""
+    return float(w.sum() ** 2 / (w * w).sum() / len(w))
 
 
 def _water_fill(natural: np.ndarray, populated: np.ndarray, min_share: float) -> np.ndarray:

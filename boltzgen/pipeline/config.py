@@ -88,6 +88,13 @@ class PipelineConfig(BaseModel):
     min_state_frames: int = Field(
         5, ge=1, description="frames a backbone state needs to count as populated"
     )
+    min_weight_kish: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="the balanced training weights keep at least this Kish fraction of the "
+        "frames' effective size (min_state_share is lowered where it would cost more)",
+    )
     sampler: Literal["auto", "remd", "metad"] = Field(
         "auto",
         description="training data: 'remd' (temperature replica exchange), 'metad' "

@@ -56,6 +56,7 @@ TRAIN_FIELDS = (
     "lr",
     "min_state_share",
     "min_state_frames",
+    "min_weight_kish",
 )
 SAMPLE_FIELDS = ("n_samples", "sample_share", "refine", "refine_steps")
 

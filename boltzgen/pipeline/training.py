@@ -107,9 +107,18 @@ def _balanced_data(system, config: PipelineConfig, positions, forces, log_w):
     labels, state_names = backbone_state_labels(system, positions)
     frame_w = None if log_w is None else np.exp(log_w - np.max(log_w))
     weights, table = pattern_weights(
-        labels, config.min_state_share, config.min_state_frames, frame_weights=frame_w
+        labels,
+        config.min_state_share,
+        config.min_state_frames,
+        frame_weights=frame_w,
+        min_kish=config.min_weight_kish,
     )
-    balance = {"dihedrals": state_names, "states": table, "min_share": config.min_state_share}
+    balance = {
+        "dihedrals": state_names,
+        "states": table,
+        "min_share": config.min_state_share,
+        "weights_kish": float(weights.sum() ** 2 / (weights**2).sum() / len(weights)),
+    }
     return TrainingData(positions, forces, weights), balance
 
 
