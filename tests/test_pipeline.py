@@ -184,11 +184,9 @@ def test_pattern_weights_raise_rare_states_and_honour_frame_weights():
         pattern_weights(labels, frame_weights=np.ones(5))
 
 
-def _kish(w):
-    return w.sum() ** 2 / (w * w).sum() / len(w)
-
-
 def test_pattern_weights_keep_the_kish_floor_when_many_rare_states_are_boosted():
+    from boltzgen.generator.balance import weights_kish as _kish
+
     # ten rare states of 100 frames each: 5 % apiece leaves a Kish size of 0.36 of the frames
     labels = np.array(["main"] * 9000 + [f"r{k}" for k in range(10) for _ in range(100)])
     w0, t0 = pattern_weights(labels, min_share=0.05, min_frames=5)

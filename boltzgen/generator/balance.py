@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from boltzgen.analysis import kish_ess
 from boltzgen.cv import backbone_state_labels
 from boltzgen.errors import InputError
 from boltzgen.generator.data import check_frame_weights
 
-__all__ = ["backbone_state_labels", "pattern_weights"]
+__all__ = ["backbone_state_labels", "pattern_weights", "weights_kish"]
 
 
 def pattern_weights(
@@ -77,12 +78,12 @@ def pattern_weights(
         return per_weight[inverse] * fw * n, target
 
     weights, target = weights_for(min_share)
-    floor = min_kish * _kish(fw)
-    if _kish(weights) < floor:
+    floor = min_kish * weights_kish(fw)
+    if weights_kish(weights) < floor:
         lo, hi = 0.0, min_share  # share lo keeps the Kish size (0: the data's own shares)
         for _ in range(40):
             mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if _kish(weights_for(mid)[0]) >= floor else (lo, mid)
+            lo, hi = (mid, hi) if weights_kish(weights_for(mid)[0]) >= floor else (lo, mid)
         weights, target = weights_for(lo)
     order = np.argsort(-counts, kind="stable")
     table = [
@@ -98,9 +99,10 @@ def pattern_weights(
     return weights, table
 
 
-def _kish(w: np.ndarray) -> float:
-    """Kish effective size of weights w (N,) as a fraction of N."""
-    return float(w.sum() ** 2 / (w * w).sum() / len(w))
+def weights_kish(w: np.ndarray) -> float:
+    """Kish effective size of weights w (N,) >= 0 as a fraction of N."""
+    with np.errstate(divide="ignore"):
+        return kish_ess(np.log(w))
 
 
 def _water_fill(natural: np.ndarray, populated: np.ndarray, min_share: float) -> np.ndarray:

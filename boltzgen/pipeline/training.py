@@ -15,7 +15,7 @@ import torch
 
 from boltzgen.cores import resolve_cores
 from boltzgen.energy import EnergyModel, fastest_platform
-from boltzgen.generator.balance import backbone_state_labels, pattern_weights
+from boltzgen.generator.balance import backbone_state_labels, pattern_weights, weights_kish
 from boltzgen.generator.config import FlowConfig, TrainConfig, flow_size
 from boltzgen.generator.data import TrainingData
 from boltzgen.generator.model import BoltzmannGenerator
@@ -117,7 +117,7 @@ def _balanced_data(system, config: PipelineConfig, positions, forces, log_w):
         "dihedrals": state_names,
         "states": table,
         "min_share": config.min_state_share,
-        "weights_kish": float(weights.sum() ** 2 / (weights**2).sum() / len(weights)),
+        "weights_kish": weights_kish(weights),
     }
     return TrainingData(positions, forces, weights), balance
 
