@@ -8,8 +8,8 @@ data and training stages, with the library's current defaults:
    (:func:`~boltzgen.remd_ladder.temperature_ladder`), steps calibrated to fill
    ``data_share`` of the budget (1 fs, one OpenMM thread per replica), the 300 K replica's
    frames;
-2. training: frames balanced over the backbone sign patterns
-   (:func:`~boltzgen.generator.balance.pattern_weights`, share 0.05), the flow from the size rule
+2. training: frames balanced over the backbone sign patterns as the pipeline does
+   (:func:`~boltzgen.pipeline.training.balanced_data`), the flow from the size rule
    (:func:`~boltzgen.generator.config.flow_size`, smooth), maximum likelihood with the
    pipeline's settings (:func:`~boltzgen.pipeline.training.likelihood_config`: batch 256,
    lr 5e-4, plateau schedule, patience 50, then the finish: the last quarter from the best
@@ -61,10 +61,8 @@ import numpy as np
 import torch
 
 import boltzgen as bg
-from boltzgen.cv import backbone_state_labels
 from boltzgen.diagnostics.weights import k_hat, k_hat_threshold
 from boltzgen.enhanced import replica_exchange
-from boltzgen.generator.balance import pattern_weights
 from boltzgen.generator.config import FlowConfig, flow_size
 from boltzgen.generator.data import TrainingData
 from boltzgen.generator.mixture import sample_mixture
@@ -72,6 +70,7 @@ from boltzgen.generator.model import BoltzmannGenerator
 from boltzgen.generator.workflow import train_model
 from boltzgen.pipeline.config import PipelineConfig
 from boltzgen.pipeline.data import frame_cap
+from boltzgen.pipeline.training import balanced_data as pipeline_balanced_data
 from boltzgen.pipeline.training import likelihood_config
 from boltzgen.processes import call_result, kill_workers, spawn_call
 from boltzgen.remd_ladder import calibrate_remd, temperature_ladder
@@ -194,18 +193,9 @@ class SideFlows:
 
 
 def balanced_data(system, positions: np.ndarray, forces: np.ndarray | None) -> TrainingData:
-    """Frames (n, n_atoms, 3) nm weighted as the pipeline does: every backbone sign pattern
-    with at least 5 frames holds at least 5 % of the training weight, unless that leaves the
-    weights less than half the frames' Kish size (then the least share is lowered)."""
-    labels, _ = backbone_state_labels(system, positions)
-    cfg = PipelineConfig()
-    weights, _ = pattern_weights(
-        labels,
-        cfg.min_state_share,
-        cfg.min_state_frames,
-        min_kish=cfg.min_weight_kish,
-    )
-    return TrainingData(positions, forces, weights)
+    """Frames (n, n_atoms, 3) nm weighted over the backbone states as the pipeline does, with
+    its default settings (:func:`boltzgen.pipeline.training.balanced_data`)."""
+    return pipeline_balanced_data(system, PipelineConfig(), positions, forces, None)[0]
 
 
 def reused_data(row: dict, path: Path) -> tuple[dict, float]:

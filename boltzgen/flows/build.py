@@ -96,7 +96,7 @@ def hierarchical_plan(
     plan = []
     for level in reversed(levels[1:]):  # data -> base: the last-generated group first
         plan += [(g == level, g < level)] * per
-    halves = [h for h in _halves(first) if bool(h.any())] if int(first.sum()) > 1 else [first]
+    halves = [h for h in _halves(first) if bool(h.any())]  # one dim: itself, twice
     for k in range(n_first):
         tr = halves[k % len(halves)]
         plan.append((tr, first & ~tr))

@@ -101,7 +101,7 @@ def likelihood_config(lr: float, time_limit: float, seed: int) -> TrainConfig:
     )
 
 
-def _balanced_data(system, config: PipelineConfig, positions, forces, log_w):
+def balanced_data(system, config: PipelineConfig, positions, forces, log_w):
     """(TrainingData with frame weights balanced over the backbone states, the balance
     record for the summary)."""
     labels, state_names = backbone_state_labels(system, positions)
@@ -162,7 +162,7 @@ def train_stage(
     sampling plan); the model comes from the checkpoint when its inputs are unchanged.
     ``wall_before``: seconds the system and data stages took (what they left of their
     share goes to training)."""
-    td, balance = _balanced_data(system, config, positions, forces, log_w)
+    td, balance = balanced_data(system, config, positions, forces, log_w)
     arch, flow_info = _architecture(system, config)
     gen = BoltzmannGenerator.build(system, data=td, config=arch)
     gen.energy = energy
