@@ -34,6 +34,7 @@ from flow_quality import balanced_data, core_seconds  # the sibling benchmark's 
 
 import boltzgen as bg
 from boltzgen.energy import EnergyModel, fastest_platform
+from boltzgen.generator.data import TrainingData
 
 
 def flow_ess(gen, n: int, seed: int) -> tuple[float, int]:
@@ -65,13 +66,24 @@ def main() -> None:
     ap.add_argument("--kl-batch", type=int, default=128)
     ap.add_argument("--draws", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--balance",
+        choices=["pipeline", "none"],
+        default="pipeline",
+        help="frame weights: the pipeline's balancing over backbone states, or every frame alike "
+        "(match how the model was trained)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     work = Path(args.work)
     base = bg.BoltzmannGenerator.load(work / args.point / "model.pt")
     system = base.system
     md = bg.load_md(work / f"{args.point}.h5")
-    data = balanced_data(system, np.asarray(md.trajectory.xyz), md.forces)
+    positions = np.asarray(md.trajectory.xyz)
+    if args.balance == "none":
+        data = TrainingData(positions, md.forces, np.ones(len(positions)))
+    else:
+        data = balanced_data(system, positions, md.forces)
     platform = fastest_platform(system)
     base.energy = EnergyModel(system, platform=platform)
     ess0, bad0 = flow_ess(base, args.draws, 10_000 + args.seed)
@@ -105,6 +117,7 @@ def main() -> None:
             "arm": arm,
             "minutes": args.minutes,
             "lr": args.lr,
+            "balance": args.balance,
             "flow_ess_before": ess0,
             "flow_ess": ess,
             "nonfinite": bad,
