@@ -237,14 +237,16 @@ def flow_size(dim: int) -> dict[str, Any]:
 
     Anchored on the hand-tuned alanine-dipeptide recipe (dim 60: 8 coupling layers, 64x64
     conditioners, lr 5e-4). With k = max(0, round(log2(dim / 60))) doublings of the dimension:
-    hidden width 64 * 2^k (at most 256), two hidden layers, coupling layers 8 + 2k (at most 12).
-    Examples: dim 60 -> 8 x (64, 64); 120 (capped tripeptide) -> 10 x (128, 128);
-    240 -> 12 x (256, 256); Trp-cage (906) -> 12 x (256, 256). The caps keep the conditioner
-    output layers (which grow as dim x width) trainable on a CPU.
+    hidden width 64 * 2^k, at most 128; two hidden layers; 8 coupling layers. Examples: dim 60
+    -> 8 x (64, 64); 102 (ACE-TRP-NME) to 180 (ACE-(ALA)5-NME) -> 8 x (128, 128); larger
+    molecules the same. Refitted on flow ESS after one hour on 2 cores (benchmarks/RESULTS.md):
+    at 180 dims 8 x (128, 128) beat the old rule's 12 x (256, 256) and 8 x (64, 64); at 102
+    dims 8 x (64, 64) matched the old 10 x (128, 128). A bigger flow trains too few epochs per
+    CPU-hour to pay; beyond 180 dims the rule is extrapolated, not measured.
     """
     dim = int(dim)
     if dim < 1:
         raise InputError(f"dimension must be >= 1, got {dim}")
     k = max(0, round(math.log2(dim / 60.0)))
-    width = min(256, 64 * 2**k)
-    return {"n_layers": min(12, 8 + 2 * k), "hidden": (width, width), "lr": 5e-4}
+    width = min(128, 64 * 2**k)
+    return {"n_layers": 8, "hidden": (width, width), "lr": 5e-4}
