@@ -241,8 +241,8 @@ def flow_size(dim: int) -> dict[str, Any]:
     -> 8 x (64, 64); 102 (ACE-TRP-NME) to 180 (ACE-(ALA)5-NME) -> 8 x (128, 128); larger
     molecules the same. Refitted on flow ESS after one hour on 2 cores (benchmarks/RESULTS.md):
     at 180 dims 8 x (128, 128) beat the old rule's 12 x (256, 256) and 8 x (64, 64); at 102
-    dims 8 x (64, 64) matched the old 10 x (128, 128). A bigger flow trains too few epochs per
-    CPU-hour to pay; beyond 180 dims the rule is extrapolated, not measured.
+    dims 8 x (64, 64), 8 x (128, 128) and the old 10 x (128, 128) tied. A bigger flow trains
+    too few epochs per CPU-hour to pay; beyond 180 dims the rule is extrapolated, not measured.
     """
     dim = int(dim)
     if dim < 1:
