@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from boltzgen.cv import dihedral
 from boltzgen.errors import InputError
-from boltzgen.generator.balance import backbone_state_labels, pattern_weights
+from boltzgen.generator.balance import backbone_state_labels, pattern_weights, weights_kish
 from boltzgen.pipeline.analysis import resolve_cvs
 from boltzgen.pipeline.config import PipelineConfig, budget_split, data_sampler, parse_duration
 from boltzgen.pipeline.run import run_pipeline
@@ -185,15 +185,13 @@ def test_pattern_weights_raise_rare_states_and_honour_frame_weights():
 
 
 def test_pattern_weights_keep_the_kish_floor_when_many_rare_states_are_boosted():
-    from boltzgen.generator.balance import weights_kish as _kish
-
     # ten rare states of 100 frames each: 5 % apiece leaves a Kish size of 0.36 of the frames
     labels = np.array(["main"] * 9000 + [f"r{k}" for k in range(10) for _ in range(100)])
     w0, t0 = pattern_weights(labels, min_share=0.05, min_frames=5)
-    assert _kish(w0) == pytest.approx(0.36, abs=0.01)
+    assert weights_kish(w0) == pytest.approx(0.36, abs=0.01)
     w, table = pattern_weights(labels, min_share=0.05, min_frames=5, min_kish=0.5)
     share = {r["state"]: r["weight_share"] for r in table}
-    assert _kish(w) == pytest.approx(0.5, abs=1e-3)  # the floor, not far above it
+    assert weights_kish(w) == pytest.approx(0.5, abs=1e-3)  # the floor, not far above it
     assert 0.01 < share["r0"] < 0.05  # still raised above the data's 1 %, less than asked
     assert w.mean() == pytest.approx(1.0) and np.ptp(w[:9000]) == 0
     # one rare state (ADP's phi > 0): the floor does not bind, nothing changes
@@ -204,7 +202,7 @@ def test_pattern_weights_keep_the_kish_floor_when_many_rare_states_are_boosted()
     # frame weights of a biased run: the floor is relative to their own Kish size
     fw = np.random.default_rng(0).uniform(0.2, 1.8, len(labels))
     wb, _ = pattern_weights(labels, 0.05, 5, frame_weights=fw, min_kish=0.5)
-    assert _kish(wb) == pytest.approx(0.5 * _kish(fw), abs=1e-3)
+    assert weights_kish(wb) == pytest.approx(0.5 * weights_kish(fw), abs=1e-3)
     with pytest.raises(InputError, match="min_kish"):
         pattern_weights(labels, min_kish=1.5)
 
